@@ -1,0 +1,252 @@
+//! The run index, one SQLite file beside the objects (`index.sqlite`).
+//!
+//! SQLite rather than redb or sled: several processes share one cache (two runs started at once,
+//! Slurm jobs, `status` while a run is going). redb holds an exclusive lock on its file for as
+//! long as a process has it open, so a second process could not even read; sled is pre-1.0 and
+//! unmaintained. SQLite in WAL mode lets readers and one writer at a time from any process work
+//! together, commits survive kill -9, and the index can be inspected with the sqlite3 shell.
+//!
+//! What it holds: stage key -> object, per-item results, per-item errors, the stat cache
+//! (path, size, mtime, inode -> content hash), the last state of each stage for `status`
+//! reasons, and run history.
+
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result};
+use rusqlite::{params, Connection, OptionalExtension};
+use stages::ItemError;
+
+pub struct Db {
+    pub conn: Connection,
+}
+
+#[derive(Debug, Clone)]
+pub struct Artifact {
+    pub key: String,
+    pub stage: String,
+    pub kind: String,
+    pub stage_id: String,
+    pub object: String,
+    pub rows: i64,
+    pub bytes: i64,
+    pub schema: String,
+    pub failed_items: i64,
+    pub created: f64,
+}
+
+pub fn now() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS artifacts(
+  key TEXT PRIMARY KEY, stage TEXT NOT NULL, kind TEXT NOT NULL, stage_id TEXT NOT NULL,
+  object TEXT NOT NULL, rows INTEGER NOT NULL, bytes INTEGER NOT NULL, schema TEXT NOT NULL,
+  failed_items INTEGER NOT NULL, created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS item_errors(
+  key TEXT NOT NULL, item TEXT NOT NULL, field TEXT NOT NULL, reason TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS item_errors_key ON item_errors(key);
+CREATE TABLE IF NOT EXISTS items(
+  stage_id TEXT NOT NULL, item TEXT NOT NULL, data BLOB NOT NULL, created REAL NOT NULL,
+  PRIMARY KEY(stage_id, item)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS stat_cache(
+  path TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, ino INTEGER NOT NULL,
+  hash TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS runs(
+  id INTEGER PRIMARY KEY, started REAL NOT NULL, finished REAL, pipeline TEXT NOT NULL,
+  argv TEXT NOT NULL, exit_code INTEGER);
+CREATE TABLE IF NOT EXISTS run_stages(
+  run_id INTEGER NOT NULL, stage TEXT NOT NULL, key TEXT, outcome TEXT NOT NULL, secs REAL,
+  computed INTEGER, reused INTEGER, failed INTEGER, message TEXT);
+CREATE INDEX IF NOT EXISTS run_stages_run ON run_stages(run_id);
+CREATE TABLE IF NOT EXISTS stage_state(
+  pipeline TEXT NOT NULL, stage TEXT NOT NULL, key TEXT NOT NULL, manifest TEXT NOT NULL,
+  updated REAL NOT NULL, PRIMARY KEY(pipeline, stage)) WITHOUT ROWID;
+";
+
+impl Db {
+    pub fn open(cache: &Path) -> Result<Db> {
+        let path = cache.join("index.sqlite");
+        let conn = Connection::open(&path).with_context(|| format!("opening run index {}", path.display()))?;
+        conn.busy_timeout(Duration::from_secs(120))?;
+        // WAL: readers never block the writer; NORMAL sync: a commit survives a process crash
+        // (kill -9), only the last commits can be lost on a power cut, and artifacts are
+        // fsynced on their own before they are recorded.
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        let db = Db { conn };
+        db.with_retry(|c| c.execute_batch(SCHEMA))?;
+        Ok(db)
+    }
+
+    /// Schema set-up by two processes at once can meet a lock that busy_timeout does not wait
+    /// for (a WAL-mode switch); retry briefly.
+    fn with_retry<T>(&self, f: impl Fn(&Connection) -> rusqlite::Result<T>) -> Result<T> {
+        let mut wait = 5;
+        loop {
+            match f(&self.conn) {
+                Err(rusqlite::Error::SqliteFailure(e, _))
+                    if matches!(e.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) && wait < 5000 =>
+                {
+                    std::thread::sleep(Duration::from_millis(wait));
+                    wait *= 2;
+                }
+                r => return Ok(r?),
+            }
+        }
+    }
+
+    pub fn artifact(&self, key: &str) -> Result<Option<Artifact>> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT key, stage, kind, stage_id, object, rows, bytes, schema, failed_items, created FROM artifacts WHERE key = ?1")?
+            .query_row([key], row_artifact)
+            .optional()?)
+    }
+
+    pub fn artifacts(&self) -> Result<Vec<Artifact>> {
+        let mut st = self.conn.prepare("SELECT key, stage, kind, stage_id, object, rows, bytes, schema, failed_items, created FROM artifacts")?;
+        let rows = st.query_map([], row_artifact)?.collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
+    }
+
+    pub fn put_artifact(&mut self, a: &Artifact, errors: &[ItemError]) -> Result<()> {
+        let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        tx.execute(
+            "INSERT OR REPLACE INTO artifacts VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            params![a.key, a.stage, a.kind, a.stage_id, a.object, a.rows, a.bytes, a.schema, a.failed_items, a.created],
+        )?;
+        tx.execute("DELETE FROM item_errors WHERE key = ?1", [&a.key])?;
+        {
+            let mut st = tx.prepare("INSERT INTO item_errors VALUES (?1, ?2, ?3, ?4)")?;
+            for e in errors {
+                st.execute(params![a.key, e.item, e.field, e.reason])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn item_errors(&self, key: &str) -> Result<Vec<ItemError>> {
+        let mut st = self.conn.prepare_cached("SELECT item, field, reason FROM item_errors WHERE key = ?1 ORDER BY rowid")?;
+        let rows = st
+            .query_map([key], |r| Ok(ItemError::new(r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
+    }
+
+    pub fn delete_artifact(&self, key: &str) -> Result<()> {
+        self.conn.execute("DELETE FROM artifacts WHERE key = ?1", [key])?;
+        self.conn.execute("DELETE FROM item_errors WHERE key = ?1", [key])?;
+        Ok(())
+    }
+
+    pub fn get_item(&self, stage_id: &str, item: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT data FROM items WHERE stage_id = ?1 AND item = ?2")?
+            .query_row([stage_id, item], |r| r.get(0))
+            .optional()?)
+    }
+
+    pub fn put_item(&self, stage_id: &str, item: &str, data: &[u8]) -> Result<()> {
+        self.conn
+            .prepare_cached("INSERT OR IGNORE INTO items VALUES (?1, ?2, ?3, ?4)")?
+            .execute(params![stage_id, item, data, now()])?;
+        Ok(())
+    }
+
+    pub fn stat_lookup(&self, path: &str) -> Result<Option<(u64, i64, u64, String)>> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT size, mtime_ns, ino, hash FROM stat_cache WHERE path = ?1")?
+            .query_row([path], |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?, r.get::<_, i64>(2)? as u64, r.get(3)?)))
+            .optional()?)
+    }
+
+    pub fn stat_store(&mut self, rows: &[(String, u64, i64, u64, String)]) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        {
+            let mut st = tx.prepare_cached("INSERT OR REPLACE INTO stat_cache VALUES (?1, ?2, ?3, ?4, ?5)")?;
+            for (p, size, mtime, ino, hash) in rows {
+                st.execute(params![p, *size as i64, mtime, *ino as i64, hash])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn stage_state(&self, pipeline: &str, stage: &str) -> Result<Option<(String, String)>> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT key, manifest FROM stage_state WHERE pipeline = ?1 AND stage = ?2")?
+            .query_row([pipeline, stage], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?)
+    }
+
+    pub fn set_stage_state(&self, pipeline: &str, stage: &str, key: &str, manifest: &str) -> Result<()> {
+        self.conn
+            .prepare_cached("INSERT OR REPLACE INTO stage_state VALUES (?1, ?2, ?3, ?4, ?5)")?
+            .execute(params![pipeline, stage, key, manifest, now()])?;
+        Ok(())
+    }
+
+    pub fn begin_run(&self, pipeline: &str, argv: &str) -> Result<i64> {
+        self.conn.execute(
+            "INSERT INTO runs(started, pipeline, argv) VALUES (?1, ?2, ?3)",
+            params![now(), pipeline, argv],
+        )?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn record_stage(
+        &self,
+        run: i64,
+        stage: &str,
+        key: Option<&str>,
+        outcome: &str,
+        secs: f64,
+        counts: (usize, usize, usize),
+        message: Option<&str>,
+    ) -> Result<()> {
+        self.conn
+            .prepare_cached("INSERT INTO run_stages VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)")?
+            .execute(params![run, stage, key, outcome, secs, counts.0 as i64, counts.1 as i64, counts.2 as i64, message])?;
+        Ok(())
+    }
+
+    pub fn end_run(&self, run: i64, code: i32) -> Result<()> {
+        self.conn
+            .execute("UPDATE runs SET finished = ?1, exit_code = ?2 WHERE id = ?3", params![now(), code, run])?;
+        Ok(())
+    }
+
+    /// Keys used by the last `n` runs, which `gc` keeps.
+    pub fn recent_run_keys(&self, n: i64) -> Result<Vec<String>> {
+        let mut st = self.conn.prepare(
+            "SELECT DISTINCT key FROM run_stages WHERE key IS NOT NULL AND run_id IN (SELECT id FROM runs ORDER BY id DESC LIMIT ?1)",
+        )?;
+        let rows = st.query_map([n], |r| r.get(0))?.collect::<rusqlite::Result<Vec<String>>>()?;
+        Ok(rows)
+    }
+}
+
+fn row_artifact(r: &rusqlite::Row) -> rusqlite::Result<Artifact> {
+    Ok(Artifact {
+        key: r.get(0)?,
+        stage: r.get(1)?,
+        kind: r.get(2)?,
+        stage_id: r.get(3)?,
+        object: r.get(4)?,
+        rows: r.get(5)?,
+        bytes: r.get(6)?,
+        schema: r.get(7)?,
+        failed_items: r.get(8)?,
+        created: r.get(9)?,
+    })
+}

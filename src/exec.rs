@@ -1,0 +1,494 @@
+//! Running a plan: decide fresh/stale from keys, then execute stale stages in dependency order,
+//! `-j` at a time, with per-item work on the rayon pool.
+//!
+//! Crash safety: an artifact is recorded only after its object is durably in place, and each
+//! finished item is committed on its own, so after kill -9 a rerun reuses every finished stage
+//! and item. Concurrency: a stage is computed under an exclusive lock on its key, so a second
+//! process waits and then reuses the first one's artifact instead of computing it again.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::Instant;
+
+use anyhow::{anyhow, Context, Result};
+use arrow::array::{ArrayRef, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Schema};
+use arrow::util::display::{ArrayFormatter, FormatOptions};
+use rayon::prelude::*;
+use serde_json::json;
+use stages::{ItemError, Mode as StageMode, RunCtx, Stage};
+
+use crate::config::Plan;
+use crate::db::{now, Artifact, Db};
+use crate::keys::{self, short, StageKey};
+use crate::registry::Registry;
+use crate::report::Reporter;
+use crate::store::{decode_ipc, encode_ipc, Store};
+
+pub struct RunOpts {
+    pub targets: Vec<String>,
+    pub jobs: usize,
+    pub keep_going: bool,
+    pub dry_run: bool,
+    pub argv: String,
+}
+
+pub const EXIT_OK: i32 = 0;
+pub const EXIT_FAILED: i32 = 1;
+pub const EXIT_PARTIAL: i32 = 3;
+
+/// The planned state of one selected stage.
+pub struct Planned {
+    pub idx: usize,
+    pub key: Result<StageKey, String>,
+    pub artifact: Option<Artifact>,
+}
+
+pub struct Env<'a> {
+    pub plan: &'a Plan,
+    pub reg: &'a Registry,
+    pub cache: PathBuf,
+    pub store: Store,
+    /// The pipeline's name in the index (its path relative to the project root).
+    pub pipeline_id: String,
+}
+
+impl Env<'_> {
+    /// Keys and cache state for the selected stages, without running anything.
+    pub fn plan_state(&self, db: &mut Db, selected: &[usize]) -> Result<Vec<Planned>> {
+        let keys = keys::compute(self.plan, self.reg, db, selected)?;
+        let mut out = Vec::new();
+        for (idx, key) in keys {
+            let artifact = match &key {
+                Ok(k) => db
+                    .artifact(&k.key)?
+                    .filter(|a| self.store.object_path(&a.object).exists()),
+                Err(_) => None,
+            };
+            out.push(Planned { idx, key, artifact });
+        }
+        Ok(out)
+    }
+}
+
+struct Done {
+    idx: usize,
+    result: Result<StageRun, String>,
+}
+
+struct StageRun {
+    outcome: &'static str,
+    secs: f64,
+    computed: usize,
+    reused: usize,
+    errors: Vec<ItemError>,
+}
+
+pub fn run(env: &Env, opts: &RunOpts, rep: &Reporter) -> Result<i32> {
+    let started = Instant::now();
+    let plan = env.plan;
+    let selected = plan.select(&opts.targets).map_err(|e| anyhow!(e))?;
+    let mut db = Db::open(&env.cache)?;
+    let planned = env.plan_state(&mut db, &selected)?;
+
+    if opts.dry_run {
+        for p in &planned {
+            let s = &plan.stages[p.idx];
+            let (state, why) = match (&p.key, &p.artifact) {
+                (Err(e), _) => ("error", vec![e.clone()]),
+                (Ok(_), Some(_)) => ("cached", vec![]),
+                (Ok(k), None) => ("run", explain(&db, &env.pipeline_id, &s.name, k)?),
+            };
+            if rep.is_json() {
+                rep.event(json!({"event": "plan", "stage": s.name, "state": state, "key": p.key.as_ref().ok().map(|k| &k.key), "reasons": why}));
+            } else {
+                println!("{state:<6} {}{}", s.name, if why.is_empty() { String::new() } else { format!("  ({})", why.join("; ")) });
+            }
+        }
+        return Ok(EXIT_OK);
+    }
+
+    let run_id = db.begin_run(&env.pipeline_id, &opts.argv)?;
+    let mut results: BTreeMap<usize, (String, Option<String>, Result<StageRun, String>)> = BTreeMap::new();
+    let mut todo: Vec<usize> = Vec::new();
+    let mut keyof: HashMap<usize, StageKey> = HashMap::new();
+    for p in planned {
+        let name = plan.stages[p.idx].name.clone();
+        match (p.key, p.artifact) {
+            (Err(e), _) => {
+                results.insert(p.idx, (name, None, Err(e)));
+            }
+            (Ok(k), Some(a)) => {
+                let errors = if a.failed_items > 0 { db.item_errors(&a.key)? } else { Vec::new() };
+                update_state(&db, &env.pipeline_id, &name, &k)?;
+                results.insert(
+                    p.idx,
+                    (name, Some(k.key.clone()), Ok(StageRun { outcome: "cached", secs: 0.0, computed: 0, reused: 0, errors })),
+                );
+                keyof.insert(p.idx, k);
+            }
+            (Ok(k), None) => {
+                keyof.insert(p.idx, k);
+                todo.push(p.idx);
+            }
+        }
+    }
+    for (idx, (name, _, r)) in &results {
+        let _ = idx;
+        match r {
+            Ok(sr) if sr.errors.is_empty() => rep.stage_done(name, "cached", &json!({}), ""),
+            Ok(sr) => rep.stage_done(name, "cached", &json!({"failed": sr.errors.len()}), &format!("({} items failed earlier; see `pipeline show {name}`)", sr.errors.len())),
+            Err(e) => {
+                rep.stage_done(name, "failed", &json!({"error": e}), e);
+            }
+        }
+    }
+
+    let tables: Mutex<HashMap<String, Arc<RecordBatch>>> = Mutex::new(HashMap::new());
+    let (tx, rx) = mpsc::channel::<Done>();
+    let mut running = 0usize;
+    let mut stop = results.values().any(|r| r.2.is_err()) && !opts.keep_going;
+    std::thread::scope(|scope| -> Result<()> {
+        loop {
+            // Start every stage whose inputs are all done, up to -j.
+            let mut i = 0;
+            while i < todo.len() && running < opts.jobs.max(1) && !stop {
+                let idx = todo[i];
+                let s = &plan.stages[idx];
+                let inputs: Vec<usize> = s.inputs.iter().map(|n| plan.index[n]).collect();
+                if inputs.iter().any(|j| results.get(j).is_some_and(|r| r.2.is_err())) {
+                    let bad = inputs.iter().find(|j| results.get(j).is_some_and(|r| r.2.is_err())).unwrap();
+                    let msg = format!("skipped: input `{}` failed", plan.stages[*bad].name);
+                    rep.stage_done(&s.name, "skipped", &json!({"error": msg}), &msg);
+                    results.insert(idx, (s.name.clone(), keyof.get(&idx).map(|k| k.key.clone()), Err(msg)));
+                    todo.remove(i);
+                    continue;
+                }
+                if inputs.iter().all(|j| results.get(j).is_some_and(|r| r.2.is_ok())) {
+                    todo.remove(i);
+                    running += 1;
+                    let tx = tx.clone();
+                    let key = keyof[&idx].clone();
+                    let input_keys: Vec<String> = inputs.iter().map(|j| keyof[j].key.clone()).collect();
+                    let tables = &tables;
+                    scope.spawn(move || {
+                        let result = execute(env, rep, idx, &key, &input_keys, tables).map_err(|e| format!("{e:#}"));
+                        let _ = tx.send(Done { idx, result });
+                    });
+                    continue;
+                }
+                i += 1;
+            }
+            if running == 0 {
+                break;
+            }
+            let d = rx.recv().expect("workers hold a sender");
+            running -= 1;
+            let name = plan.stages[d.idx].name.clone();
+            let key = keyof.get(&d.idx).map(|k| k.key.clone());
+            match &d.result {
+                Ok(sr) => {
+                    let text = if sr.computed + sr.reused > 0 || !sr.errors.is_empty() {
+                        format!("{:.2}s  {} computed, {} reused, {} failed", sr.secs, sr.computed, sr.reused, sr.errors.len())
+                    } else {
+                        format!("{:.2}s", sr.secs)
+                    };
+                    rep.stage_done(&name, sr.outcome, &json!({"secs": sr.secs, "computed": sr.computed, "reused": sr.reused, "failed": sr.errors.len(), "key": key}), &text);
+                }
+                Err(e) => {
+                    rep.stage_done(&name, "failed", &json!({"error": e}), e);
+                    if !opts.keep_going {
+                        stop = true;
+                    }
+                }
+            }
+            results.insert(d.idx, (name, key, d.result));
+        }
+        Ok(())
+    })?;
+    for idx in todo {
+        let name = plan.stages[idx].name.clone();
+        rep.stage_done(&name, "skipped", &json!({"error": "not started: an earlier stage failed"}), "not started: an earlier stage failed (use --keep-going to run independent stages)");
+        results.insert(idx, (name, keyof.get(&idx).map(|k| k.key.clone()), Err("not started".into())));
+    }
+
+    // Summary, history, exit code.
+    let mut ran = Vec::new();
+    let mut cached = Vec::new();
+    let mut failed = Vec::new();
+    let mut partial = Vec::new();
+    let mut failed_items = 0;
+    for (name, key, r) in results.values() {
+        match r {
+            Ok(sr) => {
+                if sr.outcome == "cached" { cached.push(name.clone()) } else { ran.push(name.clone()) }
+                if !sr.errors.is_empty() {
+                    partial.push(name.clone());
+                    failed_items += sr.errors.len();
+                }
+                db.record_stage(run_id, name, key.as_deref(), sr.outcome, sr.secs, (sr.computed, sr.reused, sr.errors.len()), None)?;
+            }
+            Err(e) => {
+                failed.push(name.clone());
+                db.record_stage(run_id, name, key.as_deref(), "failed", 0.0, (0, 0, 0), Some(e))?;
+            }
+        }
+    }
+    let code = if !failed.is_empty() {
+        EXIT_FAILED
+    } else if !partial.is_empty() {
+        EXIT_PARTIAL
+    } else {
+        EXIT_OK
+    };
+    db.end_run(run_id, code)?;
+    let secs = started.elapsed().as_secs_f64();
+    if rep.is_json() {
+        rep.event(json!({"summary": {"ran": ran, "cached": cached, "failed": failed, "partial": partial, "failed_items": failed_items, "exit_code": code, "secs": secs, "run": run_id}}));
+    } else {
+        let mut s = format!("{} ran, {} cached, {} failed", ran.len(), cached.len(), failed.len());
+        if failed_items > 0 {
+            s.push_str(&format!("; {failed_items} item(s) failed in {} (partial; `pipeline show STAGE` lists them)", partial.join(", ")));
+        }
+        println!("{s} in {secs:.3}s");
+    }
+    Ok(code)
+}
+
+fn update_state(db: &Db, pipeline: &str, stage: &str, k: &StageKey) -> Result<()> {
+    match db.stage_state(pipeline, stage)? {
+        Some((old, _)) if old == k.key => Ok(()),
+        _ => db.set_stage_state(pipeline, stage, &k.key, &k.manifest.to_string()),
+    }
+}
+
+/// Why a stage will run: what changed since it last ran, or that it never did.
+pub fn explain(db: &Db, pipeline: &str, stage: &str, k: &StageKey) -> Result<Vec<String>> {
+    Ok(match db.stage_state(pipeline, stage)? {
+        None => vec!["never run".into()],
+        Some((old_key, _)) if old_key == k.key => vec!["artifact missing from the cache".into()],
+        Some((_, m)) => {
+            let old: serde_json::Value = serde_json::from_str(&m).unwrap_or_default();
+            let r = keys::reasons(&old, &k.manifest);
+            if r.is_empty() { vec!["key changed".into()] } else { r }
+        }
+    })
+}
+
+fn execute(
+    env: &Env,
+    rep: &Reporter,
+    idx: usize,
+    key: &StageKey,
+    input_keys: &[String],
+    tables: &Mutex<HashMap<String, Arc<RecordBatch>>>,
+) -> Result<StageRun> {
+    let t0 = Instant::now();
+    let s = &env.plan.stages[idx];
+    let stage = env.reg.get(&s.kind).expect("validated kind");
+    let mut db = Db::open(&env.cache)?;
+    let lock = File::create(env.store.lock_path(&key.key))?;
+    lock.lock().context("locking the stage key")?;
+    if db.artifact(&key.key)?.is_some_and(|a| env.store.object_path(&a.object).exists()) {
+        // Another process computed it while we waited for the lock.
+        let errors = db.item_errors(&key.key)?;
+        update_state(&db, &env.pipeline_id, &s.name, key)?;
+        return Ok(StageRun { outcome: "cached", secs: t0.elapsed().as_secs_f64(), computed: 0, reused: 0, errors });
+    }
+    let mut inputs = Vec::new();
+    for k in input_keys {
+        let cached = tables.lock().unwrap().get(k).cloned();
+        let t = match cached {
+            Some(t) => t,
+            None => {
+                let a = db.artifact(k)?.ok_or_else(|| anyhow!("input artifact {} vanished from the index", short(k)))?;
+                let t = env.store.get_table(&a.object)?;
+                tables.lock().unwrap().insert(k.clone(), t.clone());
+                t
+            }
+        };
+        inputs.push(t);
+    }
+    let ctx = RunCtx { params: &s.params, root: &env.plan.root, inputs, files: &key.files };
+    let (table, errors, computed, reused) = match stage.mode() {
+        StageMode::Table => {
+            rep.stage_start(&s.name, &key.key, None);
+            let out = stage.run(&ctx).map_err(|e| anyhow!("{} ({}:{}): {e}", s.name, env.plan.file.display(), s.line))?;
+            (out.table, out.errors, 0, 0)
+        }
+        StageMode::PerItem { id_column, reads } => run_items(stage, &ctx, &mut db, rep, &s.name, key, id_column, reads)?,
+    };
+    if matches!(stage.mode(), StageMode::Table) {
+        // Per-item stages report their failures as they happen.
+        for e in &errors {
+            rep.item_error(&s.name, e);
+        }
+    }
+    let (object, bytes) = env.store.put_table(&table)?;
+    let schema = table
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| format!("{}: {}", f.name(), f.data_type()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    db.put_artifact(
+        &Artifact {
+            key: key.key.clone(),
+            stage: s.name.clone(),
+            kind: s.kind.clone(),
+            stage_id: key.stage_id.clone(),
+            object,
+            rows: table.num_rows() as i64,
+            bytes: bytes as i64,
+            schema,
+            failed_items: errors.len() as i64,
+            created: now(),
+        },
+        &errors,
+    )?;
+    update_state(&db, &env.pipeline_id, &s.name, key)?;
+    tables.lock().unwrap().insert(key.key.clone(), Arc::new(table));
+    drop(lock);
+    Ok(StageRun { outcome: "ran", secs: t0.elapsed().as_secs_f64(), computed, reused, errors })
+}
+
+/// Hash of the columns an item reads, in its row: the item's cache identity within the stage.
+fn item_hashes(t: &RecordBatch, reads: &[&str]) -> Result<Vec<String>> {
+    let opts = FormatOptions::default().with_null("\u{0}null");
+    let mut fmts = Vec::new();
+    for c in reads {
+        let col = t.column_by_name(c).ok_or_else(|| anyhow!("input has no column `{c}` that this stage reads"))?;
+        fmts.push((c, ArrayFormatter::try_new(col.as_ref(), &opts)?));
+    }
+    Ok((0..t.num_rows())
+        .map(|r| {
+            let mut h = blake3::Hasher::new();
+            for (c, f) in &fmts {
+                h.update(c.as_bytes());
+                h.update(&[0]);
+                h.update(f.value(r).to_string().as_bytes());
+                h.update(&[0]);
+            }
+            h.finalize().to_hex().to_string()
+        })
+        .collect())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_items(
+    stage: &dyn Stage,
+    ctx: &RunCtx,
+    db: &mut Db,
+    rep: &Reporter,
+    name: &str,
+    key: &StageKey,
+    id_column: &str,
+    reads: &[&str],
+) -> Result<(RecordBatch, Vec<ItemError>, usize, usize)> {
+    let t = ctx.inputs.first().ok_or_else(|| anyhow!("a per-item stage needs an input"))?.clone();
+    let ids = t
+        .column_by_name(id_column)
+        .and_then(|c| c.as_any().downcast_ref::<StringArray>())
+        .ok_or_else(|| anyhow!("input has no string column `{id_column}`"))?;
+    let hashes = item_hashes(&t, reads)?;
+    let n = t.num_rows();
+    let mut slots: Vec<Option<Result<RecordBatch, ItemError>>> = vec![None; n];
+    let mut missing = Vec::new();
+    for (r, h) in hashes.iter().enumerate() {
+        match db.get_item(&key.stage_id, h)? {
+            Some(bytes) => slots[r] = Some(Ok(decode_ipc(&bytes)?)),
+            None => missing.push(r),
+        }
+    }
+    let reused = n - missing.len();
+    rep.stage_start(name, &key.key, Some(n));
+    let done = AtomicUsize::new(reused);
+    rep.progress(name, reused, n);
+    let delay = test_item_delay();
+    let writer = Mutex::new(db);
+    let computed: Vec<(usize, Result<RecordBatch, ItemError>)> = missing
+        .par_iter()
+        .map(|&r| {
+            let id = ids.value(r).to_string();
+            let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| stage.run_item(ctx, r)))
+                .unwrap_or_else(|p| {
+                    let msg = p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default();
+                    Err(ItemError::new(&id, "", format!("stage panicked: {msg}")))
+                })
+                .map_err(|mut e| {
+                    if e.item.is_empty() {
+                        e.item = id.clone();
+                    }
+                    e
+                });
+            if let Some(d) = delay {
+                std::thread::sleep(d);
+            }
+            let res = match res {
+                Ok(b) => match encode_ipc(&b).and_then(|bytes| writer.lock().unwrap().put_item(&key.stage_id, &hashes[r], &bytes)) {
+                    Ok(()) => Ok(b),
+                    Err(e) => Err(ItemError::new(&id, "", format!("could not store the item: {e:#}"))),
+                },
+                Err(e) => {
+                    rep.item_error(name, &e);
+                    Err(e)
+                }
+            };
+            let d = done.fetch_add(1, Ordering::Relaxed) + 1;
+            rep.progress(name, d, n);
+            (r, res)
+        })
+        .collect();
+    let computed_ok = computed.iter().filter(|(_, r)| r.is_ok()).count();
+    for (r, res) in computed {
+        slots[r] = Some(res);
+    }
+    let mut parts = Vec::new();
+    let mut errors = Vec::new();
+    for (r, slot) in slots.into_iter().enumerate() {
+        match slot.expect("every row filled") {
+            Ok(b) => parts.push(with_id(ids.value(r), id_column, &b)?),
+            Err(e) => errors.push(e),
+        }
+    }
+    let table = match parts.first() {
+        Some(first) => {
+            let schema = first.schema();
+            arrow::compute::concat_batches(&schema, &parts).context("items returned different schemas")?
+        }
+        None => RecordBatch::new_empty(Arc::new(Schema::new(vec![Field::new(id_column, DataType::Utf8, false)]))),
+    };
+    Ok((table, errors, computed_ok, reused))
+}
+
+fn with_id(id: &str, id_column: &str, b: &RecordBatch) -> Result<RecordBatch> {
+    let idcol: ArrayRef = Arc::new(StringArray::from(vec![id; b.num_rows()]));
+    let mut fields = vec![Arc::new(Field::new(id_column, DataType::Utf8, false))];
+    fields.extend(b.schema().fields().iter().cloned());
+    let mut cols = vec![idcol];
+    cols.extend(b.columns().iter().cloned());
+    Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), cols)?)
+}
+
+/// Fault injection for the crash tests: a pause after each computed item widens the window in
+/// which a kill lands mid-stage. Never set in normal use.
+fn test_item_delay() -> Option<std::time::Duration> {
+    std::env::var("PIPELINE_TEST_ITEM_DELAY_MS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .map(std::time::Duration::from_millis)
+}
+
+pub fn project_root_of(pipeline: &Path) -> PathBuf {
+    // pipeline/foo.yaml lives one level below the project root.
+    let parent = pipeline.parent().unwrap_or(Path::new("."));
+    if parent.file_name().is_some_and(|n| n == "pipeline") {
+        parent.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."))
+    } else {
+        parent.to_path_buf()
+    }
+}

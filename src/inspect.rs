@@ -1,0 +1,158 @@
+//! Read-only views: `status`, `show`, `dag`.
+
+use anyhow::{anyhow, Result};
+use serde_json::json;
+
+use crate::config::Plan;
+use crate::db::Db;
+use crate::exec::{explain, Env};
+use crate::keys::short;
+use crate::DagFormat;
+
+pub fn status(env: &Env, targets: &[String], as_json: bool) -> Result<i32> {
+    let selected = env.plan.select(targets).map_err(|e| anyhow!(e))?;
+    let mut db = Db::open(&env.cache)?;
+    let planned = env.plan_state(&mut db, &selected)?;
+    let mut rows = Vec::new();
+    for p in &planned {
+        let s = &env.plan.stages[p.idx];
+        let (state, reasons, key) = match (&p.key, &p.artifact) {
+            (Err(e), _) => ("stale", vec![format!("cannot plan: {e}")], None),
+            (Ok(k), Some(a)) => {
+                let r = if a.failed_items > 0 { vec![format!("{} item(s) failed; see `pipeline show {}`", a.failed_items, s.name)] } else { vec![] };
+                ("fresh", r, Some(k.key.clone()))
+            }
+            (Ok(k), None) => {
+                let r = explain(&db, &env.pipeline_id, &s.name, k)?;
+                let state = if r == ["never run"] { "never-run" } else { "stale" };
+                (state, if state == "never-run" { vec![] } else { r }, Some(k.key.clone()))
+            }
+        };
+        rows.push((s.name.clone(), state, reasons, key));
+    }
+    if as_json {
+        let stages: Vec<_> = rows
+            .iter()
+            .map(|(n, st, r, k)| json!({"name": n, "state": st, "reasons": r, "key": k}))
+            .collect();
+        println!("{}", json!({"stages": stages}));
+    } else {
+        let w = rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
+        for (n, st, r, k) in &rows {
+            let k = k.as_deref().map(short).unwrap_or("-");
+            println!("{n:<w$}  {st:<9}  {k}");
+            for reason in r {
+                println!("{:<w$}    - {reason}", "");
+            }
+        }
+    }
+    Ok(0)
+}
+
+pub fn show(env: &Env, name: &str, nrows: usize, as_json: bool) -> Result<i32> {
+    let Some(s) = env.plan.get(name) else {
+        let variants: Vec<&str> = env.plan.stages.iter().filter(|s| s.base == name).map(|s| s.name.as_str()).collect();
+        return Err(if variants.is_empty() {
+            anyhow!("no stage `{name}` in {}", env.plan.file.display())
+        } else {
+            anyhow!("`{name}` is a matrix stage; show one variant: {}", variants.join(", "))
+        });
+    };
+    let selected = env.plan.select(std::slice::from_ref(&s.name)).map_err(|e| anyhow!(e))?;
+    let mut db = Db::open(&env.cache)?;
+    let planned = env.plan_state(&mut db, &selected)?;
+    let p = planned.iter().find(|p| p.idx == env.plan.index[&s.name]).expect("selected");
+    let key = p.key.as_ref().map_err(|e| anyhow!("cannot plan {name}: {e}"))?;
+    let Some(a) = &p.artifact else {
+        let why = explain(&db, &env.pipeline_id, &s.name, key)?;
+        if as_json {
+            println!("{}", json!({"stage": s.name, "kind": s.kind, "key": key.key, "state": "not computed", "reasons": why}));
+        } else {
+            println!("stage   {}\nkind    {}\nkey     {}\nstate   not computed ({})", s.name, s.kind, key.key, why.join("; "));
+        }
+        return Ok(0);
+    };
+    let errors = db.item_errors(&a.key)?;
+    let path = env.store.object_path(&a.object);
+    let table = env.store.get_table(&a.object)?;
+    if as_json {
+        let errs: Vec<_> = errors.iter().map(|e| json!({"item": e.item, "field": e.field, "reason": e.reason})).collect();
+        println!(
+            "{}",
+            json!({"stage": s.name, "kind": s.kind, "key": a.key, "state": "fresh", "artifact": path, "rows": a.rows,
+                   "bytes": a.bytes, "schema": a.schema, "failed_items": errs, "params": s.params.0})
+        );
+        return Ok(0);
+    }
+    println!("stage     {}", s.name);
+    println!("kind      {}", s.kind);
+    println!("key       {}", a.key);
+    println!("artifact  {}", path.display());
+    println!("rows      {}  ({} bytes, Parquet zstd)", a.rows, a.bytes);
+    println!("params    {}", serde_json::to_string(&s.params.0)?);
+    if let Some(d) = &s.desc {
+        println!("desc      {d}");
+    }
+    if !s.resources.is_empty() {
+        println!("resources {}", serde_json::to_string(&s.resources)?);
+    }
+    println!("schema");
+    for f in table.schema().fields() {
+        println!("  {}: {}", f.name(), f.data_type());
+    }
+    if !errors.is_empty() {
+        println!("failed items ({})", errors.len());
+        for e in &errors {
+            println!("  {} [{}]: {}", e.item, e.field, e.reason);
+        }
+    }
+    if nrows > 0 && table.num_rows() > 0 {
+        let head = table.slice(0, nrows.min(table.num_rows()));
+        println!("first {} rows", head.num_rows());
+        println!("{}", arrow::util::pretty::pretty_format_batches(&[head])?);
+    }
+    Ok(0)
+}
+
+pub fn dag(plan: &Plan, format: DagFormat) -> String {
+    let mut out = String::new();
+    let id = |i: usize| format!("s{i}");
+    match format {
+        DagFormat::Ascii => {
+            // Depth = longest path from a source, so each stage prints below everything it needs.
+            let mut depth = vec![0usize; plan.stages.len()];
+            for (i, s) in plan.stages.iter().enumerate() {
+                depth[i] = s.inputs.iter().map(|n| depth[plan.index[n]] + 1).max().unwrap_or(0);
+            }
+            for (i, s) in plan.stages.iter().enumerate() {
+                let ind = "  ".repeat(depth[i]);
+                let from = if s.inputs.is_empty() { String::new() } else { format!("  <- {}", s.inputs.join(", ")) };
+                out.push_str(&format!("{ind}{} [{}]{from}\n", s.name, s.kind));
+            }
+        }
+        DagFormat::Dot => {
+            out.push_str("digraph pipeline {\n  rankdir=LR;\n  node [shape=box, fontname=\"monospace\"];\n");
+            for (i, s) in plan.stages.iter().enumerate() {
+                out.push_str(&format!("  {} [label=\"{}\\n({})\"];\n", id(i), s.name.replace('"', "\\\""), s.kind));
+            }
+            for (i, s) in plan.stages.iter().enumerate() {
+                for n in &s.inputs {
+                    out.push_str(&format!("  {} -> {};\n", id(plan.index[n]), id(i)));
+                }
+            }
+            out.push_str("}\n");
+        }
+        DagFormat::Mermaid => {
+            out.push_str("flowchart LR\n");
+            for (i, s) in plan.stages.iter().enumerate() {
+                out.push_str(&format!("  {}[\"{} ({})\"]\n", id(i), s.name.replace('"', "#quot;"), s.kind));
+            }
+            for (i, s) in plan.stages.iter().enumerate() {
+                for n in &s.inputs {
+                    out.push_str(&format!("  {} --> {}\n", id(plan.index[n]), id(i)));
+                }
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,218 @@
+//! `pipeline`: runs multimodal emotion recognition studies as a DAG of content-addressed,
+//! cached stages.
+
+mod config;
+mod db;
+mod exec;
+mod inspect;
+mod keys;
+mod locate;
+mod maint;
+mod registry;
+mod report;
+mod store;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::config::ConfigError;
+use crate::exec::{Env, RunOpts};
+use crate::registry::Registry;
+use crate::store::Store;
+
+#[derive(Parser)]
+#[command(name = "pipeline", version, about = "Content-addressed DAG runner for multimodal emotion recognition studies", long_about = None)]
+struct Cli {
+    /// Artifact store (default: cache/ beside pipeline/)
+    #[arg(long, global = true, env = "PIPELINE_CACHE", value_name = "DIR")]
+    cache: Option<PathBuf>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Args, Clone)]
+struct PipelineArgs {
+    /// Pipeline file
+    #[arg(short = 'p', long = "pipeline", value_name = "FILE", default_value = "pipeline/default.yaml")]
+    file: PathBuf,
+    /// Override a param (STAGE.PARAM=VALUE) or a variable (vars.NAME=VALUE); repeatable
+    #[arg(long = "set", value_name = "STAGE.PARAM=VALUE")]
+    sets: Vec<String>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run stages (and what they depend on) that are not fresh in the cache
+    Run {
+        /// `all`, or stage names (a matrix stage's base name selects every variant)
+        #[arg(default_value = "all")]
+        targets: Vec<String>,
+        #[command(flatten)]
+        p: PipelineArgs,
+        /// Stages to run at once
+        #[arg(short = 'j', long, default_value_t = 2)]
+        jobs: usize,
+        /// Keep running stages that do not depend on a failed one
+        #[arg(long)]
+        keep_going: bool,
+        /// Show what would run and why, run nothing
+        #[arg(long)]
+        dry_run: bool,
+        /// One JSON object per event on stdout, ending with a summary
+        #[arg(long)]
+        json: bool,
+    },
+    /// Each stage fresh / stale / never-run, with the reasons
+    Status {
+        #[arg(default_value = "all")]
+        targets: Vec<String>,
+        #[command(flatten)]
+        p: PipelineArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Draw the stage graph
+    Dag {
+        #[command(flatten)]
+        p: PipelineArgs,
+        #[arg(long, value_enum, default_value_t = DagFormat::Ascii)]
+        format: DagFormat,
+    },
+    /// A stage's key, artifact, schema, row count, failed items and first rows
+    Show {
+        stage: String,
+        #[command(flatten)]
+        p: PipelineArgs,
+        /// Rows to print
+        #[arg(long, default_value_t = 5)]
+        rows: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete objects and items unreachable from the pipelines in pipeline/ and recent runs
+    Gc {
+        #[arg(long)]
+        dry_run: bool,
+        /// Keep what the last N runs used
+        #[arg(long, default_value_t = 20)]
+        keep_runs: i64,
+        /// Project root whose pipeline/*.yaml are kept
+        #[arg(long, default_value = ".")]
+        root: PathBuf,
+    },
+    /// Re-hash every object and report corrupt or missing ones
+    Verify {
+        /// Forget corrupt or missing artifacts so the next run recomputes them
+        #[arg(long)]
+        fix: bool,
+    },
+    /// List stage kinds with their params
+    Kinds,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum DagFormat {
+    Ascii,
+    Dot,
+    Mermaid,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match dispatch(cli) {
+        Ok(code) => ExitCode::from(code as u8),
+        Err(e) => {
+            if let Some(ce) = e.downcast_ref::<ConfigError>() {
+                eprintln!("{ce}");
+                return ExitCode::from(2);
+            }
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+struct Loaded {
+    plan: config::Plan,
+    cache: PathBuf,
+    pipeline_id: String,
+}
+
+fn load(cache: &Option<PathBuf>, p: &PipelineArgs, reg: &Registry) -> anyhow::Result<Loaded> {
+    let file = absolute(&p.file);
+    let root = exec::project_root_of(&file);
+    let plan = config::load(&file, &root, &p.sets, reg)?;
+    let cache = cache.as_ref().map(|c| absolute(c)).unwrap_or_else(|| root.join("cache"));
+    let pipeline_id = file.strip_prefix(&root).unwrap_or(&file).to_string_lossy().into_owned();
+    Ok(Loaded { plan, cache, pipeline_id })
+}
+
+fn env<'a>(l: &'a Loaded, reg: &'a Registry) -> anyhow::Result<Env<'a>> {
+    Ok(Env {
+        plan: &l.plan,
+        reg,
+        cache: l.cache.clone(),
+        store: Store::open(&l.cache)?,
+        pipeline_id: l.pipeline_id.clone(),
+    })
+}
+
+fn absolute(p: &Path) -> PathBuf {
+    let p = if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::env::current_dir().unwrap_or_default().join(p)
+    };
+    p.canonicalize().unwrap_or(p)
+}
+
+fn dispatch(cli: Cli) -> anyhow::Result<i32> {
+    let reg = Registry::new();
+    match cli.cmd {
+        Cmd::Run { targets, p, jobs, keep_going, dry_run, json } => {
+            let l = load(&cli.cache, &p, &reg)?;
+            let e = env(&l, &reg)?;
+            let rep = report::Reporter::new(json);
+            let argv = std::env::args().collect::<Vec<_>>().join(" ");
+            let opts = RunOpts { targets, jobs, keep_going, dry_run, argv };
+            exec::run(&e, &opts, &rep).map_err(|err| match err.downcast::<ConfigError>() {
+                Ok(ce) => ce.into(),
+                Err(other) => other,
+            })
+        }
+        Cmd::Status { targets, p, json } => {
+            let l = load(&cli.cache, &p, &reg)?;
+            inspect::status(&env(&l, &reg)?, &targets, json)
+        }
+        Cmd::Dag { p, format } => {
+            let l = load(&cli.cache, &p, &reg)?;
+            print!("{}", inspect::dag(&l.plan, format));
+            Ok(0)
+        }
+        Cmd::Show { stage, p, rows, json } => {
+            let l = load(&cli.cache, &p, &reg)?;
+            inspect::show(&env(&l, &reg)?, &stage, rows, json)
+        }
+        Cmd::Gc { dry_run, keep_runs, root } => {
+            let root = absolute(&root);
+            let cache = cli.cache.as_ref().map(|c| absolute(c)).unwrap_or_else(|| root.join("cache"));
+            maint::gc(&reg, &root, &cache, keep_runs, dry_run)
+        }
+        Cmd::Verify { fix } => {
+            let cache = cli.cache.as_ref().map(|c| absolute(c)).unwrap_or_else(|| absolute(Path::new("cache")));
+            maint::verify(&cache, fix)
+        }
+        Cmd::Kinds => {
+            for s in reg.all() {
+                println!("{} (v{}): {}", s.kind(), s.version(), s.about());
+                for p in s.params() {
+                    let d = p.default.map(|d| format!(" = {d}")).unwrap_or_else(|| " (required)".into());
+                    println!("    {}: {}{d}  — {}", p.name, p.ty.describe(), p.doc);
+                }
+            }
+            Ok(0)
+        }
+    }
+}

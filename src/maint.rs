@@ -1,0 +1,160 @@
+//! Cache upkeep: `gc` and `verify`.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+
+use crate::config;
+use crate::db::Db;
+use crate::exec::Env;
+use crate::keys::short;
+use crate::registry::Registry;
+use crate::store::Store;
+
+/// Keeps what the pipelines in `<root>/pipeline/` would use now and what the last `keep_runs`
+/// runs used; drops every other artifact, object, cached item and stale temp file.
+pub fn gc(reg: &Registry, root: &Path, cache: &Path, keep_runs: i64, dry_run: bool) -> Result<i32> {
+    let store = Store::open(cache)?;
+    let mut db = Db::open(cache)?;
+    let mut keep_keys: HashSet<String> = db.recent_run_keys(keep_runs)?.into_iter().collect();
+    let mut keep_ids: HashSet<String> = HashSet::new();
+    let dir = root.join("pipeline");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .with_context(|| format!("reading {} (run gc from the project root or pass --root)", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+        .collect();
+    files.sort();
+    for f in &files {
+        let plan = config::load(f, root, &[], reg)?;
+        let env = Env {
+            plan: &plan,
+            reg,
+            cache: cache.to_path_buf(),
+            store: Store::open(cache)?,
+            pipeline_id: f.strip_prefix(root).unwrap_or(f).to_string_lossy().into_owned(),
+        };
+        let all: Vec<usize> = (0..plan.stages.len()).collect();
+        for p in env.plan_state(&mut db, &all)? {
+            if let Ok(k) = p.key {
+                keep_keys.insert(k.key);
+                keep_ids.insert(k.stage_id);
+            }
+        }
+    }
+    let artifacts = db.artifacts()?;
+    for a in &artifacts {
+        if keep_keys.contains(&a.key) {
+            keep_ids.insert(a.stage_id.clone());
+        }
+    }
+    let drop_artifacts: Vec<_> = artifacts.iter().filter(|a| !keep_keys.contains(&a.key)).collect();
+    let keep_objects: HashSet<&str> = artifacts.iter().filter(|a| keep_keys.contains(&a.key)).map(|a| a.object.as_str()).collect();
+    let drop_objects: Vec<_> = store.objects()?.into_iter().filter(|(h, _)| !keep_objects.contains(h.as_str())).collect();
+    let object_bytes: u64 = drop_objects.iter().filter_map(|(_, p)| p.metadata().ok()).map(|m| m.len()).sum();
+    let item_count: i64 = {
+        let mut n = 0i64;
+        let mut st = db.conn.prepare("SELECT stage_id, COUNT(*) FROM items GROUP BY stage_id")?;
+        let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+        for r in rows {
+            let (id, c) = r?;
+            if !keep_ids.contains(&id) {
+                n += c;
+            }
+        }
+        n
+    };
+    let temps = store.stale_temps(Duration::from_secs(3600));
+    let verb = if dry_run { "would delete" } else { "deleted" };
+    println!(
+        "{verb}: {} artifact(s), {} object(s) ({:.1} MiB), {item_count} cached item(s), {} stale temp file(s); kept {} artifact(s) from {} pipeline(s) and the last {keep_runs} run(s)",
+        drop_artifacts.len(),
+        drop_objects.len(),
+        object_bytes as f64 / 1048576.0,
+        temps.len(),
+        artifacts.len() - drop_artifacts.len(),
+        files.len()
+    );
+    if dry_run {
+        for a in &drop_artifacts {
+            println!("  artifact {} ({})", short(&a.key), a.stage);
+        }
+        return Ok(0);
+    }
+    let tx = db.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    for a in &drop_artifacts {
+        tx.execute("DELETE FROM artifacts WHERE key = ?1", [&a.key])?;
+        tx.execute("DELETE FROM item_errors WHERE key = ?1", [&a.key])?;
+        let _ = std::fs::remove_file(store.lock_path(&a.key));
+    }
+    let ids: Vec<String> = {
+        let mut st = tx.prepare("SELECT DISTINCT stage_id FROM items")?;
+        let v = st.query_map([], |r| r.get::<_, String>(0))?.collect::<rusqlite::Result<Vec<_>>>()?;
+        v
+    };
+    for id in ids.iter().filter(|i| !keep_ids.contains(*i)) {
+        tx.execute("DELETE FROM items WHERE stage_id = ?1", [id])?;
+    }
+    tx.commit()?;
+    for (_, p) in &drop_objects {
+        std::fs::remove_file(p).with_context(|| p.display().to_string())?;
+    }
+    for t in &temps {
+        let _ = std::fs::remove_file(t);
+    }
+    db.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")?;
+    Ok(0)
+}
+
+/// Re-hashes every object against its name and checks every artifact's object is present.
+pub fn verify(cache: &Path, fix: bool) -> Result<i32> {
+    let store = Store::open(cache)?;
+    let db = Db::open(cache)?;
+    let objects = store.objects()?;
+    let mut corrupt = HashSet::new();
+    for (hash, path) in &objects {
+        let got = blake3::Hasher::new().update_mmap(path).map(|h| h.finalize().to_hex().to_string());
+        match got {
+            Ok(h) if &h == hash => {}
+            Ok(h) => {
+                println!("corrupt  {} (content hashes to {})", path.display(), short(&h));
+                corrupt.insert(hash.clone());
+            }
+            Err(e) => {
+                println!("unreadable  {}: {e}", path.display());
+                corrupt.insert(hash.clone());
+            }
+        }
+    }
+    let present: HashSet<&str> = objects.iter().map(|(h, _)| h.as_str()).collect();
+    let mut bad_artifacts = Vec::new();
+    for a in db.artifacts()? {
+        if !present.contains(a.object.as_str()) {
+            println!("missing  object {} of {} (key {})", short(&a.object), a.stage, short(&a.key));
+            bad_artifacts.push(a.key.clone());
+        } else if corrupt.contains(&a.object) {
+            bad_artifacts.push(a.key.clone());
+        }
+    }
+    println!(
+        "verified {} object(s): {} corrupt, {} artifact(s) affected",
+        objects.len(),
+        corrupt.len(),
+        bad_artifacts.len()
+    );
+    if fix {
+        for k in &bad_artifacts {
+            db.delete_artifact(k)?;
+        }
+        for h in &corrupt {
+            let _ = std::fs::remove_file(store.object_path(h));
+        }
+        if !bad_artifacts.is_empty() || !corrupt.is_empty() {
+            println!("fixed: the affected stages will be recomputed by the next run");
+        }
+        return Ok(0);
+    }
+    Ok(if corrupt.is_empty() && bad_artifacts.is_empty() { 0 } else { 1 })
+}

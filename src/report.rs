@@ -1,0 +1,144 @@
+//! How a run talks: JSON lines for scripts, progress bars on a terminal, plain lines otherwise.
+
+use std::io::{IsTerminal, Write};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde_json::{json, Value as J};
+use stages::ItemError;
+
+use crate::keys::short;
+
+pub enum Mode {
+    Json,
+    Bars,
+    Plain,
+}
+
+pub struct Reporter {
+    mode: Mode,
+    multi: MultiProgress,
+    bars: Mutex<Vec<(String, ProgressBar)>>,
+    plain_marks: Mutex<Vec<(String, usize, Instant)>>,
+    out: Mutex<()>,
+}
+
+impl Reporter {
+    pub fn new(json: bool) -> Reporter {
+        let mode = if json {
+            Mode::Json
+        } else if std::io::stderr().is_terminal() && std::io::stdout().is_terminal() {
+            Mode::Bars
+        } else {
+            Mode::Plain
+        };
+        Reporter {
+            multi: MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(8)),
+            mode,
+            bars: Mutex::new(Vec::new()),
+            plain_marks: Mutex::new(Vec::new()),
+            out: Mutex::new(()),
+        }
+    }
+
+    pub fn is_json(&self) -> bool {
+        matches!(self.mode, Mode::Json)
+    }
+
+    pub fn event(&self, v: J) {
+        let _g = self.out.lock().unwrap();
+        let mut o = std::io::stdout().lock();
+        let _ = writeln!(o, "{v}");
+        let _ = o.flush();
+    }
+
+    /// A human line (stderr, above any progress bars).
+    pub fn line(&self, s: &str) {
+        match self.mode {
+            Mode::Json => {}
+            Mode::Bars => self.multi.suspend(|| eprintln!("{s}")),
+            Mode::Plain => {
+                let _g = self.out.lock().unwrap();
+                eprintln!("{s}");
+            }
+        }
+    }
+
+    pub fn stage_start(&self, stage: &str, key: &str, items: Option<usize>) {
+        match self.mode {
+            Mode::Json => self.event(json!({"event": "stage_start", "stage": stage, "key": key, "items": items})),
+            Mode::Bars => {
+                let pb = self.multi.add(ProgressBar::new(items.unwrap_or(0) as u64));
+                let style = if items.is_some() {
+                    ProgressStyle::with_template("{spinner} {prefix:<28} [{bar:30}] {pos}/{len} items  {elapsed_precise} eta {eta}")
+                } else {
+                    ProgressStyle::with_template("{spinner} {prefix:<28} {elapsed_precise}")
+                };
+                pb.set_style(style.unwrap_or_else(|_| ProgressStyle::default_bar()).progress_chars("=> "));
+                pb.set_prefix(stage.to_string());
+                pb.enable_steady_tick(Duration::from_millis(125));
+                self.bars.lock().unwrap().push((stage.to_string(), pb));
+            }
+            Mode::Plain => {
+                let n = items.map(|n| format!(", {n} items")).unwrap_or_default();
+                self.line(&format!("run    {stage} (key {}{n})", short(key)));
+                self.plain_marks.lock().unwrap().push((stage.to_string(), 0, Instant::now()));
+            }
+        }
+    }
+
+    pub fn progress(&self, stage: &str, done: usize, total: usize) {
+        match self.mode {
+            Mode::Json => {}
+            Mode::Bars => {
+                if let Some((_, pb)) = self.bars.lock().unwrap().iter().find(|(s, _)| s == stage) {
+                    pb.set_position(done as u64);
+                }
+            }
+            Mode::Plain => {
+                let mut marks = self.plain_marks.lock().unwrap();
+                if let Some(m) = marks.iter_mut().find(|m| m.0 == stage) {
+                    // Every tenth of the way, at most every two seconds: enough for a log file.
+                    let tenth = done * 10 / total.max(1);
+                    if tenth > m.1 && m.2.elapsed() >= Duration::from_secs(2) && done < total {
+                        m.1 = tenth;
+                        m.2 = Instant::now();
+                        drop(marks);
+                        self.line(&format!("       {stage}: {done}/{total} items"));
+                    }
+                }
+            }
+        }
+    }
+
+    pub fn item_error(&self, stage: &str, e: &ItemError) {
+        match self.mode {
+            Mode::Json => self.event(json!({"event": "item_error", "stage": stage, "item": e.item, "field": e.field, "reason": e.reason})),
+            _ => self.line(&format!("  item {} failed in {stage} [{}]: {}", e.item, e.field, e.reason)),
+        }
+    }
+
+    pub fn stage_done(&self, stage: &str, outcome: &str, detail: &J, text: &str) {
+        match self.mode {
+            Mode::Json => {
+                let mut ev = json!({"event": "stage_done", "stage": stage, "outcome": outcome});
+                if let (Some(o), Some(d)) = (ev.as_object_mut(), detail.as_object()) {
+                    o.extend(d.clone());
+                }
+                self.event(ev);
+            }
+            Mode::Bars => {
+                let mut bars = self.bars.lock().unwrap();
+                if let Some(pos) = bars.iter().position(|(s, _)| s == stage) {
+                    let (_, pb) = bars.remove(pos);
+                    pb.finish_and_clear();
+                    self.multi.remove(&pb);
+                }
+                drop(bars);
+                self.line(&format!("{outcome:<6} {stage}  {text}"));
+            }
+            Mode::Plain => self.line(&format!("{outcome:<6} {stage}  {text}")),
+        }
+    }
+}

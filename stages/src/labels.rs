@@ -1,0 +1,190 @@
+//! `labels`: continuous sentiment -> classes with MMSA's bins, in long form: one row per clip and
+//! target (`m` multimodal, `t`/`a`/`v` per modality).
+//!
+//! With `source: ima` every target takes the multimodal label; with `source: iua` the modality
+//! targets take label_T/label_A/label_V (Uni2Mul's independent unimodal annotations).
+//!
+//! Bins follow MMSA's metricsTop.py exactly:
+//! - CH-SIMS (`scale: sims`), values clipped to [-1, 1], class i when edge_i < y <= edge_i+1:
+//!   Acc-2 edges [-1.01, 0, 1.01] (so 0 is negative), Acc-3 [-1.01, -0.1, 0.1, 1.01],
+//!   Acc-5 [-1.01, -0.7, -0.1, 0.1, 0.7, 1.01].
+//! - CMU-MOSI/MOSEI (`scale: mosi`), values in [-3, 3]: Acc-2 negative/non-negative (y >= 0),
+//!   Acc-2 negative/positive (y > 0, undefined for y == 0), Acc-5 round(clip(y, -2, 2)),
+//!   Acc-7 round(clip(y, -3, 3)), rounding half to even like numpy.
+
+use arrow::array::Array;
+
+use crate::params::{ParamSpec, ParamType};
+use crate::table::{batch, f64_col, i64s, opt_f64, str_col, strings, f64s};
+use crate::{ItemError, Output, RunCtx, Stage, StageError};
+
+pub struct Labels;
+
+const PARAMS: &[ParamSpec] = &[
+    ParamSpec::new(
+        "scale",
+        ParamType::Enum(&["sims", "mosi"]),
+        Some("\"sims\""),
+        "label range: sims [-1, 1] (CH-SIMS) or mosi [-3, 3] (CMU-MOSI/MOSEI)",
+    ),
+    ParamSpec::new(
+        "source",
+        ParamType::Enum(&["ima", "iua"]),
+        Some("\"ima\""),
+        "ima: every target uses the multimodal label; iua: modality targets use label_T/A/V",
+    ),
+];
+
+const SIMS2: &[f64] = &[-1.01, 0.0, 1.01];
+const SIMS3: &[f64] = &[-1.01, -0.1, 0.1, 1.01];
+const SIMS5: &[f64] = &[-1.01, -0.7, -0.1, 0.1, 0.7, 1.01];
+
+/// MMSA's `(edge_i, edge_i+1]` binning after clipping to [-1, 1].
+pub fn sims_bin(y: f64, edges: &[f64]) -> i64 {
+    let y = y.clamp(-1.0, 1.0);
+    (0..edges.len() - 1)
+        .find(|&i| y > edges[i] && y <= edges[i + 1])
+        .unwrap_or(0) as i64
+}
+
+/// numpy's round (half to even) after clipping to [-r, r], shifted to start at 0.
+pub fn mosi_round(y: f64, r: f64) -> i64 {
+    (y.clamp(-r, r).round_ties_even() + r) as i64
+}
+
+/// (acc2, acc2_pos, acc3, acc5, acc7) class ids; None where the scale does not define one.
+pub fn classes(scale: &str, y: f64) -> [Option<i64>; 5] {
+    match scale {
+        "sims" => [
+            Some(sims_bin(y, SIMS2)),
+            None,
+            Some(sims_bin(y, SIMS3)),
+            Some(sims_bin(y, SIMS5)),
+            None,
+        ],
+        _ => [
+            Some((y >= 0.0) as i64),
+            (y != 0.0).then_some((y > 0.0) as i64),
+            None,
+            Some(mosi_round(y, 2.0)),
+            Some(mosi_round(y, 3.0)),
+        ],
+    }
+}
+
+impl Stage for Labels {
+    fn kind(&self) -> &'static str {
+        "labels"
+    }
+    fn version(&self) -> u32 {
+        1
+    }
+    fn about(&self) -> &'static str {
+        "continuous labels -> MMSA classes per target (m, t, a, v) from IMA or IUA sources"
+    }
+    fn params(&self) -> &'static [ParamSpec] {
+        PARAMS
+    }
+    fn arity(&self) -> (usize, usize) {
+        (1, 1)
+    }
+    fn run(&self, ctx: &RunCtx) -> Result<Output, StageError> {
+        let scale = ctx.params.str("scale")?;
+        let source = ctx.params.str("source")?;
+        let t = &ctx.inputs[0];
+        let ids = str_col(t, "clip_id")?;
+        let m = f64_col(t, "label")?;
+        let per = [
+            ("t", f64_col(t, "label_T")?),
+            ("a", f64_col(t, "label_A")?),
+            ("v", f64_col(t, "label_V")?),
+        ];
+        let (lo, hi) = if scale == "sims" { (-1.0, 1.0) } else { (-3.0, 3.0) };
+        let mut out: (Vec<String>, Vec<&str>, Vec<Option<f64>>) = Default::default();
+        let mut cls: [Vec<Option<i64>>; 5] = Default::default();
+        let mut errors = Vec::new();
+        for i in 0..t.num_rows() {
+            let id = ids.value(i);
+            let Some(ym) = opt_f64(m, i) else {
+                errors.push(ItemError::new(id, "label", "no multimodal label"));
+                continue;
+            };
+            let mut targets = vec![("m", ym)];
+            let mut missing = None;
+            for (name, colm) in &per {
+                let y = if source == "iua" { opt_f64(colm, i) } else { Some(ym) };
+                match y {
+                    Some(y) => targets.push((name, y)),
+                    None => missing = Some(format!("label_{}", name.to_uppercase())),
+                }
+            }
+            if let Some(field) = missing {
+                errors.push(ItemError::new(id, field, "source iua needs a unimodal label"));
+                continue;
+            }
+            if let Some((name, y)) = targets.iter().find(|(_, y)| *y < lo - 1e-9 || *y > hi + 1e-9) {
+                errors.push(ItemError::new(
+                    id,
+                    if *name == "m" { "label".to_string() } else { format!("label_{}", name.to_uppercase()) },
+                    format!("{y} is outside [{lo}, {hi}] for scale {scale}"),
+                ));
+                continue;
+            }
+            for (name, y) in targets {
+                out.0.push(id.to_string());
+                out.1.push(name);
+                out.2.push(Some(y));
+                for (k, c) in classes(scale, y).into_iter().enumerate() {
+                    cls[k].push(c);
+                }
+            }
+        }
+        let [acc2, acc2_pos, acc3, acc5, acc7] = cls;
+        let table = batch(vec![
+            ("clip_id", strings(&out.0)),
+            ("target", strings(&out.1)),
+            ("y", f64s(out.2)),
+            ("acc2", i64s(acc2)),
+            ("acc2_pos", i64s(acc2_pos)),
+            ("acc3", i64s(acc3)),
+            ("acc5", i64s(acc5)),
+            ("acc7", i64s(acc7)),
+        ])?;
+        debug_assert!(table.column(0).null_count() == 0);
+        Ok(Output { table, errors })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sims_bins_match_mmsa() {
+        // MMSA: two classes {[-1.0, 0.0], (0.0, 1.0]}
+        assert_eq!(sims_bin(0.0, SIMS2), 0);
+        assert_eq!(sims_bin(0.01, SIMS2), 1);
+        assert_eq!(sims_bin(-1.0, SIMS2), 0);
+        // three classes {[-1.0, -0.1], (-0.1, 0.1], (0.1, 1.0]}
+        assert_eq!(sims_bin(-0.1, SIMS3), 0);
+        assert_eq!(sims_bin(0.1, SIMS3), 1);
+        assert_eq!(sims_bin(0.2, SIMS3), 2);
+        // five classes, edges -0.7/-0.1/0.1/0.7
+        let got: Vec<i64> = [-1.0, -0.7, -0.4, 0.0, 0.4, 0.7, 0.8, 1.5]
+            .iter()
+            .map(|&y| sims_bin(y, SIMS5))
+            .collect();
+        assert_eq!(got, vec![0, 0, 1, 2, 3, 3, 4, 4]);
+    }
+
+    #[test]
+    fn mosi_rounding_is_half_to_even() {
+        // np.round(0.5) == 0, np.round(1.5) == 2, np.round(-2.5) == -2
+        assert_eq!(mosi_round(0.5, 3.0), 3);
+        assert_eq!(mosi_round(1.5, 3.0), 5);
+        assert_eq!(mosi_round(-2.5, 3.0), 1);
+        assert_eq!(mosi_round(2.6, 2.0), 4);
+        assert_eq!(classes("mosi", 0.0)[1], None);
+        assert_eq!(classes("mosi", 0.0)[0], Some(1));
+    }
+}

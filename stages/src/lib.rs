@@ -1,0 +1,166 @@
+//! The stage library. Every stage sits behind the [`Stage`] trait: it declares its kind, a code
+//! version, the params it reads and how many inputs it takes, and computes a table either whole
+//! or one item (clip) at a time. Scheduling, caching and storage belong to the engine.
+
+pub mod params;
+pub mod table;
+
+pub mod ingest;
+pub mod labels;
+pub mod probe;
+pub mod split;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::record_batch::RecordBatch;
+
+pub use params::{ParamSpec, ParamType, Params};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StageError {
+    #[error("param `{name}`: {msg}")]
+    Param { name: String, msg: String },
+    #[error("input: {0}")]
+    Input(String),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Arrow(#[from] arrow::error::ArrowError),
+    #[error("{0}")]
+    Other(String),
+}
+
+impl StageError {
+    pub fn param(name: &str, msg: impl Into<String>) -> Self {
+        StageError::Param {
+            name: name.to_string(),
+            msg: msg.into(),
+        }
+    }
+    pub fn io(path: &Path, source: std::io::Error) -> Self {
+        StageError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+/// A per-item failure: the item is left out of the stage's table and the run reports it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ItemError {
+    pub item: String,
+    pub field: String,
+    pub reason: String,
+}
+
+impl ItemError {
+    pub fn new(item: impl Into<String>, field: impl Into<String>, reason: impl Into<String>) -> Self {
+        ItemError {
+            item: item.into(),
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// What a whole-table stage returns.
+pub struct Output {
+    pub table: RecordBatch,
+    pub errors: Vec<ItemError>,
+}
+
+/// How a stage computes.
+pub enum Mode {
+    /// One call over the whole input.
+    Table,
+    /// One call per row of the first input. The engine caches each item by the hash of the
+    /// `reads` columns of its row, so a change to any other column does not recompute it.
+    PerItem {
+        id_column: &'static str,
+        reads: &'static [&'static str],
+    },
+}
+
+/// Content hashes of the external files a stage declared, as the engine computed them.
+/// `None` means the file was missing or unreadable.
+pub type FileHashes = BTreeMap<PathBuf, Option<FileInfo>>;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileInfo {
+    pub hash: String,
+    pub size: u64,
+}
+
+/// What a stage sees while it plans: its params and the project root that relative paths are
+/// resolved against.
+pub struct PlanCtx<'a> {
+    pub params: &'a Params,
+    pub root: &'a Path,
+}
+
+/// What a stage sees while it runs.
+pub struct RunCtx<'a> {
+    pub params: &'a Params,
+    pub root: &'a Path,
+    /// Input tables in declaration order (a gathered matrix input contributes one per variant).
+    pub inputs: Vec<Arc<RecordBatch>>,
+    pub files: &'a FileHashes,
+}
+
+pub trait Stage: Send + Sync {
+    fn kind(&self) -> &'static str;
+    /// Bump when the stage's output for the same inputs changes; it is part of every cache key.
+    fn version(&self) -> u32;
+    fn about(&self) -> &'static str;
+    fn params(&self) -> &'static [ParamSpec];
+    /// Minimum and maximum number of input tables.
+    fn arity(&self) -> (usize, usize);
+    fn mode(&self) -> Mode {
+        Mode::Table
+    }
+    /// Files outside the cache that the output depends on (manifests, media, model weights).
+    fn external_files(&self, _ctx: &PlanCtx) -> Result<Vec<PathBuf>, StageError> {
+        Ok(Vec::new())
+    }
+    /// Whole-table computation (`Mode::Table`).
+    fn run(&self, _ctx: &RunCtx) -> Result<Output, StageError> {
+        Err(StageError::Other(format!(
+            "stage kind `{}` computes per item",
+            self.kind()
+        )))
+    }
+    /// Per-item computation (`Mode::PerItem`): `row` indexes the first input. The engine adds
+    /// the id column to the returned rows. An `Err` is recorded against the item.
+    fn run_item(&self, _ctx: &RunCtx, _row: usize) -> Result<RecordBatch, ItemError> {
+        Err(ItemError::new(
+            "",
+            "",
+            format!("stage kind `{}` computes whole tables", self.kind()),
+        ))
+    }
+}
+
+/// Every stage kind this build knows.
+pub fn registry() -> Vec<Box<dyn Stage>> {
+    vec![
+        Box::new(ingest::Ingest),
+        Box::new(labels::Labels),
+        Box::new(split::Split),
+        Box::new(probe::Probe),
+    ]
+}
+
+/// Resolves a path param against the project root.
+pub fn resolve(root: &Path, p: &str) -> PathBuf {
+    let path = Path::new(p);
+    if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        root.join(path)
+    }
+}

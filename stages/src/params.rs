@@ -1,0 +1,197 @@
+//! Typed stage parameters. A stage lists [`ParamSpec`]s; the engine checks the YAML against them,
+//! fills defaults, and hashes the canonical values into the cache key.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+use crate::StageError;
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ParamType {
+    Int,
+    Float,
+    Str,
+    Bool,
+    /// A path to a file or folder; relative paths are resolved against the project root.
+    Path,
+    Enum(&'static [&'static str]),
+    FloatList,
+    IntList,
+    StrList,
+}
+
+impl ParamType {
+    pub fn describe(&self) -> String {
+        match self {
+            ParamType::Int => "an integer".into(),
+            ParamType::Float => "a number".into(),
+            ParamType::Str => "a string".into(),
+            ParamType::Bool => "true or false".into(),
+            ParamType::Path => "a path".into(),
+            ParamType::Enum(opts) => format!("one of {}", opts.join(", ")),
+            ParamType::FloatList => "a list of numbers".into(),
+            ParamType::IntList => "a list of integers".into(),
+            ParamType::StrList => "a list of strings".into(),
+        }
+    }
+
+    /// Checks a value and returns its canonical form (integers given for floats become floats,
+    /// so `lr: 1` and `lr: 1.0` hash the same).
+    pub fn check(&self, v: &Value) -> Result<Value, String> {
+        let bad = || Err(format!("expected {}, got {}", self.describe(), short(v)));
+        match self {
+            ParamType::Int => match v.as_i64() {
+                Some(_) => Ok(v.clone()),
+                None => match v.as_f64() {
+                    Some(f) if f.fract() == 0.0 && f.abs() < 9e15 => Ok(Value::from(f as i64)),
+                    _ => bad(),
+                },
+            },
+            ParamType::Float => match v.as_f64() {
+                Some(f) if f.is_finite() => Ok(float(f)),
+                _ => bad(),
+            },
+            ParamType::Str | ParamType::Path => match v {
+                Value::String(_) => Ok(v.clone()),
+                _ => bad(),
+            },
+            ParamType::Bool => match v {
+                Value::Bool(_) => Ok(v.clone()),
+                _ => bad(),
+            },
+            ParamType::Enum(opts) => match v.as_str() {
+                Some(s) if opts.contains(&s) => Ok(v.clone()),
+                _ => bad(),
+            },
+            ParamType::FloatList | ParamType::IntList | ParamType::StrList => {
+                let Some(items) = v.as_array() else {
+                    return bad();
+                };
+                let inner = match self {
+                    ParamType::FloatList => ParamType::Float,
+                    ParamType::IntList => ParamType::Int,
+                    _ => ParamType::Str,
+                };
+                items
+                    .iter()
+                    .map(|i| inner.check(i))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map(Value::Array)
+                    .or_else(|_| bad())
+            }
+        }
+    }
+}
+
+fn float(f: f64) -> Value {
+    serde_json::Number::from_f64(f)
+        .map(Value::Number)
+        .unwrap_or(Value::Null)
+}
+
+fn short(v: &Value) -> String {
+    let s = v.to_string();
+    if s.chars().count() > 40 {
+        format!("{}…", s.chars().take(40).collect::<String>())
+    } else {
+        s
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct ParamSpec {
+    pub name: &'static str,
+    pub ty: ParamType,
+    /// JSON text of the default; `None` makes the param required.
+    pub default: Option<&'static str>,
+    pub doc: &'static str,
+}
+
+impl ParamSpec {
+    pub const fn new(
+        name: &'static str,
+        ty: ParamType,
+        default: Option<&'static str>,
+        doc: &'static str,
+    ) -> Self {
+        ParamSpec {
+            name,
+            ty,
+            default,
+            doc,
+        }
+    }
+
+    pub fn default_value(&self) -> Option<Value> {
+        self.default.map(|d| {
+            let v: Value = serde_json::from_str(d).expect("param default is valid JSON");
+            self.ty.check(&v).expect("param default has the declared type")
+        })
+    }
+}
+
+/// Checked, canonical param values with every default filled in.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Params(pub BTreeMap<String, Value>);
+
+impl Params {
+    pub fn get(&self, name: &str) -> Result<&Value, StageError> {
+        self.0
+            .get(name)
+            .ok_or_else(|| StageError::param(name, "missing"))
+    }
+    pub fn str(&self, name: &str) -> Result<&str, StageError> {
+        self.get(name)?
+            .as_str()
+            .ok_or_else(|| StageError::param(name, "not a string"))
+    }
+    pub fn f64(&self, name: &str) -> Result<f64, StageError> {
+        self.get(name)?
+            .as_f64()
+            .ok_or_else(|| StageError::param(name, "not a number"))
+    }
+    pub fn i64(&self, name: &str) -> Result<i64, StageError> {
+        self.get(name)?
+            .as_i64()
+            .ok_or_else(|| StageError::param(name, "not an integer"))
+    }
+    pub fn bool(&self, name: &str) -> Result<bool, StageError> {
+        self.get(name)?
+            .as_bool()
+            .ok_or_else(|| StageError::param(name, "not a boolean"))
+    }
+    pub fn f64_list(&self, name: &str) -> Result<Vec<f64>, StageError> {
+        self.get(name)?
+            .as_array()
+            .and_then(|a| a.iter().map(|v| v.as_f64()).collect())
+            .ok_or_else(|| StageError::param(name, "not a list of numbers"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ints_given_for_floats_hash_like_floats() {
+        let a = ParamType::Float.check(&Value::from(1)).unwrap();
+        let b = ParamType::Float.check(&Value::from(1.0)).unwrap();
+        assert_eq!(a.to_string(), b.to_string());
+    }
+
+    #[test]
+    fn enum_and_list_checks() {
+        let t = ParamType::Enum(&["a", "b"]);
+        assert!(t.check(&Value::from("a")).is_ok());
+        let e = t.check(&Value::from("c")).unwrap_err();
+        assert!(e.contains("one of a, b"), "{e}");
+        assert!(ParamType::FloatList
+            .check(&serde_json::json!([1, 2.5]))
+            .is_ok());
+        assert!(ParamType::FloatList
+            .check(&serde_json::json!([1, "x"]))
+            .is_err());
+        assert!(ParamType::Int.check(&Value::from(2.5)).is_err());
+    }
+}

@@ -1,0 +1,82 @@
+//! Small helpers for building and reading Arrow tables, so stages stay about their own logic.
+
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, ArrayRef, Float64Array, Int64Array, StringArray, UInt64Array,
+};
+use arrow::datatypes::{DataType, Field, Schema};
+use arrow::record_batch::RecordBatch;
+
+use crate::StageError;
+
+/// Builds a batch from named columns. Every field is nullable so that tables assembled from
+/// items that happen to have or lack nulls share one schema.
+pub fn batch(cols: Vec<(&str, ArrayRef)>) -> Result<RecordBatch, StageError> {
+    let fields: Vec<Field> = cols
+        .iter()
+        .map(|(n, a)| Field::new(*n, a.data_type().clone(), true))
+        .collect();
+    let arrays = cols.into_iter().map(|(_, a)| a).collect();
+    Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)?)
+}
+
+pub fn strings<S: AsRef<str>>(v: &[S]) -> ArrayRef {
+    Arc::new(StringArray::from_iter_values(v.iter().map(|s| s.as_ref())))
+}
+
+pub fn opt_strings(v: Vec<Option<String>>) -> ArrayRef {
+    Arc::new(StringArray::from(v))
+}
+
+pub fn f64s(v: Vec<Option<f64>>) -> ArrayRef {
+    Arc::new(Float64Array::from(v))
+}
+
+pub fn i64s(v: Vec<Option<i64>>) -> ArrayRef {
+    Arc::new(Int64Array::from(v))
+}
+
+pub fn u64s(v: Vec<u64>) -> ArrayRef {
+    Arc::new(UInt64Array::from(v))
+}
+
+/// A typed view of one column, with an error that names the column when it is absent.
+pub fn col<'a, T: 'static>(b: &'a RecordBatch, name: &str) -> Result<&'a T, StageError> {
+    let c = b
+        .column_by_name(name)
+        .ok_or_else(|| StageError::Input(format!("input has no column `{name}`")))?;
+    c.as_any().downcast_ref::<T>().ok_or_else(|| {
+        StageError::Input(format!(
+            "column `{name}` has type {}, not the expected one",
+            c.data_type()
+        ))
+    })
+}
+
+pub fn str_col<'a>(b: &'a RecordBatch, name: &str) -> Result<&'a StringArray, StageError> {
+    col::<StringArray>(b, name)
+}
+
+pub fn f64_col<'a>(b: &'a RecordBatch, name: &str) -> Result<&'a Float64Array, StageError> {
+    col::<Float64Array>(b, name)
+}
+
+pub fn opt_str(a: &StringArray, i: usize) -> Option<&str> {
+    (!a.is_null(i)).then(|| a.value(i))
+}
+
+pub fn opt_f64(a: &Float64Array, i: usize) -> Option<f64> {
+    (!a.is_null(i)).then(|| a.value(i))
+}
+
+/// An empty table with the given schema, for stages whose every item failed.
+pub fn empty(fields: Vec<(&str, DataType)>) -> RecordBatch {
+    let schema = Schema::new(
+        fields
+            .into_iter()
+            .map(|(n, t)| Field::new(n, t, true))
+            .collect::<Vec<_>>(),
+    );
+    RecordBatch::new_empty(Arc::new(schema))
+}

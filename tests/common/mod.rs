@@ -1,0 +1,141 @@
+//! Test projects: a temp folder with pipeline/, a dataset of real clips, and the real binary.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+use serde_json::Value;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_pipeline");
+
+pub const PIPELINE: &str = "\
+vars:
+  data: data
+  unused: 1
+stages:
+  ingest:
+    kind: ingest
+    params: {root: \"${data}\"}
+  labels:
+    kind: labels
+    inputs: [ingest]
+    params: {scale: sims, source: iua}
+  split:
+    kind: split
+    inputs: [ingest]
+    params: {method: manifest}
+  probe:
+    kind: probe
+    inputs: [ingest]
+";
+
+/// One dataset of `n` clips per size, encoded once per test binary and copied into each project.
+fn fixture(n: usize) -> PathBuf {
+    static DIRS: OnceLock<std::sync::Mutex<Vec<(usize, PathBuf)>>> = OnceLock::new();
+    let dirs = DIRS.get_or_init(Default::default);
+    let mut d = dirs.lock().unwrap();
+    if let Some((_, p)) = d.iter().find(|(k, _)| *k == n) {
+        return p.clone();
+    }
+    let dir = std::env::temp_dir().join(format!("pipeline-fixture-{}-{n}", std::process::id()));
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/make-fixture.sh");
+    let st = Command::new("bash").arg(script).arg(&dir).arg(n.to_string()).status().expect("bash");
+    assert!(st.success(), "fixture generation failed");
+    d.push((n, dir.clone()));
+    dir
+}
+
+pub struct Project {
+    pub tmp: tempfile::TempDir,
+}
+
+impl Project {
+    pub fn new(n: usize) -> Project {
+        Self::with_pipeline(n, PIPELINE)
+    }
+
+    pub fn with_pipeline(n: usize, yaml: &str) -> Project {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(tmp.path().join("pipeline")).unwrap();
+        std::fs::write(tmp.path().join("pipeline/default.yaml"), yaml).unwrap();
+        let st = Command::new("cp").arg("-r").arg(fixture(n)).arg(tmp.path().join("data")).status().unwrap();
+        assert!(st.success());
+        Project { tmp }
+    }
+
+    pub fn root(&self) -> &Path {
+        self.tmp.path()
+    }
+
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(BIN);
+        c.args(args).current_dir(self.root()).env_remove("PIPELINE_CACHE");
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().unwrap()
+    }
+
+    /// `pipeline run --json ARGS`, returning (exit code, events, summary).
+    pub fn run_json(&self, args: &[&str]) -> (i32, Vec<Value>, Value) {
+        let mut a = vec!["run", "--json"];
+        a.extend_from_slice(args);
+        let out = self.run(&a);
+        let events = json_lines(&out.stdout);
+        let summary = events.iter().rev().find_map(|e| e.get("summary").cloned()).unwrap_or_else(|| {
+            panic!("no summary; stderr: {}", String::from_utf8_lossy(&out.stderr))
+        });
+        (out.status.code().unwrap_or(-1), events, summary)
+    }
+
+    pub fn objects(&self) -> Vec<String> {
+        let mut v = Vec::new();
+        let top = self.root().join("cache/objects");
+        for d in std::fs::read_dir(top).into_iter().flatten().flatten() {
+            for f in std::fs::read_dir(d.path()).into_iter().flatten().flatten() {
+                let n = f.file_name().to_string_lossy().into_owned();
+                if n.ends_with(".parquet") {
+                    v.push(n);
+                }
+            }
+        }
+        v.sort();
+        v
+    }
+
+    /// Replace one clip with a different, valid clip.
+    pub fn change_clip(&self, rel: &str, freq: u32) {
+        let out = self.root().join("data/Raw").join(rel);
+        let st = Command::new("ffmpeg")
+            .args(["-nostdin", "-loglevel", "error", "-y", "-threads", "1", "-f", "lavfi", "-i", "testsrc=size=96x64:rate=25:duration=1", "-f", "lavfi", "-i"])
+            .arg(format!("sine=frequency={freq}:sample_rate=16000:duration=1"))
+            .args(["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-c:a", "aac"])
+            .arg(&out)
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+}
+
+pub fn json_lines(b: &[u8]) -> Vec<Value> {
+    String::from_utf8_lossy(b)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+pub fn names(v: &Value) -> Vec<String> {
+    let mut n: Vec<String> = v.as_array().unwrap().iter().map(|x| x.as_str().unwrap().to_string()).collect();
+    n.sort();
+    n
+}
+
+pub fn stage_done<'a>(events: &'a [Value], stage: &str) -> &'a Value {
+    events
+        .iter()
+        .find(|e| e["event"] == "stage_done" && e["stage"] == stage)
+        .unwrap_or_else(|| panic!("no stage_done for {stage}"))
+}

@@ -1,0 +1,283 @@
+//! The engine end to end: the real binary on real H.264/AAC clips.
+
+mod common;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+
+const ALL: [&str; 4] = ["ingest", "labels", "probe", "split"];
+
+#[test]
+fn cold_run_then_noop_rerun_is_all_cached() {
+    let p = Project::new(12);
+    let (code, events, s) = p.run_json(&[]);
+    assert_eq!(code, 0, "{events:?}");
+    assert_eq!(names(&s["ran"]), ALL);
+    assert_eq!(stage_done(&events, "probe")["computed"], 12);
+    let objects = p.objects();
+    assert_eq!(objects.len(), 4);
+
+    let (code, events, s) = p.run_json(&[]);
+    assert_eq!(code, 0);
+    assert!(s["ran"].as_array().unwrap().is_empty(), "{s}");
+    assert_eq!(names(&s["cached"]), ALL);
+    assert!(!events.iter().any(|e| e["event"] == "stage_start"));
+    assert_eq!(p.objects(), objects, "a no-op rerun writes no objects");
+
+    // The artifacts are real Parquet tables with one row per clip.
+    let out = p.run(&["show", "probe", "--json"]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["rows"], 12);
+    assert!(v["schema"].as_str().unwrap().contains("duration_s: Float64"));
+    let out = p.run(&["show", "labels", "--json"]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["rows"], 12 * 4, "one row per clip and target m/t/a/v");
+}
+
+#[test]
+fn param_change_reruns_only_dependents_and_status_names_the_key() {
+    let p = Project::new(8);
+    assert_eq!(p.run_json(&[]).0, 0);
+
+    let out = p.run(&["status", "--json", "--set", "split.method=ratio"]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let split = v["stages"].as_array().unwrap().iter().find(|s| s["name"] == "split").unwrap();
+    assert_eq!(split["state"], "stale");
+    let reasons = split["reasons"].to_string();
+    assert!(reasons.contains("param method changed \\\"manifest\\\" -> \\\"ratio\\\""), "{reasons}");
+    for other in ["ingest", "labels", "probe"] {
+        let s = v["stages"].as_array().unwrap().iter().find(|s| s["name"] == other).unwrap();
+        assert_eq!(s["state"], "fresh", "{other}");
+    }
+
+    let (code, _, s) = p.run_json(&["--set", "split.method=ratio"]);
+    assert_eq!(code, 0);
+    assert_eq!(names(&s["ran"]), ["split"]);
+
+    // A variable no stage reads changes nothing; writing a default explicitly changes nothing.
+    let (_, _, s) = p.run_json(&["--set", "vars.unused=99", "--set", "labels.scale=sims"]);
+    assert!(s["ran"].as_array().unwrap().is_empty(), "{s}");
+
+    // A variable a stage does read reruns that stage and what follows.
+    std::fs::create_dir_all(p.root().join("data2")).unwrap();
+    let (code, _, s) = p.run_json(&["--set", "labels.source=ima"]);
+    assert_eq!(code, 0);
+    assert_eq!(names(&s["ran"]), ["labels"]);
+}
+
+#[test]
+fn one_changed_clip_recomputes_one_item() {
+    let n = 10;
+    let p = Project::new(n);
+    assert_eq!(p.run_json(&[]).0, 0);
+    p.change_clip("video_0000/0003.mp4", 1234);
+
+    let out = p.run(&["status", "--json"]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ingest = &v["stages"][0];
+    assert_eq!(ingest["name"], "ingest");
+    assert!(ingest["reasons"].to_string().contains("data/Raw/video_0000/0003.mp4 (content)"), "{ingest}");
+
+    let (code, events, s) = p.run_json(&[]);
+    assert_eq!(code, 0);
+    assert_eq!(names(&s["ran"]), ALL, "ingest changed, so its dependents have new keys");
+    let probe = stage_done(&events, "probe");
+    assert_eq!(probe["computed"], 1, "{probe}");
+    assert_eq!(probe["reused"], n - 1, "{probe}");
+
+    // The human summary says it in words.
+    p.change_clip("video_0000/0005.mp4", 777);
+    let out = p.run(&["run"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("1 computed, {} reused", n - 1)), "{err}");
+}
+
+#[test]
+fn bad_pipelines_exit_2_with_line_and_hint_and_run_nothing() {
+    let cases: &[(&str, &str, &[&str])] = &[
+        ("stages:\n  ingest:\n    kind: ingset\n    params: {root: data}\n", ":3:", &["unknown kind `ingset`", "did you mean `ingest`"]),
+        ("stages:\n  ingest:\n    kind: ingest\n    params:\n      root: data\n      layot: mmsa\n", ":6:", &["unknown param `layot`", "did you mean `layout`"]),
+        ("stages:\n  ingest:\n    kind: ingest\n    params:\n      root: data\n      layout: 7\n", ":6:", &["expected one of mmsa, csv"]),
+        ("stages:\n  ingest:\n    kind: ingest\n    params: {root: data}\n  split:\n    kind: split\n    inputs: [ingst]\n", ":7:", &["input `ingst` is not a stage", "did you mean `ingest`"]),
+        ("stages:\n  a:\n    kind: labels\n    inputs: [b]\n  b:\n    kind: labels\n    inputs: [a]\n", ":4:", &["cycle: a -> b -> a"]),
+        ("vars: {data: d}\nstages:\n  ingest:\n    kind: ingest\n    params:\n      root: ${dta}\n", ":6:", &["unknown variable `${dta}`", "did you mean `data`"]),
+        ("stages:\n  ingest:\n    kind: ingest\n    params: {root: data\n", ":", &["invalid YAML"]),
+        ("stages:\n  split:\n    kind: split\n    params: {seed: 1.5}\n", ":", &["expected an integer"]),
+    ];
+    for (yaml, line, needles) in cases {
+        let p = Project::with_pipeline(2, yaml);
+        let out = p.run(&["run"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{yaml}\n{err}");
+        assert!(err.contains(&format!("default.yaml{line}")), "{yaml}\n{err}");
+        for n in *needles {
+            assert!(err.contains(n), "missing `{n}` in:\n{err}");
+        }
+        assert!(!p.root().join("cache").exists(), "nothing runs on a bad pipeline");
+    }
+}
+
+#[test]
+fn bad_clips_are_named_and_the_run_is_partial() {
+    let p = Project::new(6);
+    // A truncated clip, a 0-byte clip, and a row whose file is missing.
+    let f = p.root().join("data/Raw/video_0000/0002.mp4");
+    let bytes = std::fs::read(&f).unwrap();
+    std::fs::write(&f, &bytes[..bytes.len() / 3]).unwrap();
+    std::fs::write(p.root().join("data/Raw/video_0000/0003.mp4"), b"").unwrap();
+    std::fs::remove_file(p.root().join("data/Raw/video_0000/0004.mp4")).unwrap();
+
+    let (code, events, s) = p.run_json(&[]);
+    assert_eq!(code, 3, "partial: {s}");
+    let errs: Vec<&Value> = events.iter().filter(|e| e["event"] == "item_error").collect();
+    let about = |id: &str| errs.iter().find(|e| e["item"] == id).unwrap_or_else(|| panic!("no error for {id}: {errs:?}"));
+    assert_eq!(about("video_0000/0004")["stage"], "ingest");
+    assert_eq!(about("video_0000/0004")["field"], "media_path");
+    assert_eq!(about("video_0000/0003")["stage"], "probe");
+    assert_eq!(about("video_0000/0002")["stage"], "probe");
+    assert_eq!(stage_done(&events, "probe")["computed"], 3);
+
+    let out = p.run(&["show", "probe"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("failed items (2)") && text.contains("video_0000/0003"), "{text}");
+    let out = p.run(&["status"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("item(s) failed"));
+
+    // Failed items are not cached as results: the rerun is cached but still says partial.
+    let (code, _, s) = p.run_json(&[]);
+    assert_eq!(code, 3);
+    assert!(s["ran"].as_array().unwrap().is_empty());
+}
+
+#[test]
+fn kill_9_at_any_point_then_rerun_reuses_finished_work() {
+    let n = 16;
+    let reference = Project::new(n);
+    assert_eq!(reference.run_json(&[]).0, 0);
+    let want = reference.objects();
+
+    let mut resumed_some_items = false;
+    for ms in [60u64, 250, 500, 900, 1400] {
+        let p = Project::new(n);
+        let mut child = p
+            .cmd(&["run", "-j", "1"])
+            .env("PIPELINE_TEST_ITEM_DELAY_MS", "120")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(ms));
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+
+        let (code, events, _) = p.run_json(&[]);
+        assert_eq!(code, 0, "rerun after kill at {ms} ms: {events:?}");
+        if let Some(probe) = events.iter().find(|e| e["event"] == "stage_done" && e["stage"] == "probe" && e["outcome"] == "ran") {
+            let reused = probe["reused"].as_u64().unwrap();
+            assert_eq!(reused + probe["computed"].as_u64().unwrap(), n as u64);
+            resumed_some_items |= reused > 0 && reused < n as u64;
+        }
+        assert_eq!(p.objects(), want, "same artifacts as an uninterrupted run (kill at {ms} ms)");
+        let v = p.run(&["verify"]);
+        assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stdout));
+    }
+    assert!(resumed_some_items, "at least one kill landed mid-stage and the rerun reused its finished items");
+}
+
+#[test]
+fn concurrent_runs_on_one_cache_agree_with_a_single_run() {
+    let n = 12;
+    let reference = Project::new(n);
+    assert_eq!(reference.run_json(&[]).0, 0);
+    let want = reference.objects();
+
+    let p = Project::new(n);
+    let spawn = || {
+        p.cmd(&["run", "--json"])
+            .env("PIPELINE_TEST_ITEM_DELAY_MS", "20")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (spawn(), spawn());
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    for o in [&a, &b] {
+        assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    assert_eq!(p.objects(), want);
+    assert!(p.run(&["verify"]).status.success());
+    let (_, _, s) = p.run_json(&[]);
+    assert_eq!(names(&s["cached"]), ALL);
+}
+
+#[test]
+fn matrix_variants_share_upstream_work_and_dag_renders() {
+    let yaml = "\
+stages:
+  ingest:
+    kind: ingest
+    params: {root: data}
+  split:
+    kind: split
+    inputs: [ingest]
+    matrix: {seed: 1..3, method: [ratio]}
+  labels:
+    kind: labels
+    inputs: [ingest]
+    matrix: {source: [ima, iua]}
+";
+    let p = Project::with_pipeline(6, yaml);
+    let (code, _, s) = p.run_json(&[]);
+    assert_eq!(code, 0);
+    assert_eq!(s["ran"].as_array().unwrap().len(), 6, "{s}");
+    let (_, _, s) = p.run_json(&["split"]);
+    assert_eq!(s["cached"].as_array().unwrap().len(), 4, "the three seeds and their one shared ingest");
+
+    let dot = String::from_utf8(p.run(&["dag", "--format", "dot"]).stdout).unwrap();
+    assert_eq!(dot.matches(" -> ").count(), 5, "{dot}");
+    assert!(dot.contains("split[seed=2,method=ratio]"));
+    let mermaid = String::from_utf8(p.run(&["dag", "--format", "mermaid"]).stdout).unwrap();
+    assert!(mermaid.starts_with("flowchart LR") && mermaid.matches("-->").count() == 5);
+    let ascii = String::from_utf8(p.run(&["dag"]).stdout).unwrap();
+    assert!(ascii.contains("  labels[source=iua] [labels]  <- ingest"), "{ascii}");
+}
+
+#[test]
+fn gc_and_verify_keep_what_pipelines_use() {
+    let p = Project::new(6);
+    assert_eq!(p.run_json(&[]).0, 0);
+    // An artifact only a one-off --set used, twenty-one runs ago: gc may drop it.
+    assert_eq!(p.run_json(&["--set", "split.method=ratio"]).0, 0);
+    for _ in 0..20 {
+        p.run_json(&[]);
+    }
+    let before = p.objects();
+    assert_eq!(before.len(), 5);
+    let out = p.run(&["gc", "--dry-run"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("would delete: 1 artifact(s), 1 object(s)"), "{}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(p.objects(), before);
+    assert!(p.run(&["gc"]).status.success());
+    assert_eq!(p.objects().len(), 4);
+    let (_, _, s) = p.run_json(&[]);
+    assert_eq!(names(&s["cached"]), ALL, "gc kept everything the pipeline uses");
+
+    // Corrupt one object: verify names it, --fix forgets it, the next run recomputes it.
+    let obj = p.objects()[0].clone();
+    let path = p.root().join("cache/objects").join(&obj[..2]).join(&obj);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&path, bytes).unwrap();
+    let out = p.run(&["verify"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("1 corrupt"));
+    assert!(p.run(&["verify", "--fix"]).status.success());
+    let (code, _, s) = p.run_json(&[]);
+    assert_eq!(code, 0);
+    assert_eq!(s["ran"].as_array().unwrap().len(), 1, "{s}");
+    assert!(p.run(&["verify"]).status.success());
+}

@@ -36,7 +36,13 @@ pub struct ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}: error: {}", self.file.display(), self.line, self.msg)?;
+        write!(
+            f,
+            "{}:{}: error: {}",
+            self.file.display(),
+            self.line,
+            self.msg
+        )?;
         if let Some(h) = &self.hint {
             write!(f, "\n  hint: {h}")?;
         }
@@ -135,7 +141,12 @@ impl Ctx<'_> {
 
 /// Reads, expands and validates a pipeline file. `sets` are `STAGE.PARAM=VALUE` or
 /// `vars.NAME=VALUE` overrides from the command line.
-pub fn load(file: &Path, root: &Path, sets: &[String], reg: &Registry) -> Result<Plan, ConfigError> {
+pub fn load(
+    file: &Path,
+    root: &Path,
+    sets: &[String],
+    reg: &Registry,
+) -> Result<Plan, ConfigError> {
     let text = std::fs::read_to_string(file).map_err(|e| ConfigError {
         file: file.to_path_buf(),
         line: 0,
@@ -160,7 +171,11 @@ pub fn parse(
         hint: Some("check indentation and quoting around this line".into()),
     })?;
     let Some(top) = doc.as_mapping_mut() else {
-        return Err(cx.err(&[], "a pipeline is a mapping with `stages:` (and optional `vars:`)", None));
+        return Err(cx.err(
+            &[],
+            "a pipeline is a mapping with `stages:` (and optional `vars:`)",
+            None,
+        ));
     };
     for k in top.keys() {
         let k = key_str(k);
@@ -183,7 +198,9 @@ pub fn parse(
         return Err(cx.err(
             &["stages"],
             "no `stages:` mapping",
-            Some("stages:\n    ingest:\n      kind: ingest\n      params: {root: data/demo}".into()),
+            Some(
+                "stages:\n    ingest:\n      kind: ingest\n      params: {root: data/demo}".into(),
+            ),
         ));
     };
 
@@ -209,10 +226,18 @@ pub fn parse(
             cx.err(&p, msg, hint)
         };
         if base.contains(['[', ']', ',', '=']) || base.trim().is_empty() {
-            return Err(err(&[], format!("stage name `{base}` may not contain [ ] , ="), None));
+            return Err(err(
+                &[],
+                format!("stage name `{base}` may not contain [ ] , ="),
+                None,
+            ));
         }
         let Y::Mapping(spec) = v else {
-            return Err(err(&[], format!("stage `{base}` must be a mapping with `kind:`"), None));
+            return Err(err(
+                &[],
+                format!("stage `{base}` must be a mapping with `kind:`"),
+                None,
+            ));
         };
         for sk in spec.keys() {
             let sk = key_str(sk);
@@ -260,8 +285,9 @@ pub fn parse(
                 let mut axes = Vec::new();
                 for (ak, av) in m {
                     let a = key_str(ak);
-                    let vals = matrix_values(av)
-                        .map_err(|e| err(&["matrix", &a], format!("matrix axis `{a}`: {e}"), None))?;
+                    let vals = matrix_values(av).map_err(|e| {
+                        err(&["matrix", &a], format!("matrix axis `{a}`: {e}"), None)
+                    })?;
                     axes.push((a, vals));
                 }
                 axes
@@ -285,9 +311,18 @@ pub fn parse(
                 J::Object(m) => m.into_iter().collect(),
                 _ => BTreeMap::new(),
             },
-            Some(_) => return Err(err(&["resources"], "`resources` must be a mapping".into(), None)),
+            Some(_) => {
+                return Err(err(
+                    &["resources"],
+                    "`resources` must be a mapping".into(),
+                    None,
+                ))
+            }
         };
-        let desc = spec.get("desc").and_then(|d| d.as_str()).map(str::to_string);
+        let desc = spec
+            .get("desc")
+            .and_then(|d| d.as_str())
+            .map(str::to_string);
 
         let mut variants = Vec::new();
         for combo in cartesian(&axes) {
@@ -308,9 +343,15 @@ pub fn parse(
             let mut given: BTreeMap<String, J> = BTreeMap::new();
             for (pk, pv) in &raw_params {
                 let pk = key_str(pk);
-                let v = substitute(&to_json(pv), &vars, &matrix, &mut used_axes).map_err(|(msg, hint)| {
-                    err(&["params", &pk], format!("stage `{base}`, param `{pk}`: {msg}"), hint)
-                })?;
+                let v = substitute(&to_json(pv), &vars, &matrix, &mut used_axes).map_err(
+                    |(msg, hint)| {
+                        err(
+                            &["params", &pk],
+                            format!("stage `{base}`, param `{pk}`: {msg}"),
+                            hint,
+                        )
+                    },
+                )?;
                 given.insert(pk, v);
             }
             for (a, v) in &combo {
@@ -327,7 +368,11 @@ pub fn parse(
                 ));
             }
             let params = check_params(stage, &given).map_err(|(p, msg, hint)| {
-                let sub: Vec<&str> = if p.is_empty() { vec!["params"] } else { vec!["params", &p] };
+                let sub: Vec<&str> = if p.is_empty() {
+                    vec!["params"]
+                } else {
+                    vec!["params", &p]
+                };
                 err(&sub, format!("stage `{base}`: {msg}"), hint)
             })?;
             variants.push(StageDef {
@@ -369,12 +414,19 @@ pub fn parse(
         let mut per_variant = vec![Vec::new(); d.variants.len()];
         for input in &list {
             let (ibase, sel) = parse_selector(input).map_err(|e| {
-                cx.err(&["stages", &d.base, "inputs"], format!("stage `{}`: input `{input}`: {e}", d.base), None)
+                cx.err(
+                    &["stages", &d.base, "inputs"],
+                    format!("stage `{}`: input `{input}`: {e}", d.base),
+                    None,
+                )
             })?;
             let Some(up) = decls.iter().find(|u| u.base == ibase) else {
                 return Err(cx.err(
                     &["stages", &d.base, "inputs"],
-                    format!("stage `{}`: input `{ibase}` is not a stage in this pipeline", d.base),
+                    format!(
+                        "stage `{}`: input `{ibase}` is not a stage in this pipeline",
+                        d.base
+                    ),
                     Some(
                         did_you_mean(&ibase, bases.iter().map(|s| s.as_str()))
                             .unwrap_or_else(|| format!("stages: {}", bases.join(", "))),
@@ -402,10 +454,17 @@ pub fn parse(
                 if picked.is_empty() {
                     return Err(cx.err(
                         &["stages", &d.base, "inputs"],
-                        format!("stage `{}`: input `{input}` selects no variant of `{ibase}`", v.name),
+                        format!(
+                            "stage `{}`: input `{input}` selects no variant of `{ibase}`",
+                            v.name
+                        ),
                         Some(format!(
                             "variants: {}",
-                            up.variants.iter().map(|u| u.name.as_str()).collect::<Vec<_>>().join(", ")
+                            up.variants
+                                .iter()
+                                .map(|u| u.name.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
                         )),
                     ));
                 }
@@ -420,10 +479,25 @@ pub fn parse(
             let stage = reg.get(&v.kind).expect("kind checked above");
             let (lo, hi) = stage.arity();
             if inputs.len() < lo || inputs.len() > hi {
-                let want = if lo == hi { format!("{lo}") } else if hi == usize::MAX { format!("at least {lo}") } else { format!("{lo} to {hi}") };
+                let want = if lo == hi {
+                    format!("{lo}")
+                } else if hi == usize::MAX {
+                    format!("at least {lo}")
+                } else {
+                    format!("{lo} to {hi}")
+                };
                 return Err(cx.err(
-                    &["stages", &d.base, if inputs.is_empty() { "kind" } else { "inputs" }],
-                    format!("stage `{}`: kind `{}` takes {want} input(s), got {}", v.name, v.kind, inputs.len()),
+                    &[
+                        "stages",
+                        &d.base,
+                        if inputs.is_empty() { "kind" } else { "inputs" },
+                    ],
+                    format!(
+                        "stage `{}`: kind `{}` takes {want} input(s), got {}",
+                        v.name,
+                        v.kind,
+                        inputs.len()
+                    ),
                     Some(format!("inputs: [{}]", inputs.join(", "))),
                 ));
             }
@@ -432,7 +506,11 @@ pub fn parse(
         }
     }
     let stages_out = toposort(&cx, stages_out)?;
-    let index = stages_out.iter().enumerate().map(|(i, s)| (s.name.clone(), i)).collect();
+    let index = stages_out
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.name.clone(), i))
+        .collect();
     Ok(Plan {
         file: file.to_path_buf(),
         root: root.to_path_buf(),
@@ -442,7 +520,11 @@ pub fn parse(
 }
 
 fn toposort(cx: &Ctx, stages: Vec<StageDef>) -> Result<Vec<StageDef>, ConfigError> {
-    let pos: HashMap<&str, usize> = stages.iter().enumerate().map(|(i, s)| (s.name.as_str(), i)).collect();
+    let pos: HashMap<&str, usize> = stages
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.name.as_str(), i))
+        .collect();
     let mut state = vec![0u8; stages.len()]; // 0 new, 1 on stack, 2 done
     let mut order = Vec::with_capacity(stages.len());
     fn visit(
@@ -485,10 +567,16 @@ fn toposort(cx: &Ctx, stages: Vec<StageDef>) -> Result<Vec<StageDef>, ConfigErro
         }
     }
     let mut slots: Vec<Option<StageDef>> = stages.into_iter().map(Some).collect();
-    Ok(order.into_iter().map(|i| slots[i].take().expect("each once")).collect())
+    Ok(order
+        .into_iter()
+        .map(|i| slots[i].take().expect("each once"))
+        .collect())
 }
 
-fn check_params(stage: &dyn Stage, given: &BTreeMap<String, J>) -> Result<Params, (String, String, Option<String>)> {
+fn check_params(
+    stage: &dyn Stage,
+    given: &BTreeMap<String, J>,
+) -> Result<Params, (String, String, Option<String>)> {
     let specs = stage.params();
     for k in given.keys() {
         if !specs.iter().any(|p| p.name == k) {
@@ -498,7 +586,9 @@ fn check_params(stage: &dyn Stage, given: &BTreeMap<String, J>) -> Result<Params
                 format!("unknown param `{k}` for kind `{}`", stage.kind()),
                 Some(format!(
                     "{}params of `{}`: {}",
-                    did_you_mean(k, names).map(|h| format!("{h}; ")).unwrap_or_default(),
+                    did_you_mean(k, names)
+                        .map(|h| format!("{h}; "))
+                        .unwrap_or_default(),
                     stage.kind(),
                     param_names(specs)
                 )),
@@ -509,7 +599,11 @@ fn check_params(stage: &dyn Stage, given: &BTreeMap<String, J>) -> Result<Params
     for p in specs {
         let v = match given.get(p.name) {
             Some(v) => p.ty.check(v).map_err(|e| {
-                (p.name.to_string(), format!("param `{}`: {e}", p.name), Some(p.doc.to_string()))
+                (
+                    p.name.to_string(),
+                    format!("param `{}`: {e}", p.name),
+                    Some(p.doc.to_string()),
+                )
             })?,
             None => match p.default_value() {
                 Some(d) => d,
@@ -549,7 +643,8 @@ fn apply_sets(cx: &Ctx, doc: &mut Y, sets: &[String]) -> Result<(), ConfigError>
         let Some((head, name)) = path.split_once('.') else {
             return Err(bad("no `.` between stage and param".into()));
         };
-        let value: Y = serde_yaml_ng::from_str(value).map_err(|e| bad(format!("value is not YAML: {e}")))?;
+        let value: Y =
+            serde_yaml_ng::from_str(value).map_err(|e| bad(format!("value is not YAML: {e}")))?;
         let top = doc.as_mapping_mut().expect("checked mapping");
         if head == "vars" {
             let vars = top
@@ -619,7 +714,11 @@ fn substitute(
             out.push_str(rest);
             Ok(whole.unwrap_or(J::String(out)))
         }
-        J::Array(a) => a.iter().map(|x| substitute(x, vars, matrix, used)).collect::<Result<_, _>>().map(J::Array),
+        J::Array(a) => a
+            .iter()
+            .map(|x| substitute(x, vars, matrix, used))
+            .collect::<Result<_, _>>()
+            .map(J::Array),
         J::Object(m) => {
             let mut o = serde_json::Map::new();
             for (k, x) in m {
@@ -648,7 +747,10 @@ fn lookup(
                 Some(if matrix.is_empty() {
                     "this stage has no `matrix:`".into()
                 } else {
-                    format!("axes: {}", matrix.keys().cloned().collect::<Vec<_>>().join(", "))
+                    format!(
+                        "axes: {}",
+                        matrix.keys().cloned().collect::<Vec<_>>().join(", ")
+                    )
                 }),
             )),
         };
@@ -659,12 +761,23 @@ fn lookup(
         match cur.get(part) {
             Some(n) => cur = n,
             None => {
-                let known: Vec<&str> = vars.as_object().map(|m| m.keys().map(|k| k.as_str()).collect()).unwrap_or_default();
+                let known: Vec<&str> = vars
+                    .as_object()
+                    .map(|m| m.keys().map(|k| k.as_str()).collect())
+                    .unwrap_or_default();
                 return Err((
                     format!("unknown variable `${{{name}}}`"),
                     Some(
-                        did_you_mean(path, known.iter().copied())
-                            .unwrap_or_else(|| format!("defined under vars: {}", if known.is_empty() { "(none)".into() } else { known.join(", ") })),
+                        did_you_mean(path, known.iter().copied()).unwrap_or_else(|| {
+                            format!(
+                                "defined under vars: {}",
+                                if known.is_empty() {
+                                    "(none)".into()
+                                } else {
+                                    known.join(", ")
+                                }
+                            )
+                        }),
                     ),
                 ));
             }
@@ -714,7 +827,9 @@ fn parse_selector(s: &str) -> Result<(String, Vec<(String, String)>), String> {
     }
     let mut sel = Vec::new();
     for part in s[open + 1..s.len() - 1].split(',') {
-        let (k, v) = part.split_once('=').ok_or("expected `axis=value` inside [ ]")?;
+        let (k, v) = part
+            .split_once('=')
+            .ok_or("expected `axis=value` inside [ ]")?;
         sel.push((k.trim().to_string(), v.trim().to_string()));
     }
     Ok((s[..open].trim().to_string(), sel))
@@ -744,7 +859,10 @@ fn to_json(v: &Y) -> J {
             } else if let Some(u) = n.as_u64() {
                 J::from(u)
             } else {
-                n.as_f64().and_then(serde_json::Number::from_f64).map(J::Number).unwrap_or(J::Null)
+                n.as_f64()
+                    .and_then(serde_json::Number::from_f64)
+                    .map(J::Number)
+                    .unwrap_or(J::Null)
             }
         }
         Y::String(s) => J::String(s.clone()),
@@ -769,7 +887,11 @@ fn levenshtein(a: &str, b: &str) -> usize {
     for (i, ca) in a.chars().enumerate() {
         let mut cur = vec![i + 1];
         for (j, cb) in b.iter().enumerate() {
-            cur.push((prev[j] + usize::from(ca != *cb)).min(prev[j + 1] + 1).min(cur[j] + 1));
+            cur.push(
+                (prev[j] + usize::from(ca != *cb))
+                    .min(prev[j + 1] + 1)
+                    .min(cur[j] + 1),
+            );
         }
         prev = cur;
     }
@@ -781,7 +903,13 @@ mod tests {
     use super::*;
 
     fn plan(y: &str) -> Result<Plan, ConfigError> {
-        parse(Path::new("p.yaml"), y, Path::new("."), &[], &Registry::new())
+        parse(
+            Path::new("p.yaml"),
+            y,
+            Path::new("."),
+            &[],
+            &Registry::new(),
+        )
     }
 
     #[test]
@@ -802,11 +930,20 @@ mod tests {
         let e = plan("stages:\n  ingest:\n    kind: ingets\n").unwrap_err();
         assert_eq!(e.line, 3);
         assert!(e.hint.unwrap().contains("did you mean `ingest`"));
-        let e = plan("stages:\n  ingest:\n    kind: ingest\n    params:\n      root: d\n      layuot: csv\n").unwrap_err();
+        let e = plan(
+            "stages:\n  ingest:\n    kind: ingest\n    params:\n      root: d\n      layuot: csv\n",
+        )
+        .unwrap_err();
         assert_eq!(e.line, 6, "{e}");
-        let e = plan("stages:\n  ingest:\n    kind: ingest\n    params:\n      root: d\n      layout: 3\n").unwrap_err();
+        let e = plan(
+            "stages:\n  ingest:\n    kind: ingest\n    params:\n      root: d\n      layout: 3\n",
+        )
+        .unwrap_err();
         assert!(e.msg.contains("expected one of mmsa, csv"), "{e}");
-        let e = plan("vars: {a: 1}\nstages:\n  ingest:\n    kind: ingest\n    params:\n      root: ${b}\n").unwrap_err();
+        let e = plan(
+            "vars: {a: 1}\nstages:\n  ingest:\n    kind: ingest\n    params:\n      root: ${b}\n",
+        )
+        .unwrap_err();
         assert!(e.msg.contains("unknown variable"), "{e}");
         assert_eq!(e.line, 6);
         let e = plan("stages:\n  a:\n    kind: labels\n    inputs: [b]\n  b:\n    kind: labels\n    inputs: [a]\n").unwrap_err();
@@ -817,6 +954,9 @@ mod tests {
     fn typed_whole_reference_and_interpolation() {
         let p = plan("vars: {seed: 7, d: data}\nstages:\n  ingest:\n    kind: ingest\n    params: {root: \"${d}/sims\"}\n  s:\n    kind: split\n    inputs: [ingest]\n    params: {seed: \"${seed}\"}\n").unwrap();
         assert_eq!(p.get("s").unwrap().params.0["seed"], J::from(7));
-        assert_eq!(p.get("ingest").unwrap().params.0["root"], J::from("data/sims"));
+        assert_eq!(
+            p.get("ingest").unwrap().params.0["root"],
+            J::from("data/sims")
+        );
     }
 }

@@ -36,7 +36,10 @@ pub struct Artifact {
 }
 
 pub fn now() -> f64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
 }
 
 const SCHEMA: &str = "
@@ -68,7 +71,8 @@ CREATE TABLE IF NOT EXISTS stage_state(
 impl Db {
     pub fn open(cache: &Path) -> Result<Db> {
         let path = cache.join("index.sqlite");
-        let conn = Connection::open(&path).with_context(|| format!("opening run index {}", path.display()))?;
+        let conn = Connection::open(&path)
+            .with_context(|| format!("opening run index {}", path.display()))?;
         conn.busy_timeout(Duration::from_secs(120))?;
         // WAL: readers never block the writer; NORMAL sync: a commit survives a process crash
         // (kill -9), only the last commits can be lost on a power cut, and artifacts are
@@ -87,7 +91,10 @@ impl Db {
         loop {
             match f(&self.conn) {
                 Err(rusqlite::Error::SqliteFailure(e, _))
-                    if matches!(e.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) && wait < 5000 =>
+                    if matches!(
+                        e.code,
+                        rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+                    ) && wait < 5000 =>
                 {
                     std::thread::sleep(Duration::from_millis(wait));
                     wait *= 2;
@@ -107,15 +114,30 @@ impl Db {
 
     pub fn artifacts(&self) -> Result<Vec<Artifact>> {
         let mut st = self.conn.prepare("SELECT key, stage, kind, stage_id, object, rows, bytes, schema, failed_items, created FROM artifacts")?;
-        let rows = st.query_map([], row_artifact)?.collect::<rusqlite::Result<Vec<_>>>()?;
+        let rows = st
+            .query_map([], row_artifact)?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
         Ok(rows)
     }
 
     pub fn put_artifact(&mut self, a: &Artifact, errors: &[ItemError]) -> Result<()> {
-        let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         tx.execute(
             "INSERT OR REPLACE INTO artifacts VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-            params![a.key, a.stage, a.kind, a.stage_id, a.object, a.rows, a.bytes, a.schema, a.failed_items, a.created],
+            params![
+                a.key,
+                a.stage,
+                a.kind,
+                a.stage_id,
+                a.object,
+                a.rows,
+                a.bytes,
+                a.schema,
+                a.failed_items,
+                a.created
+            ],
         )?;
         tx.execute("DELETE FROM item_errors WHERE key = ?1", [&a.key])?;
         {
@@ -129,16 +151,26 @@ impl Db {
     }
 
     pub fn item_errors(&self, key: &str) -> Result<Vec<ItemError>> {
-        let mut st = self.conn.prepare_cached("SELECT item, field, reason FROM item_errors WHERE key = ?1 ORDER BY rowid")?;
+        let mut st = self.conn.prepare_cached(
+            "SELECT item, field, reason FROM item_errors WHERE key = ?1 ORDER BY rowid",
+        )?;
         let rows = st
-            .query_map([key], |r| Ok(ItemError::new(r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))?
+            .query_map([key], |r| {
+                Ok(ItemError::new(
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                ))
+            })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
         Ok(rows)
     }
 
     pub fn delete_artifact(&self, key: &str) -> Result<()> {
-        self.conn.execute("DELETE FROM artifacts WHERE key = ?1", [key])?;
-        self.conn.execute("DELETE FROM item_errors WHERE key = ?1", [key])?;
+        self.conn
+            .execute("DELETE FROM artifacts WHERE key = ?1", [key])?;
+        self.conn
+            .execute("DELETE FROM item_errors WHERE key = ?1", [key])?;
         Ok(())
     }
 
@@ -161,7 +193,14 @@ impl Db {
         Ok(self
             .conn
             .prepare_cached("SELECT size, mtime_ns, ino, hash FROM stat_cache WHERE path = ?1")?
-            .query_row([path], |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?, r.get::<_, i64>(2)? as u64, r.get(3)?)))
+            .query_row([path], |r| {
+                Ok((
+                    r.get::<_, i64>(0)? as u64,
+                    r.get(1)?,
+                    r.get::<_, i64>(2)? as u64,
+                    r.get(3)?,
+                ))
+            })
             .optional()?)
     }
 
@@ -169,9 +208,12 @@ impl Db {
         if rows.is_empty() {
             return Ok(());
         }
-        let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         {
-            let mut st = tx.prepare_cached("INSERT OR REPLACE INTO stat_cache VALUES (?1, ?2, ?3, ?4, ?5)")?;
+            let mut st =
+                tx.prepare_cached("INSERT OR REPLACE INTO stat_cache VALUES (?1, ?2, ?3, ?4, ?5)")?;
             for (p, size, mtime, ino, hash) in rows {
                 st.execute(params![p, *size as i64, mtime, *ino as i64, hash])?;
             }
@@ -183,12 +225,20 @@ impl Db {
     pub fn stage_state(&self, pipeline: &str, stage: &str) -> Result<Option<(String, String)>> {
         Ok(self
             .conn
-            .prepare_cached("SELECT key, manifest FROM stage_state WHERE pipeline = ?1 AND stage = ?2")?
+            .prepare_cached(
+                "SELECT key, manifest FROM stage_state WHERE pipeline = ?1 AND stage = ?2",
+            )?
             .query_row([pipeline, stage], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()?)
     }
 
-    pub fn set_stage_state(&self, pipeline: &str, stage: &str, key: &str, manifest: &str) -> Result<()> {
+    pub fn set_stage_state(
+        &self,
+        pipeline: &str,
+        stage: &str,
+        key: &str,
+        manifest: &str,
+    ) -> Result<()> {
         self.conn
             .prepare_cached("INSERT OR REPLACE INTO stage_state VALUES (?1, ?2, ?3, ?4, ?5)")?
             .execute(params![pipeline, stage, key, manifest, now()])?;
@@ -216,13 +266,25 @@ impl Db {
     ) -> Result<()> {
         self.conn
             .prepare_cached("INSERT INTO run_stages VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)")?
-            .execute(params![run, stage, key, outcome, secs, counts.0 as i64, counts.1 as i64, counts.2 as i64, message])?;
+            .execute(params![
+                run,
+                stage,
+                key,
+                outcome,
+                secs,
+                counts.0 as i64,
+                counts.1 as i64,
+                counts.2 as i64,
+                message
+            ])?;
         Ok(())
     }
 
     pub fn end_run(&self, run: i64, code: i32) -> Result<()> {
-        self.conn
-            .execute("UPDATE runs SET finished = ?1, exit_code = ?2 WHERE id = ?3", params![now(), code, run])?;
+        self.conn.execute(
+            "UPDATE runs SET finished = ?1, exit_code = ?2 WHERE id = ?3",
+            params![now(), code, run],
+        )?;
         Ok(())
     }
 
@@ -231,7 +293,9 @@ impl Db {
         let mut st = self.conn.prepare(
             "SELECT DISTINCT key FROM run_stages WHERE key IS NOT NULL AND run_id IN (SELECT id FROM runs ORDER BY id DESC LIMIT ?1)",
         )?;
-        let rows = st.query_map([n], |r| r.get(0))?.collect::<rusqlite::Result<Vec<String>>>()?;
+        let rows = st
+            .query_map([n], |r| r.get(0))?
+            .collect::<rusqlite::Result<Vec<String>>>()?;
         Ok(rows)
     }
 }

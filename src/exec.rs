@@ -74,6 +74,9 @@ impl Env<'_> {
     }
 }
 
+/// What became of one stage in this run: its name, key, and result.
+type Finished = (String, Option<String>, Result<StageRun, String>);
+
 struct Done {
     idx: usize,
     result: Result<StageRun, String>,
@@ -105,14 +108,22 @@ pub fn run(env: &Env, opts: &RunOpts, rep: &Reporter) -> Result<i32> {
             if rep.is_json() {
                 rep.event(json!({"event": "plan", "stage": s.name, "state": state, "key": p.key.as_ref().ok().map(|k| &k.key), "reasons": why}));
             } else {
-                println!("{state:<6} {}{}", s.name, if why.is_empty() { String::new() } else { format!("  ({})", why.join("; ")) });
+                println!(
+                    "{state:<6} {}{}",
+                    s.name,
+                    if why.is_empty() {
+                        String::new()
+                    } else {
+                        format!("  ({})", why.join("; "))
+                    }
+                );
             }
         }
         return Ok(EXIT_OK);
     }
 
     let run_id = db.begin_run(&env.pipeline_id, &opts.argv)?;
-    let mut results: BTreeMap<usize, (String, Option<String>, Result<StageRun, String>)> = BTreeMap::new();
+    let mut results: BTreeMap<usize, Finished> = BTreeMap::new();
     let mut todo: Vec<usize> = Vec::new();
     let mut keyof: HashMap<usize, StageKey> = HashMap::new();
     for p in planned {
@@ -122,11 +133,25 @@ pub fn run(env: &Env, opts: &RunOpts, rep: &Reporter) -> Result<i32> {
                 results.insert(p.idx, (name, None, Err(e)));
             }
             (Ok(k), Some(a)) => {
-                let errors = if a.failed_items > 0 { db.item_errors(&a.key)? } else { Vec::new() };
+                let errors = if a.failed_items > 0 {
+                    db.item_errors(&a.key)?
+                } else {
+                    Vec::new()
+                };
                 update_state(&db, &env.pipeline_id, &name, &k)?;
                 results.insert(
                     p.idx,
-                    (name, Some(k.key.clone()), Ok(StageRun { outcome: "cached", secs: 0.0, computed: 0, reused: 0, errors })),
+                    (
+                        name,
+                        Some(k.key.clone()),
+                        Ok(StageRun {
+                            outcome: "cached",
+                            secs: 0.0,
+                            computed: 0,
+                            reused: 0,
+                            errors,
+                        }),
+                    ),
                 );
                 keyof.insert(p.idx, k);
             }
@@ -136,11 +161,18 @@ pub fn run(env: &Env, opts: &RunOpts, rep: &Reporter) -> Result<i32> {
             }
         }
     }
-    for (idx, (name, _, r)) in &results {
-        let _ = idx;
+    for (name, _, r) in results.values() {
         match r {
             Ok(sr) if sr.errors.is_empty() => rep.stage_done(name, "cached", &json!({}), ""),
-            Ok(sr) => rep.stage_done(name, "cached", &json!({"failed": sr.errors.len()}), &format!("({} items failed earlier; see `pipeline show {name}`)", sr.errors.len())),
+            Ok(sr) => rep.stage_done(
+                name,
+                "cached",
+                &json!({"failed": sr.errors.len()}),
+                &format!(
+                    "({} items failed earlier; see `pipeline show {name}`)",
+                    sr.errors.len()
+                ),
+            ),
             Err(e) => {
                 rep.stage_done(name, "failed", &json!({"error": e}), e);
             }
@@ -159,23 +191,41 @@ pub fn run(env: &Env, opts: &RunOpts, rep: &Reporter) -> Result<i32> {
                 let idx = todo[i];
                 let s = &plan.stages[idx];
                 let inputs: Vec<usize> = s.inputs.iter().map(|n| plan.index[n]).collect();
-                if inputs.iter().any(|j| results.get(j).is_some_and(|r| r.2.is_err())) {
-                    let bad = inputs.iter().find(|j| results.get(j).is_some_and(|r| r.2.is_err())).unwrap();
+                if inputs
+                    .iter()
+                    .any(|j| results.get(j).is_some_and(|r| r.2.is_err()))
+                {
+                    let bad = inputs
+                        .iter()
+                        .find(|j| results.get(j).is_some_and(|r| r.2.is_err()))
+                        .unwrap();
                     let msg = format!("skipped: input `{}` failed", plan.stages[*bad].name);
                     rep.stage_done(&s.name, "skipped", &json!({"error": msg}), &msg);
-                    results.insert(idx, (s.name.clone(), keyof.get(&idx).map(|k| k.key.clone()), Err(msg)));
+                    results.insert(
+                        idx,
+                        (
+                            s.name.clone(),
+                            keyof.get(&idx).map(|k| k.key.clone()),
+                            Err(msg),
+                        ),
+                    );
                     todo.remove(i);
                     continue;
                 }
-                if inputs.iter().all(|j| results.get(j).is_some_and(|r| r.2.is_ok())) {
+                if inputs
+                    .iter()
+                    .all(|j| results.get(j).is_some_and(|r| r.2.is_ok()))
+                {
                     todo.remove(i);
                     running += 1;
                     let tx = tx.clone();
                     let key = keyof[&idx].clone();
-                    let input_keys: Vec<String> = inputs.iter().map(|j| keyof[j].key.clone()).collect();
+                    let input_keys: Vec<String> =
+                        inputs.iter().map(|j| keyof[j].key.clone()).collect();
                     let tables = &tables;
                     scope.spawn(move || {
-                        let result = execute(env, rep, idx, &key, &input_keys, tables).map_err(|e| format!("{e:#}"));
+                        let result = execute(env, rep, idx, &key, &input_keys, tables)
+                            .map_err(|e| format!("{e:#}"));
                         let _ = tx.send(Done { idx, result });
                     });
                     continue;
@@ -192,7 +242,13 @@ pub fn run(env: &Env, opts: &RunOpts, rep: &Reporter) -> Result<i32> {
             match &d.result {
                 Ok(sr) => {
                     let text = if sr.computed + sr.reused > 0 || !sr.errors.is_empty() {
-                        format!("{:.2}s  {} computed, {} reused, {} failed", sr.secs, sr.computed, sr.reused, sr.errors.len())
+                        format!(
+                            "{:.2}s  {} computed, {} reused, {} failed",
+                            sr.secs,
+                            sr.computed,
+                            sr.reused,
+                            sr.errors.len()
+                        )
                     } else {
                         format!("{:.2}s", sr.secs)
                     };
@@ -211,8 +267,20 @@ pub fn run(env: &Env, opts: &RunOpts, rep: &Reporter) -> Result<i32> {
     })?;
     for idx in todo {
         let name = plan.stages[idx].name.clone();
-        rep.stage_done(&name, "skipped", &json!({"error": "not started: an earlier stage failed"}), "not started: an earlier stage failed (use --keep-going to run independent stages)");
-        results.insert(idx, (name, keyof.get(&idx).map(|k| k.key.clone()), Err("not started".into())));
+        rep.stage_done(
+            &name,
+            "skipped",
+            &json!({"error": "not started: an earlier stage failed"}),
+            "not started: an earlier stage failed (use --keep-going to run independent stages)",
+        );
+        results.insert(
+            idx,
+            (
+                name,
+                keyof.get(&idx).map(|k| k.key.clone()),
+                Err("not started".into()),
+            ),
+        );
     }
 
     // Summary, history, exit code.
@@ -224,16 +292,36 @@ pub fn run(env: &Env, opts: &RunOpts, rep: &Reporter) -> Result<i32> {
     for (name, key, r) in results.values() {
         match r {
             Ok(sr) => {
-                if sr.outcome == "cached" { cached.push(name.clone()) } else { ran.push(name.clone()) }
+                if sr.outcome == "cached" {
+                    cached.push(name.clone())
+                } else {
+                    ran.push(name.clone())
+                }
                 if !sr.errors.is_empty() {
                     partial.push(name.clone());
                     failed_items += sr.errors.len();
                 }
-                db.record_stage(run_id, name, key.as_deref(), sr.outcome, sr.secs, (sr.computed, sr.reused, sr.errors.len()), None)?;
+                db.record_stage(
+                    run_id,
+                    name,
+                    key.as_deref(),
+                    sr.outcome,
+                    sr.secs,
+                    (sr.computed, sr.reused, sr.errors.len()),
+                    None,
+                )?;
             }
             Err(e) => {
                 failed.push(name.clone());
-                db.record_stage(run_id, name, key.as_deref(), "failed", 0.0, (0, 0, 0), Some(e))?;
+                db.record_stage(
+                    run_id,
+                    name,
+                    key.as_deref(),
+                    "failed",
+                    0.0,
+                    (0, 0, 0),
+                    Some(e),
+                )?;
             }
         }
     }
@@ -249,9 +337,17 @@ pub fn run(env: &Env, opts: &RunOpts, rep: &Reporter) -> Result<i32> {
     if rep.is_json() {
         rep.event(json!({"summary": {"ran": ran, "cached": cached, "failed": failed, "partial": partial, "failed_items": failed_items, "exit_code": code, "secs": secs, "run": run_id}}));
     } else {
-        let mut s = format!("{} ran, {} cached, {} failed", ran.len(), cached.len(), failed.len());
+        let mut s = format!(
+            "{} ran, {} cached, {} failed",
+            ran.len(),
+            cached.len(),
+            failed.len()
+        );
         if failed_items > 0 {
-            s.push_str(&format!("; {failed_items} item(s) failed in {} (partial; `pipeline show STAGE` lists them)", partial.join(", ")));
+            s.push_str(&format!(
+                "; {failed_items} item(s) failed in {} (partial; `pipeline show STAGE` lists them)",
+                partial.join(", ")
+            ));
         }
         println!("{s} in {secs:.3}s");
     }
@@ -273,7 +369,11 @@ pub fn explain(db: &Db, pipeline: &str, stage: &str, k: &StageKey) -> Result<Vec
         Some((_, m)) => {
             let old: serde_json::Value = serde_json::from_str(&m).unwrap_or_default();
             let r = keys::reasons(&old, &k.manifest);
-            if r.is_empty() { vec!["key changed".into()] } else { r }
+            if r.is_empty() {
+                vec!["key changed".into()]
+            } else {
+                r
+            }
         }
     })
 }
@@ -292,11 +392,20 @@ fn execute(
     let mut db = Db::open(&env.cache)?;
     let lock = File::create(env.store.lock_path(&key.key))?;
     lock.lock().context("locking the stage key")?;
-    if db.artifact(&key.key)?.is_some_and(|a| env.store.object_path(&a.object).exists()) {
+    if db
+        .artifact(&key.key)?
+        .is_some_and(|a| env.store.object_path(&a.object).exists())
+    {
         // Another process computed it while we waited for the lock.
         let errors = db.item_errors(&key.key)?;
         update_state(&db, &env.pipeline_id, &s.name, key)?;
-        return Ok(StageRun { outcome: "cached", secs: t0.elapsed().as_secs_f64(), computed: 0, reused: 0, errors });
+        return Ok(StageRun {
+            outcome: "cached",
+            secs: t0.elapsed().as_secs_f64(),
+            computed: 0,
+            reused: 0,
+            errors,
+        });
     }
     let mut inputs = Vec::new();
     for k in input_keys {
@@ -304,7 +413,9 @@ fn execute(
         let t = match cached {
             Some(t) => t,
             None => {
-                let a = db.artifact(k)?.ok_or_else(|| anyhow!("input artifact {} vanished from the index", short(k)))?;
+                let a = db.artifact(k)?.ok_or_else(|| {
+                    anyhow!("input artifact {} vanished from the index", short(k))
+                })?;
                 let t = env.store.get_table(&a.object)?;
                 tables.lock().unwrap().insert(k.clone(), t.clone());
                 t
@@ -312,14 +423,23 @@ fn execute(
         };
         inputs.push(t);
     }
-    let ctx = RunCtx { params: &s.params, root: &env.plan.root, inputs, files: &key.files };
+    let ctx = RunCtx {
+        params: &s.params,
+        root: &env.plan.root,
+        inputs,
+        files: &key.files,
+    };
     let (table, errors, computed, reused) = match stage.mode() {
         StageMode::Table => {
             rep.stage_start(&s.name, &key.key, None);
-            let out = stage.run(&ctx).map_err(|e| anyhow!("{} ({}:{}): {e}", s.name, env.plan.file.display(), s.line))?;
+            let out = stage
+                .run(&ctx)
+                .map_err(|e| anyhow!("{} ({}:{}): {e}", s.name, env.plan.file.display(), s.line))?;
             (out.table, out.errors, 0, 0)
         }
-        StageMode::PerItem { id_column, reads } => run_items(stage, &ctx, &mut db, rep, &s.name, key, id_column, reads)?,
+        StageMode::PerItem { id_column, reads } => {
+            run_items(stage, &ctx, &mut db, rep, &s.name, key, id_column, reads)?
+        }
     };
     if matches!(stage.mode(), StageMode::Table) {
         // Per-item stages report their failures as they happen.
@@ -351,9 +471,18 @@ fn execute(
         &errors,
     )?;
     update_state(&db, &env.pipeline_id, &s.name, key)?;
-    tables.lock().unwrap().insert(key.key.clone(), Arc::new(table));
+    tables
+        .lock()
+        .unwrap()
+        .insert(key.key.clone(), Arc::new(table));
     drop(lock);
-    Ok(StageRun { outcome: "ran", secs: t0.elapsed().as_secs_f64(), computed, reused, errors })
+    Ok(StageRun {
+        outcome: "ran",
+        secs: t0.elapsed().as_secs_f64(),
+        computed,
+        reused,
+        errors,
+    })
 }
 
 /// Hash of the columns an item reads, in its row: the item's cache identity within the stage.
@@ -361,7 +490,9 @@ fn item_hashes(t: &RecordBatch, reads: &[&str]) -> Result<Vec<String>> {
     let opts = FormatOptions::default().with_null("\u{0}null");
     let mut fmts = Vec::new();
     for c in reads {
-        let col = t.column_by_name(c).ok_or_else(|| anyhow!("input has no column `{c}` that this stage reads"))?;
+        let col = t
+            .column_by_name(c)
+            .ok_or_else(|| anyhow!("input has no column `{c}` that this stage reads"))?;
         fmts.push((c, ArrayFormatter::try_new(col.as_ref(), &opts)?));
     }
     Ok((0..t.num_rows())
@@ -389,7 +520,11 @@ fn run_items(
     id_column: &str,
     reads: &[&str],
 ) -> Result<(RecordBatch, Vec<ItemError>, usize, usize)> {
-    let t = ctx.inputs.first().ok_or_else(|| anyhow!("a per-item stage needs an input"))?.clone();
+    let t = ctx
+        .inputs
+        .first()
+        .ok_or_else(|| anyhow!("a per-item stage needs an input"))?
+        .clone();
     let ids = t
         .column_by_name(id_column)
         .and_then(|c| c.as_any().downcast_ref::<StringArray>())
@@ -414,24 +549,38 @@ fn run_items(
         .par_iter()
         .map(|&r| {
             let id = ids.value(r).to_string();
-            let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| stage.run_item(ctx, r)))
-                .unwrap_or_else(|p| {
-                    let msg = p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default();
-                    Err(ItemError::new(&id, "", format!("stage panicked: {msg}")))
-                })
-                .map_err(|mut e| {
-                    if e.item.is_empty() {
-                        e.item = id.clone();
-                    }
-                    e
-                });
+            let res =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| stage.run_item(ctx, r)))
+                    .unwrap_or_else(|p| {
+                        let msg = p
+                            .downcast_ref::<String>()
+                            .cloned()
+                            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                            .unwrap_or_default();
+                        Err(ItemError::new(&id, "", format!("stage panicked: {msg}")))
+                    })
+                    .map_err(|mut e| {
+                        if e.item.is_empty() {
+                            e.item = id.clone();
+                        }
+                        e
+                    });
             if let Some(d) = delay {
                 std::thread::sleep(d);
             }
             let res = match res {
-                Ok(b) => match encode_ipc(&b).and_then(|bytes| writer.lock().unwrap().put_item(&key.stage_id, &hashes[r], &bytes)) {
+                Ok(b) => match encode_ipc(&b).and_then(|bytes| {
+                    writer
+                        .lock()
+                        .unwrap()
+                        .put_item(&key.stage_id, &hashes[r], &bytes)
+                }) {
                     Ok(()) => Ok(b),
-                    Err(e) => Err(ItemError::new(&id, "", format!("could not store the item: {e:#}"))),
+                    Err(e) => Err(ItemError::new(
+                        &id,
+                        "",
+                        format!("could not store the item: {e:#}"),
+                    )),
                 },
                 Err(e) => {
                     rep.item_error(name, &e);
@@ -458,9 +607,14 @@ fn run_items(
     let table = match parts.first() {
         Some(first) => {
             let schema = first.schema();
-            arrow::compute::concat_batches(&schema, &parts).context("items returned different schemas")?
+            arrow::compute::concat_batches(&schema, &parts)
+                .context("items returned different schemas")?
         }
-        None => RecordBatch::new_empty(Arc::new(Schema::new(vec![Field::new(id_column, DataType::Utf8, false)]))),
+        None => RecordBatch::new_empty(Arc::new(Schema::new(vec![Field::new(
+            id_column,
+            DataType::Utf8,
+            false,
+        )]))),
     };
     Ok((table, errors, computed_ok, reused))
 }
@@ -487,7 +641,10 @@ pub fn project_root_of(pipeline: &Path) -> PathBuf {
     // pipeline/foo.yaml lives one level below the project root.
     let parent = pipeline.parent().unwrap_or(Path::new("."));
     if parent.file_name().is_some_and(|n| n == "pipeline") {
-        parent.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."))
+        parent
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."))
     } else {
         parent.to_path_buf()
     }

@@ -19,13 +19,28 @@ pub fn status(env: &Env, targets: &[String], as_json: bool) -> Result<i32> {
         let (state, reasons, key) = match (&p.key, &p.artifact) {
             (Err(e), _) => ("stale", vec![format!("cannot plan: {e}")], None),
             (Ok(k), Some(a)) => {
-                let r = if a.failed_items > 0 { vec![format!("{} item(s) failed; see `pipeline show {}`", a.failed_items, s.name)] } else { vec![] };
+                let r = if a.failed_items > 0 {
+                    vec![format!(
+                        "{} item(s) failed; see `pipeline show {}`",
+                        a.failed_items, s.name
+                    )]
+                } else {
+                    vec![]
+                };
                 ("fresh", r, Some(k.key.clone()))
             }
             (Ok(k), None) => {
                 let r = explain(&db, &env.pipeline_id, &s.name, k)?;
-                let state = if r == ["never run"] { "never-run" } else { "stale" };
-                (state, if state == "never-run" { vec![] } else { r }, Some(k.key.clone()))
+                let state = if r == ["never run"] {
+                    "never-run"
+                } else {
+                    "stale"
+                };
+                (
+                    state,
+                    if state == "never-run" { vec![] } else { r },
+                    Some(k.key.clone()),
+                )
             }
         };
         rows.push((s.name.clone(), state, reasons, key));
@@ -51,24 +66,51 @@ pub fn status(env: &Env, targets: &[String], as_json: bool) -> Result<i32> {
 
 pub fn show(env: &Env, name: &str, nrows: usize, as_json: bool) -> Result<i32> {
     let Some(s) = env.plan.get(name) else {
-        let variants: Vec<&str> = env.plan.stages.iter().filter(|s| s.base == name).map(|s| s.name.as_str()).collect();
+        let variants: Vec<&str> = env
+            .plan
+            .stages
+            .iter()
+            .filter(|s| s.base == name)
+            .map(|s| s.name.as_str())
+            .collect();
         return Err(if variants.is_empty() {
             anyhow!("no stage `{name}` in {}", env.plan.file.display())
         } else {
-            anyhow!("`{name}` is a matrix stage; show one variant: {}", variants.join(", "))
+            anyhow!(
+                "`{name}` is a matrix stage; show one variant: {}",
+                variants.join(", ")
+            )
         });
     };
-    let selected = env.plan.select(std::slice::from_ref(&s.name)).map_err(|e| anyhow!(e))?;
+    let selected = env
+        .plan
+        .select(std::slice::from_ref(&s.name))
+        .map_err(|e| anyhow!(e))?;
     let mut db = Db::open(&env.cache)?;
     let planned = env.plan_state(&mut db, &selected)?;
-    let p = planned.iter().find(|p| p.idx == env.plan.index[&s.name]).expect("selected");
-    let key = p.key.as_ref().map_err(|e| anyhow!("cannot plan {name}: {e}"))?;
+    let p = planned
+        .iter()
+        .find(|p| p.idx == env.plan.index[&s.name])
+        .expect("selected");
+    let key = p
+        .key
+        .as_ref()
+        .map_err(|e| anyhow!("cannot plan {name}: {e}"))?;
     let Some(a) = &p.artifact else {
         let why = explain(&db, &env.pipeline_id, &s.name, key)?;
         if as_json {
-            println!("{}", json!({"stage": s.name, "kind": s.kind, "key": key.key, "state": "not computed", "reasons": why}));
+            println!(
+                "{}",
+                json!({"stage": s.name, "kind": s.kind, "key": key.key, "state": "not computed", "reasons": why})
+            );
         } else {
-            println!("stage   {}\nkind    {}\nkey     {}\nstate   not computed ({})", s.name, s.kind, key.key, why.join("; "));
+            println!(
+                "stage   {}\nkind    {}\nkey     {}\nstate   not computed ({})",
+                s.name,
+                s.kind,
+                key.key,
+                why.join("; ")
+            );
         }
         return Ok(0);
     };
@@ -76,7 +118,10 @@ pub fn show(env: &Env, name: &str, nrows: usize, as_json: bool) -> Result<i32> {
     let path = env.store.object_path(&a.object);
     let table = env.store.get_table(&a.object)?;
     if as_json {
-        let errs: Vec<_> = errors.iter().map(|e| json!({"item": e.item, "field": e.field, "reason": e.reason})).collect();
+        let errs: Vec<_> = errors
+            .iter()
+            .map(|e| json!({"item": e.item, "field": e.field, "reason": e.reason}))
+            .collect();
         println!(
             "{}",
             json!({"stage": s.name, "kind": s.kind, "key": a.key, "state": "fresh", "artifact": path, "rows": a.rows,
@@ -122,18 +167,34 @@ pub fn dag(plan: &Plan, format: DagFormat) -> String {
             // Depth = longest path from a source, so each stage prints below everything it needs.
             let mut depth = vec![0usize; plan.stages.len()];
             for (i, s) in plan.stages.iter().enumerate() {
-                depth[i] = s.inputs.iter().map(|n| depth[plan.index[n]] + 1).max().unwrap_or(0);
+                depth[i] = s
+                    .inputs
+                    .iter()
+                    .map(|n| depth[plan.index[n]] + 1)
+                    .max()
+                    .unwrap_or(0);
             }
             for (i, s) in plan.stages.iter().enumerate() {
                 let ind = "  ".repeat(depth[i]);
-                let from = if s.inputs.is_empty() { String::new() } else { format!("  <- {}", s.inputs.join(", ")) };
+                let from = if s.inputs.is_empty() {
+                    String::new()
+                } else {
+                    format!("  <- {}", s.inputs.join(", "))
+                };
                 out.push_str(&format!("{ind}{} [{}]{from}\n", s.name, s.kind));
             }
         }
         DagFormat::Dot => {
-            out.push_str("digraph pipeline {\n  rankdir=LR;\n  node [shape=box, fontname=\"monospace\"];\n");
+            out.push_str(
+                "digraph pipeline {\n  rankdir=LR;\n  node [shape=box, fontname=\"monospace\"];\n",
+            );
             for (i, s) in plan.stages.iter().enumerate() {
-                out.push_str(&format!("  {} [label=\"{}\\n({})\"];\n", id(i), s.name.replace('"', "\\\""), s.kind));
+                out.push_str(&format!(
+                    "  {} [label=\"{}\\n({})\"];\n",
+                    id(i),
+                    s.name.replace('"', "\\\""),
+                    s.kind
+                ));
             }
             for (i, s) in plan.stages.iter().enumerate() {
                 for n in &s.inputs {
@@ -145,7 +206,12 @@ pub fn dag(plan: &Plan, format: DagFormat) -> String {
         DagFormat::Mermaid => {
             out.push_str("flowchart LR\n");
             for (i, s) in plan.stages.iter().enumerate() {
-                out.push_str(&format!("  {}[\"{} ({})\"]\n", id(i), s.name.replace('"', "#quot;"), s.kind));
+                out.push_str(&format!(
+                    "  {}[\"{} ({})\"]\n",
+                    id(i),
+                    s.name.replace('"', "#quot;"),
+                    s.kind
+                ));
             }
             for (i, s) in plan.stages.iter().enumerate() {
                 for n in &s.inputs {

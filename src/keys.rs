@@ -53,7 +53,9 @@ pub fn hash_files(db: &mut Db, paths: &[PathBuf]) -> Result<FileHashes> {
         let mtime = meta.mtime() * 1_000_000_000 + meta.mtime_nsec();
         let key = p.to_string_lossy();
         match db.stat_lookup(&key)? {
-            Some((size, m, ino, hash)) if size == meta.size() && m == mtime && ino == meta.ino() => {
+            Some((size, m, ino, hash))
+                if size == meta.size() && m == mtime && ino == meta.ino() =>
+            {
                 out.insert(p.clone(), Some(FileInfo { hash, size }));
             }
             _ => misses.push((p.clone(), meta.size(), mtime, meta.ino())),
@@ -70,7 +72,13 @@ pub fn hash_files(db: &mut Db, paths: &[PathBuf]) -> Result<FileHashes> {
     for (p, size, mtime, ino, h) in hashed {
         match h {
             Ok(hash) => {
-                rows.push((p.to_string_lossy().into_owned(), size, mtime, ino, hash.clone()));
+                rows.push((
+                    p.to_string_lossy().into_owned(),
+                    size,
+                    mtime,
+                    ino,
+                    hash.clone(),
+                ));
                 out.insert(p, Some(FileInfo { hash, size }));
             }
             Err(_) => {
@@ -91,7 +99,12 @@ fn hash_file(p: &Path) -> std::io::Result<String> {
 /// Keys for the selected stages (indices into `plan.stages`, in plan order). A stage whose key
 /// cannot be computed (its manifest is unreadable, say) gets the reason instead, and so do its
 /// dependents.
-pub fn compute(plan: &Plan, reg: &Registry, db: &mut Db, selected: &[usize]) -> Result<BTreeMap<usize, Result<StageKey, String>>> {
+pub fn compute(
+    plan: &Plan,
+    reg: &Registry,
+    db: &mut Db,
+    selected: &[usize],
+) -> Result<BTreeMap<usize, Result<StageKey, String>>> {
     let mut out: BTreeMap<usize, Result<StageKey, String>> = BTreeMap::new();
     for &i in selected {
         let s = &plan.stages[i];
@@ -112,7 +125,10 @@ pub fn compute(plan: &Plan, reg: &Registry, db: &mut Db, selected: &[usize]) -> 
             out.insert(i, Err(e));
             continue;
         }
-        let files = match stage.external_files(&PlanCtx { params: &s.params, root: &plan.root }) {
+        let files = match stage.external_files(&PlanCtx {
+            params: &s.params,
+            root: &plan.root,
+        }) {
             Ok(f) => f,
             Err(e) => {
                 out.insert(i, Err(e.to_string()));
@@ -123,7 +139,11 @@ pub fn compute(plan: &Plan, reg: &Registry, db: &mut Db, selected: &[usize]) -> 
         let file_list: Vec<J> = hashes
             .iter()
             .map(|(p, info)| {
-                let rel = p.strip_prefix(&plan.root).unwrap_or(p).to_string_lossy().into_owned();
+                let rel = p
+                    .strip_prefix(&plan.root)
+                    .unwrap_or(p)
+                    .to_string_lossy()
+                    .into_owned();
                 json!([rel, info.as_ref().map(|i| i.hash.as_str())])
             })
             .collect();
@@ -164,10 +184,16 @@ pub fn reasons(old: &J, now: &J) -> Vec<String> {
         r.push(format!("kind changed {} -> {}", old["kind"], now["kind"]));
     }
     if old["version"] != now["version"] {
-        r.push(format!("code version changed {} -> {}", old["version"], now["version"]));
+        r.push(format!(
+            "code version changed {} -> {}",
+            old["version"], now["version"]
+        ));
     }
     let empty = serde_json::Map::new();
-    let (op, np) = (old["params"].as_object().unwrap_or(&empty), now["params"].as_object().unwrap_or(&empty));
+    let (op, np) = (
+        old["params"].as_object().unwrap_or(&empty),
+        now["params"].as_object().unwrap_or(&empty),
+    );
     for (k, v) in np {
         match op.get(k) {
             Some(o) if o != v => r.push(format!("param {k} changed {o} -> {v}")),
@@ -180,13 +206,24 @@ pub fn reasons(old: &J, now: &J) -> Vec<String> {
     }
     let names = |j: &J| -> Vec<(String, String)> {
         j.as_array()
-            .map(|a| a.iter().map(|x| (x["name"].as_str().unwrap_or("").to_string(), x["key"].as_str().unwrap_or("").to_string())).collect())
+            .map(|a| {
+                a.iter()
+                    .map(|x| {
+                        (
+                            x["name"].as_str().unwrap_or("").to_string(),
+                            x["key"].as_str().unwrap_or("").to_string(),
+                        )
+                    })
+                    .collect()
+            })
             .unwrap_or_default()
     };
     let (oi, ni) = (names(&old["inputs"]), names(&now["inputs"]));
     for (n, k) in &ni {
         match oi.iter().find(|(on, _)| on == n) {
-            Some((_, ok)) if ok != k => r.push(format!("input {n} changed {} -> {}", short(ok), short(k))),
+            Some((_, ok)) if ok != k => {
+                r.push(format!("input {n} changed {} -> {}", short(ok), short(k)))
+            }
             None => r.push(format!("input {n} added")),
             _ => {}
         }
@@ -196,19 +233,31 @@ pub fn reasons(old: &J, now: &J) -> Vec<String> {
     }
     let files = |j: &J| -> BTreeMap<String, J> {
         j.as_array()
-            .map(|a| a.iter().map(|x| (x[0].as_str().unwrap_or("").to_string(), x[1].clone())).collect())
+            .map(|a| {
+                a.iter()
+                    .map(|x| (x[0].as_str().unwrap_or("").to_string(), x[1].clone()))
+                    .collect()
+            })
             .unwrap_or_default()
     };
     let (of, nf) = (files(&old["files"]), files(&now["files"]));
     let mut changed: Vec<String> = Vec::new();
     for (p, h) in &nf {
         match of.get(p) {
-            Some(o) if o != h => changed.push(if h.is_null() { format!("{p} (now missing)") } else { format!("{p} (content)") }),
+            Some(o) if o != h => changed.push(if h.is_null() {
+                format!("{p} (now missing)")
+            } else {
+                format!("{p} (content)")
+            }),
             None => changed.push(format!("{p} (new)")),
             _ => {}
         }
     }
-    changed.extend(of.keys().filter(|p| !nf.contains_key(*p)).map(|p| format!("{p} (removed)")));
+    changed.extend(
+        of.keys()
+            .filter(|p| !nf.contains_key(*p))
+            .map(|p| format!("{p} (removed)")),
+    );
     if !changed.is_empty() {
         let n = changed.len();
         let shown: Vec<String> = changed.into_iter().take(5).collect();

@@ -35,7 +35,12 @@ struct Cli {
 #[derive(Args, Clone)]
 struct PipelineArgs {
     /// Pipeline file
-    #[arg(short = 'p', long = "pipeline", value_name = "FILE", default_value = "pipeline/default.yaml")]
+    #[arg(
+        short = 'p',
+        long = "pipeline",
+        value_name = "FILE",
+        default_value = "pipeline/default.yaml"
+    )]
     file: PathBuf,
     /// Override a param (STAGE.PARAM=VALUE) or a variable (vars.NAME=VALUE); repeatable
     #[arg(long = "set", value_name = "STAGE.PARAM=VALUE")]
@@ -144,9 +149,20 @@ fn load(cache: &Option<PathBuf>, p: &PipelineArgs, reg: &Registry) -> anyhow::Re
     let file = absolute(&p.file);
     let root = exec::project_root_of(&file);
     let plan = config::load(&file, &root, &p.sets, reg)?;
-    let cache = cache.as_ref().map(|c| absolute(c)).unwrap_or_else(|| root.join("cache"));
-    let pipeline_id = file.strip_prefix(&root).unwrap_or(&file).to_string_lossy().into_owned();
-    Ok(Loaded { plan, cache, pipeline_id })
+    let cache = cache
+        .as_ref()
+        .map(|c| absolute(c))
+        .unwrap_or_else(|| root.join("cache"));
+    let pipeline_id = file
+        .strip_prefix(&root)
+        .unwrap_or(&file)
+        .to_string_lossy()
+        .into_owned();
+    Ok(Loaded {
+        plan,
+        cache,
+        pipeline_id,
+    })
 }
 
 fn env<'a>(l: &'a Loaded, reg: &'a Registry) -> anyhow::Result<Env<'a>> {
@@ -171,12 +187,25 @@ fn absolute(p: &Path) -> PathBuf {
 fn dispatch(cli: Cli) -> anyhow::Result<i32> {
     let reg = Registry::new();
     match cli.cmd {
-        Cmd::Run { targets, p, jobs, keep_going, dry_run, json } => {
+        Cmd::Run {
+            targets,
+            p,
+            jobs,
+            keep_going,
+            dry_run,
+            json,
+        } => {
             let l = load(&cli.cache, &p, &reg)?;
             let e = env(&l, &reg)?;
             let rep = report::Reporter::new(json);
             let argv = std::env::args().collect::<Vec<_>>().join(" ");
-            let opts = RunOpts { targets, jobs, keep_going, dry_run, argv };
+            let opts = RunOpts {
+                targets,
+                jobs,
+                keep_going,
+                dry_run,
+                argv,
+            };
             exec::run(&e, &opts, &rep).map_err(|err| match err.downcast::<ConfigError>() {
                 Ok(ce) => ce.into(),
                 Err(other) => other,
@@ -191,24 +220,44 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             print!("{}", inspect::dag(&l.plan, format));
             Ok(0)
         }
-        Cmd::Show { stage, p, rows, json } => {
+        Cmd::Show {
+            stage,
+            p,
+            rows,
+            json,
+        } => {
             let l = load(&cli.cache, &p, &reg)?;
             inspect::show(&env(&l, &reg)?, &stage, rows, json)
         }
-        Cmd::Gc { dry_run, keep_runs, root } => {
+        Cmd::Gc {
+            dry_run,
+            keep_runs,
+            root,
+        } => {
             let root = absolute(&root);
-            let cache = cli.cache.as_ref().map(|c| absolute(c)).unwrap_or_else(|| root.join("cache"));
+            let cache = cli
+                .cache
+                .as_ref()
+                .map(|c| absolute(c))
+                .unwrap_or_else(|| root.join("cache"));
             maint::gc(&reg, &root, &cache, keep_runs, dry_run)
         }
         Cmd::Verify { fix } => {
-            let cache = cli.cache.as_ref().map(|c| absolute(c)).unwrap_or_else(|| absolute(Path::new("cache")));
+            let cache = cli
+                .cache
+                .as_ref()
+                .map(|c| absolute(c))
+                .unwrap_or_else(|| absolute(Path::new("cache")));
             maint::verify(&cache, fix)
         }
         Cmd::Kinds => {
             for s in reg.all() {
                 println!("{} (v{}): {}", s.kind(), s.version(), s.about());
                 for p in s.params() {
-                    let d = p.default.map(|d| format!(" = {d}")).unwrap_or_else(|| " (required)".into());
+                    let d = p
+                        .default
+                        .map(|d| format!(" = {d}"))
+                        .unwrap_or_else(|| " (required)".into());
                     println!("    {}: {}{d}  — {}", p.name, p.ty.describe(), p.doc);
                 }
             }

@@ -22,7 +22,12 @@ pub fn gc(reg: &Registry, root: &Path, cache: &Path, keep_runs: i64, dry_run: bo
     let mut keep_ids: HashSet<String> = HashSet::new();
     let dir = root.join("pipeline");
     let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .with_context(|| format!("reading {} (run gc from the project root or pass --root)", dir.display()))?
+        .with_context(|| {
+            format!(
+                "reading {} (run gc from the project root or pass --root)",
+                dir.display()
+            )
+        })?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
         .collect();
@@ -34,7 +39,11 @@ pub fn gc(reg: &Registry, root: &Path, cache: &Path, keep_runs: i64, dry_run: bo
             reg,
             cache: cache.to_path_buf(),
             store: Store::open(cache)?,
-            pipeline_id: f.strip_prefix(root).unwrap_or(f).to_string_lossy().into_owned(),
+            pipeline_id: f
+                .strip_prefix(root)
+                .unwrap_or(f)
+                .to_string_lossy()
+                .into_owned(),
         };
         let all: Vec<usize> = (0..plan.stages.len()).collect();
         for p in env.plan_state(&mut db, &all)? {
@@ -50,13 +59,30 @@ pub fn gc(reg: &Registry, root: &Path, cache: &Path, keep_runs: i64, dry_run: bo
             keep_ids.insert(a.stage_id.clone());
         }
     }
-    let drop_artifacts: Vec<_> = artifacts.iter().filter(|a| !keep_keys.contains(&a.key)).collect();
-    let keep_objects: HashSet<&str> = artifacts.iter().filter(|a| keep_keys.contains(&a.key)).map(|a| a.object.as_str()).collect();
-    let drop_objects: Vec<_> = store.objects()?.into_iter().filter(|(h, _)| !keep_objects.contains(h.as_str())).collect();
-    let object_bytes: u64 = drop_objects.iter().filter_map(|(_, p)| p.metadata().ok()).map(|m| m.len()).sum();
+    let drop_artifacts: Vec<_> = artifacts
+        .iter()
+        .filter(|a| !keep_keys.contains(&a.key))
+        .collect();
+    let keep_objects: HashSet<&str> = artifacts
+        .iter()
+        .filter(|a| keep_keys.contains(&a.key))
+        .map(|a| a.object.as_str())
+        .collect();
+    let drop_objects: Vec<_> = store
+        .objects()?
+        .into_iter()
+        .filter(|(h, _)| !keep_objects.contains(h.as_str()))
+        .collect();
+    let object_bytes: u64 = drop_objects
+        .iter()
+        .filter_map(|(_, p)| p.metadata().ok())
+        .map(|m| m.len())
+        .sum();
     let item_count: i64 = {
         let mut n = 0i64;
-        let mut st = db.conn.prepare("SELECT stage_id, COUNT(*) FROM items GROUP BY stage_id")?;
+        let mut st = db
+            .conn
+            .prepare("SELECT stage_id, COUNT(*) FROM items GROUP BY stage_id")?;
         let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
         for r in rows {
             let (id, c) = r?;
@@ -83,7 +109,9 @@ pub fn gc(reg: &Registry, root: &Path, cache: &Path, keep_runs: i64, dry_run: bo
         }
         return Ok(0);
     }
-    let tx = db.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let tx = db
+        .conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     for a in &drop_artifacts {
         tx.execute("DELETE FROM artifacts WHERE key = ?1", [&a.key])?;
         tx.execute("DELETE FROM item_errors WHERE key = ?1", [&a.key])?;
@@ -91,7 +119,9 @@ pub fn gc(reg: &Registry, root: &Path, cache: &Path, keep_runs: i64, dry_run: bo
     }
     let ids: Vec<String> = {
         let mut st = tx.prepare("SELECT DISTINCT stage_id FROM items")?;
-        let v = st.query_map([], |r| r.get::<_, String>(0))?.collect::<rusqlite::Result<Vec<_>>>()?;
+        let v = st
+            .query_map([], |r| r.get::<_, String>(0))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
         v
     };
     for id in ids.iter().filter(|i| !keep_ids.contains(*i)) {
@@ -115,11 +145,17 @@ pub fn verify(cache: &Path, fix: bool) -> Result<i32> {
     let objects = store.objects()?;
     let mut corrupt = HashSet::new();
     for (hash, path) in &objects {
-        let got = blake3::Hasher::new().update_mmap(path).map(|h| h.finalize().to_hex().to_string());
+        let got = blake3::Hasher::new()
+            .update_mmap(path)
+            .map(|h| h.finalize().to_hex().to_string());
         match got {
             Ok(h) if &h == hash => {}
             Ok(h) => {
-                println!("corrupt  {} (content hashes to {})", path.display(), short(&h));
+                println!(
+                    "corrupt  {} (content hashes to {})",
+                    path.display(),
+                    short(&h)
+                );
                 corrupt.insert(hash.clone());
             }
             Err(e) => {
@@ -132,7 +168,12 @@ pub fn verify(cache: &Path, fix: bool) -> Result<i32> {
     let mut bad_artifacts = Vec::new();
     for a in db.artifacts()? {
         if !present.contains(a.object.as_str()) {
-            println!("missing  object {} of {} (key {})", short(&a.object), a.stage, short(&a.key));
+            println!(
+                "missing  object {} of {} (key {})",
+                short(&a.object),
+                a.stage,
+                short(&a.key)
+            );
             bad_artifacts.push(a.key.clone());
         } else if corrupt.contains(&a.object) {
             bad_artifacts.push(a.key.clone());
@@ -156,5 +197,9 @@ pub fn verify(cache: &Path, fix: bool) -> Result<i32> {
         }
         return Ok(0);
     }
-    Ok(if corrupt.is_empty() && bad_artifacts.is_empty() { 0 } else { 1 })
+    Ok(if corrupt.is_empty() && bad_artifacts.is_empty() {
+        0
+    } else {
+        1
+    })
 }

@@ -19,7 +19,10 @@ impl Registry {
         }
     }
     pub fn get(&self, kind: &str) -> Option<&dyn Stage> {
-        self.stages.iter().find(|s| s.kind() == kind).map(|s| s.as_ref())
+        self.stages
+            .iter()
+            .find(|s| s.kind() == kind)
+            .map(|s| s.as_ref())
     }
     pub fn kinds(&self) -> Vec<&'static str> {
         self.stages.iter().map(|s| s.kind()).collect()

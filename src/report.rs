@@ -67,7 +67,8 @@ impl Reporter {
 
     pub fn stage_start(&self, stage: &str, key: &str, items: Option<usize>) {
         match self.mode {
-            Mode::Json => self.event(json!({"event": "stage_start", "stage": stage, "key": key, "items": items})),
+            Mode::Json => self
+                .event(json!({"event": "stage_start", "stage": stage, "key": key, "items": items})),
             Mode::Bars => {
                 let pb = self.multi.add(ProgressBar::new(items.unwrap_or(0) as u64));
                 let style = if items.is_some() {
@@ -75,7 +76,11 @@ impl Reporter {
                 } else {
                     ProgressStyle::with_template("{spinner} {prefix:<28} {elapsed_precise}")
                 };
-                pb.set_style(style.unwrap_or_else(|_| ProgressStyle::default_bar()).progress_chars("=> "));
+                pb.set_style(
+                    style
+                        .unwrap_or_else(|_| ProgressStyle::default_bar())
+                        .progress_chars("=> "),
+                );
                 pb.set_prefix(stage.to_string());
                 pb.enable_steady_tick(Duration::from_millis(125));
                 self.bars.lock().unwrap().push((stage.to_string(), pb));
@@ -83,7 +88,10 @@ impl Reporter {
             Mode::Plain => {
                 let n = items.map(|n| format!(", {n} items")).unwrap_or_default();
                 self.line(&format!("run    {stage} (key {}{n})", short(key)));
-                self.plain_marks.lock().unwrap().push((stage.to_string(), 0, Instant::now()));
+                self.plain_marks
+                    .lock()
+                    .unwrap()
+                    .push((stage.to_string(), 0, Instant::now()));
             }
         }
     }

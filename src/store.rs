@@ -23,13 +23,19 @@ pub struct Store {
 impl Store {
     pub fn open(root: &Path) -> Result<Store> {
         for d in ["objects", "locks", "tmp"] {
-            fs::create_dir_all(root.join(d)).with_context(|| format!("creating cache folder {}", root.join(d).display()))?;
+            fs::create_dir_all(root.join(d))
+                .with_context(|| format!("creating cache folder {}", root.join(d).display()))?;
         }
-        Ok(Store { root: root.to_path_buf() })
+        Ok(Store {
+            root: root.to_path_buf(),
+        })
     }
 
     pub fn object_path(&self, hash: &str) -> PathBuf {
-        self.root.join("objects").join(&hash[..2]).join(format!("{hash}.parquet"))
+        self.root
+            .join("objects")
+            .join(&hash[..2])
+            .join(format!("{hash}.parquet"))
     }
 
     pub fn lock_path(&self, key: &str) -> PathBuf {
@@ -62,7 +68,11 @@ impl Store {
             }
             for f in fs::read_dir(&d)? {
                 let p = f?.path();
-                if let Some(stem) = p.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_suffix(".parquet")) {
+                if let Some(stem) = p
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .and_then(|n| n.strip_suffix(".parquet"))
+                {
                     out.push((stem.to_string(), p.clone()));
                 }
             }
@@ -81,8 +91,15 @@ impl Store {
                 let p = e.path();
                 if p.is_dir() {
                     dirs.push(p);
-                } else if p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(".tmp-"))
-                    && e.metadata().and_then(|m| m.modified()).ok().and_then(|t| t.elapsed().ok()).is_some_and(|a| a >= min_age)
+                } else if p
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with(".tmp-"))
+                    && e.metadata()
+                        .and_then(|m| m.modified())
+                        .ok()
+                        .and_then(|t| t.elapsed().ok())
+                        .is_some_and(|a| a >= min_age)
                 {
                     out.push(p);
                 }
@@ -105,9 +122,13 @@ pub fn encode_parquet(table: &RecordBatch) -> Result<Vec<u8>> {
 
 pub fn read_parquet(path: &Path) -> Result<RecordBatch> {
     let f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let b = ParquetRecordBatchReaderBuilder::try_new(f).with_context(|| format!("reading {}", path.display()))?;
+    let b = ParquetRecordBatchReaderBuilder::try_new(f)
+        .with_context(|| format!("reading {}", path.display()))?;
     let schema = b.schema().clone();
-    let batches = b.with_batch_size(65536).build()?.collect::<Result<Vec<_>, _>>()?;
+    let batches = b
+        .with_batch_size(65536)
+        .build()?
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(arrow::compute::concat_batches(&schema, &batches)?)
 }
 
@@ -116,7 +137,11 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().context("object path has a parent")?;
     fs::create_dir_all(dir)?;
     static SEQ: AtomicU64 = AtomicU64::new(0);
-    let tmp = dir.join(format!(".tmp-{}-{}", std::process::id(), SEQ.fetch_add(1, Ordering::Relaxed)));
+    let tmp = dir.join(format!(
+        ".tmp-{}-{}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    ));
     {
         let mut f = File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
         f.write_all(bytes)?;

@@ -31,7 +31,10 @@ fn cold_run_then_noop_rerun_is_all_cached() {
     let out = p.run(&["show", "probe", "--json"]);
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["rows"], 12);
-    assert!(v["schema"].as_str().unwrap().contains("duration_s: Float64"));
+    assert!(v["schema"]
+        .as_str()
+        .unwrap()
+        .contains("duration_s: Float64"));
     let out = p.run(&["show", "labels", "--json"]);
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["rows"], 12 * 4, "one row per clip and target m/t/a/v");
@@ -44,12 +47,25 @@ fn param_change_reruns_only_dependents_and_status_names_the_key() {
 
     let out = p.run(&["status", "--json", "--set", "split.method=ratio"]);
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let split = v["stages"].as_array().unwrap().iter().find(|s| s["name"] == "split").unwrap();
+    let split = v["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "split")
+        .unwrap();
     assert_eq!(split["state"], "stale");
     let reasons = split["reasons"].to_string();
-    assert!(reasons.contains("param method changed \\\"manifest\\\" -> \\\"ratio\\\""), "{reasons}");
+    assert!(
+        reasons.contains("param method changed \\\"manifest\\\" -> \\\"ratio\\\""),
+        "{reasons}"
+    );
     for other in ["ingest", "labels", "probe"] {
-        let s = v["stages"].as_array().unwrap().iter().find(|s| s["name"] == other).unwrap();
+        let s = v["stages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == other)
+            .unwrap();
         assert_eq!(s["state"], "fresh", "{other}");
     }
 
@@ -79,11 +95,20 @@ fn one_changed_clip_recomputes_one_item() {
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     let ingest = &v["stages"][0];
     assert_eq!(ingest["name"], "ingest");
-    assert!(ingest["reasons"].to_string().contains("data/Raw/video_0000/0003.mp4 (content)"), "{ingest}");
+    assert!(
+        ingest["reasons"]
+            .to_string()
+            .contains("data/Raw/video_0000/0003.mp4 (content)"),
+        "{ingest}"
+    );
 
     let (code, events, s) = p.run_json(&[]);
     assert_eq!(code, 0);
-    assert_eq!(names(&s["ran"]), ALL, "ingest changed, so its dependents have new keys");
+    assert_eq!(
+        names(&s["ran"]),
+        ALL,
+        "ingest changed, so its dependents have new keys"
+    );
     let probe = stage_done(&events, "probe");
     assert_eq!(probe["computed"], 1, "{probe}");
     assert_eq!(probe["reused"], n - 1, "{probe}");
@@ -92,7 +117,10 @@ fn one_changed_clip_recomputes_one_item() {
     p.change_clip("video_0000/0005.mp4", 777);
     let out = p.run(&["run"]);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains(&format!("1 computed, {} reused", n - 1)), "{err}");
+    assert!(
+        err.contains(&format!("1 computed, {} reused", n - 1)),
+        "{err}"
+    );
 }
 
 #[test]
@@ -112,11 +140,17 @@ fn bad_pipelines_exit_2_with_line_and_hint_and_run_nothing() {
         let out = p.run(&["run"]);
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{yaml}\n{err}");
-        assert!(err.contains(&format!("default.yaml{line}")), "{yaml}\n{err}");
+        assert!(
+            err.contains(&format!("default.yaml{line}")),
+            "{yaml}\n{err}"
+        );
         for n in *needles {
             assert!(err.contains(n), "missing `{n}` in:\n{err}");
         }
-        assert!(!p.root().join("cache").exists(), "nothing runs on a bad pipeline");
+        assert!(
+            !p.root().join("cache").exists(),
+            "nothing runs on a bad pipeline"
+        );
     }
 }
 
@@ -132,8 +166,15 @@ fn bad_clips_are_named_and_the_run_is_partial() {
 
     let (code, events, s) = p.run_json(&[]);
     assert_eq!(code, 3, "partial: {s}");
-    let errs: Vec<&Value> = events.iter().filter(|e| e["event"] == "item_error").collect();
-    let about = |id: &str| errs.iter().find(|e| e["item"] == id).unwrap_or_else(|| panic!("no error for {id}: {errs:?}"));
+    let errs: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["event"] == "item_error")
+        .collect();
+    let about = |id: &str| {
+        errs.iter()
+            .find(|e| e["item"] == id)
+            .unwrap_or_else(|| panic!("no error for {id}: {errs:?}"))
+    };
     assert_eq!(about("video_0000/0004")["stage"], "ingest");
     assert_eq!(about("video_0000/0004")["field"], "media_path");
     assert_eq!(about("video_0000/0003")["stage"], "probe");
@@ -142,7 +183,10 @@ fn bad_clips_are_named_and_the_run_is_partial() {
 
     let out = p.run(&["show", "probe"]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("failed items (2)") && text.contains("video_0000/0003"), "{text}");
+    assert!(
+        text.contains("failed items (2)") && text.contains("video_0000/0003"),
+        "{text}"
+    );
     let out = p.run(&["status"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("item(s) failed"));
 
@@ -175,16 +219,26 @@ fn kill_9_at_any_point_then_rerun_reuses_finished_work() {
 
         let (code, events, _) = p.run_json(&[]);
         assert_eq!(code, 0, "rerun after kill at {ms} ms: {events:?}");
-        if let Some(probe) = events.iter().find(|e| e["event"] == "stage_done" && e["stage"] == "probe" && e["outcome"] == "ran") {
+        if let Some(probe) = events
+            .iter()
+            .find(|e| e["event"] == "stage_done" && e["stage"] == "probe" && e["outcome"] == "ran")
+        {
             let reused = probe["reused"].as_u64().unwrap();
             assert_eq!(reused + probe["computed"].as_u64().unwrap(), n as u64);
             resumed_some_items |= reused > 0 && reused < n as u64;
         }
-        assert_eq!(p.objects(), want, "same artifacts as an uninterrupted run (kill at {ms} ms)");
+        assert_eq!(
+            p.objects(),
+            want,
+            "same artifacts as an uninterrupted run (kill at {ms} ms)"
+        );
         let v = p.run(&["verify"]);
         assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stdout));
     }
-    assert!(resumed_some_items, "at least one kill landed mid-stage and the rerun reused its finished items");
+    assert!(
+        resumed_some_items,
+        "at least one kill landed mid-stage and the rerun reused its finished items"
+    );
 }
 
 #[test]
@@ -206,7 +260,12 @@ fn concurrent_runs_on_one_cache_agree_with_a_single_run() {
     let (a, b) = (spawn(), spawn());
     let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
     for o in [&a, &b] {
-        assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
     }
     assert_eq!(p.objects(), want);
     assert!(p.run(&["verify"]).status.success());
@@ -235,7 +294,11 @@ stages:
     assert_eq!(code, 0);
     assert_eq!(s["ran"].as_array().unwrap().len(), 6, "{s}");
     let (_, _, s) = p.run_json(&["split"]);
-    assert_eq!(s["cached"].as_array().unwrap().len(), 4, "the three seeds and their one shared ingest");
+    assert_eq!(
+        s["cached"].as_array().unwrap().len(),
+        4,
+        "the three seeds and their one shared ingest"
+    );
 
     let dot = String::from_utf8(p.run(&["dag", "--format", "dot"]).stdout).unwrap();
     assert_eq!(dot.matches(" -> ").count(), 5, "{dot}");
@@ -243,7 +306,10 @@ stages:
     let mermaid = String::from_utf8(p.run(&["dag", "--format", "mermaid"]).stdout).unwrap();
     assert!(mermaid.starts_with("flowchart LR") && mermaid.matches("-->").count() == 5);
     let ascii = String::from_utf8(p.run(&["dag"]).stdout).unwrap();
-    assert!(ascii.contains("  labels[source=iua] [labels]  <- ingest"), "{ascii}");
+    assert!(
+        ascii.contains("  labels[source=iua] [labels]  <- ingest"),
+        "{ascii}"
+    );
 }
 
 #[test]
@@ -258,12 +324,20 @@ fn gc_and_verify_keep_what_pipelines_use() {
     let before = p.objects();
     assert_eq!(before.len(), 5);
     let out = p.run(&["gc", "--dry-run"]);
-    assert!(String::from_utf8_lossy(&out.stdout).contains("would delete: 1 artifact(s), 1 object(s)"), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("would delete: 1 artifact(s), 1 object(s)"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     assert_eq!(p.objects(), before);
     assert!(p.run(&["gc"]).status.success());
     assert_eq!(p.objects().len(), 4);
     let (_, _, s) = p.run_json(&[]);
-    assert_eq!(names(&s["cached"]), ALL, "gc kept everything the pipeline uses");
+    assert_eq!(
+        names(&s["cached"]),
+        ALL,
+        "gc kept everything the pipeline uses"
+    );
 
     // Corrupt one object: verify names it, --fix forgets it, the next run recomputes it.
     let obj = p.objects()[0].clone();

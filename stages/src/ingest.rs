@@ -84,7 +84,12 @@ impl Ingest {
             .byte_headers()
             .map_err(|e| csv_err(&file, e))?
             .iter()
-            .map(|h| String::from_utf8_lossy(h).trim().trim_start_matches('\u{feff}').to_string())
+            .map(|h| {
+                String::from_utf8_lossy(h)
+                    .trim()
+                    .trim_start_matches('\u{feff}')
+                    .to_string()
+            })
             .collect();
         let idx = |name: &str| header.iter().position(|h| h.eq_ignore_ascii_case(name));
         let need = |name: &str| {
@@ -258,7 +263,11 @@ impl Stage for Ingest {
                 None => errors.push(ItemError::new(
                     r.clip_id,
                     "media_path",
-                    format!("line {}: media file {} is missing or unreadable", r.line, r.media.display()),
+                    format!(
+                        "line {}: media file {} is missing or unreadable",
+                        r.line,
+                        r.media.display()
+                    ),
                 )),
             }
         }
@@ -269,18 +278,71 @@ impl Stage for Ingest {
                 .into_owned()
         };
         let table = batch(vec![
-            ("clip_id", strings(&kept.iter().map(|(r, _)| r.clip_id.as_str()).collect::<Vec<_>>())),
-            ("group", strings(&kept.iter().map(|(r, _)| r.group.as_str()).collect::<Vec<_>>())),
-            ("media_path", strings(&kept.iter().map(|(r, _)| rel(&r.media)).collect::<Vec<_>>())),
-            ("media_hash", strings(&kept.iter().map(|(_, i)| i.hash.as_str()).collect::<Vec<_>>())),
-            ("media_bytes", u64s(kept.iter().map(|(_, i)| i.size).collect())),
-            ("text", strings(&kept.iter().map(|(r, _)| r.text.as_str()).collect::<Vec<_>>())),
+            (
+                "clip_id",
+                strings(
+                    &kept
+                        .iter()
+                        .map(|(r, _)| r.clip_id.as_str())
+                        .collect::<Vec<_>>(),
+                ),
+            ),
+            (
+                "group",
+                strings(
+                    &kept
+                        .iter()
+                        .map(|(r, _)| r.group.as_str())
+                        .collect::<Vec<_>>(),
+                ),
+            ),
+            (
+                "media_path",
+                strings(&kept.iter().map(|(r, _)| rel(&r.media)).collect::<Vec<_>>()),
+            ),
+            (
+                "media_hash",
+                strings(
+                    &kept
+                        .iter()
+                        .map(|(_, i)| i.hash.as_str())
+                        .collect::<Vec<_>>(),
+                ),
+            ),
+            (
+                "media_bytes",
+                u64s(kept.iter().map(|(_, i)| i.size).collect()),
+            ),
+            (
+                "text",
+                strings(
+                    &kept
+                        .iter()
+                        .map(|(r, _)| r.text.as_str())
+                        .collect::<Vec<_>>(),
+                ),
+            ),
             ("label", f64s(kept.iter().map(|(r, _)| r.label).collect())),
-            ("label_T", f64s(kept.iter().map(|(r, _)| r.label_t).collect())),
-            ("label_A", f64s(kept.iter().map(|(r, _)| r.label_a).collect())),
-            ("label_V", f64s(kept.iter().map(|(r, _)| r.label_v).collect())),
-            ("annotation", opt_strings(kept.iter().map(|(r, _)| r.annotation.clone()).collect())),
-            ("mode", opt_strings(kept.iter().map(|(r, _)| r.mode.clone()).collect())),
+            (
+                "label_T",
+                f64s(kept.iter().map(|(r, _)| r.label_t).collect()),
+            ),
+            (
+                "label_A",
+                f64s(kept.iter().map(|(r, _)| r.label_a).collect()),
+            ),
+            (
+                "label_V",
+                f64s(kept.iter().map(|(r, _)| r.label_v).collect()),
+            ),
+            (
+                "annotation",
+                opt_strings(kept.iter().map(|(r, _)| r.annotation.clone()).collect()),
+            ),
+            (
+                "mode",
+                opt_strings(kept.iter().map(|(r, _)| r.mode.clone()).collect()),
+            ),
         ])?;
         Ok(Output { table, errors })
     }

@@ -15,7 +15,7 @@
 use arrow::array::Array;
 
 use crate::params::{ParamSpec, ParamType};
-use crate::table::{batch, f64_col, i64s, opt_f64, str_col, strings, f64s};
+use crate::table::{batch, f64_col, f64s, i64s, opt_f64, str_col, strings};
 use crate::{ItemError, Output, RunCtx, Stage, StageError};
 
 pub struct Labels;
@@ -99,7 +99,11 @@ impl Stage for Labels {
             ("a", f64_col(t, "label_A")?),
             ("v", f64_col(t, "label_V")?),
         ];
-        let (lo, hi) = if scale == "sims" { (-1.0, 1.0) } else { (-3.0, 3.0) };
+        let (lo, hi) = if scale == "sims" {
+            (-1.0, 1.0)
+        } else {
+            (-3.0, 3.0)
+        };
         let mut out: (Vec<String>, Vec<&str>, Vec<Option<f64>>) = Default::default();
         let mut cls: [Vec<Option<i64>>; 5] = Default::default();
         let mut errors = Vec::new();
@@ -112,20 +116,35 @@ impl Stage for Labels {
             let mut targets = vec![("m", ym)];
             let mut missing = None;
             for (name, colm) in &per {
-                let y = if source == "iua" { opt_f64(colm, i) } else { Some(ym) };
+                let y = if source == "iua" {
+                    opt_f64(colm, i)
+                } else {
+                    Some(ym)
+                };
                 match y {
                     Some(y) => targets.push((name, y)),
                     None => missing = Some(format!("label_{}", name.to_uppercase())),
                 }
             }
             if let Some(field) = missing {
-                errors.push(ItemError::new(id, field, "source iua needs a unimodal label"));
-                continue;
-            }
-            if let Some((name, y)) = targets.iter().find(|(_, y)| *y < lo - 1e-9 || *y > hi + 1e-9) {
                 errors.push(ItemError::new(
                     id,
-                    if *name == "m" { "label".to_string() } else { format!("label_{}", name.to_uppercase()) },
+                    field,
+                    "source iua needs a unimodal label",
+                ));
+                continue;
+            }
+            if let Some((name, y)) = targets
+                .iter()
+                .find(|(_, y)| *y < lo - 1e-9 || *y > hi + 1e-9)
+            {
+                errors.push(ItemError::new(
+                    id,
+                    if *name == "m" {
+                        "label".to_string()
+                    } else {
+                        format!("label_{}", name.to_uppercase())
+                    },
                     format!("{y} is outside [{lo}, {hi}] for scale {scale}"),
                 ));
                 continue;

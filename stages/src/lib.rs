@@ -59,7 +59,11 @@ pub struct ItemError {
 }
 
 impl ItemError {
-    pub fn new(item: impl Into<String>, field: impl Into<String>, reason: impl Into<String>) -> Self {
+    pub fn new(
+        item: impl Into<String>,
+        field: impl Into<String>,
+        reason: impl Into<String>,
+    ) -> Self {
         ItemError {
             item: item.into(),
             field: field.into(),

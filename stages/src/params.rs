@@ -126,7 +126,9 @@ impl ParamSpec {
     pub fn default_value(&self) -> Option<Value> {
         self.default.map(|d| {
             let v: Value = serde_json::from_str(d).expect("param default is valid JSON");
-            self.ty.check(&v).expect("param default has the declared type")
+            self.ty
+                .check(&v)
+                .expect("param default has the declared type")
         })
     }
 }

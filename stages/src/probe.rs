@@ -103,7 +103,8 @@ impl Stage for Probe {
         };
         let paths = str_col(t, "media_path").map_err(|e| fail("media_path", e.to_string()))?;
         let path = resolve(ctx.root, paths.value(row));
-        let m = probe_file(&path).map_err(|e| fail("media_path", format!("{}: {e}", path.display())))?;
+        let m = probe_file(&path)
+            .map_err(|e| fail("media_path", format!("{}: {e}", path.display())))?;
         let has = |b: bool| -> Arc<dyn Array> { Arc::new(BooleanArray::from(vec![b])) };
         batch(vec![
             ("duration_s", f64s(vec![m.duration_s])),

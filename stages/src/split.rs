@@ -102,7 +102,10 @@ impl Stage for Split {
             }
             "ratio" => {
                 let ratios = ctx.params.f64_list("ratios")?;
-                if ratios.len() != 3 || ratios.iter().any(|r| *r < 0.0) || ratios.iter().sum::<f64>() <= 0.0 {
+                if ratios.len() != 3
+                    || ratios.iter().any(|r| *r < 0.0)
+                    || ratios.iter().sum::<f64>() <= 0.0
+                {
                     return Err(StageError::param(
                         "ratios",
                         "needs three non-negative fractions (train, valid, test)",
@@ -126,14 +129,29 @@ impl Stage for Split {
                 let which: BTreeMap<String, &'static str> = units
                     .into_iter()
                     .enumerate()
-                    .map(|(k, u)| (u, if k < c1 { "train" } else if k < c2 { "valid" } else { "test" }))
+                    .map(|(k, u)| {
+                        (
+                            u,
+                            if k < c1 {
+                                "train"
+                            } else if k < c2 {
+                                "valid"
+                            } else {
+                                "test"
+                            },
+                        )
+                    })
                     .collect();
                 for i in 0..t.num_rows() {
                     rows.push((ids.value(i).to_string(), 0, which[&unit(i)]));
                 }
             }
             _ => {
-                let col = if group_param.is_empty() { "group" } else { group_param };
+                let col = if group_param.is_empty() {
+                    "group"
+                } else {
+                    group_param
+                };
                 let groups = str_col(t, col)?;
                 let mut names: Vec<&str> = (0..t.num_rows()).map(|i| groups.value(i)).collect();
                 names.sort();
@@ -146,16 +164,26 @@ impl Stage for Split {
                 }
                 for (fold, g) in names.iter().enumerate() {
                     for i in 0..t.num_rows() {
-                        let s = if groups.value(i) == *g { "test" } else { "train" };
+                        let s = if groups.value(i) == *g {
+                            "test"
+                        } else {
+                            "train"
+                        };
                         rows.push((ids.value(i).to_string(), fold as i64, s));
                     }
                 }
             }
         }
         let table = batch(vec![
-            ("clip_id", strings(&rows.iter().map(|r| r.0.as_str()).collect::<Vec<_>>())),
+            (
+                "clip_id",
+                strings(&rows.iter().map(|r| r.0.as_str()).collect::<Vec<_>>()),
+            ),
             ("fold", i64s(rows.iter().map(|r| Some(r.1)).collect())),
-            ("split", strings(&rows.iter().map(|r| r.2).collect::<Vec<_>>())),
+            (
+                "split",
+                strings(&rows.iter().map(|r| r.2).collect::<Vec<_>>()),
+            ),
         ])?;
         Ok(Output { table, errors })
     }

@@ -41,7 +41,12 @@ fn fixture(n: usize) -> PathBuf {
     }
     let dir = std::env::temp_dir().join(format!("pipeline-fixture-{}-{n}", std::process::id()));
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/make-fixture.sh");
-    let st = Command::new("bash").arg(script).arg(&dir).arg(n.to_string()).status().expect("bash");
+    let st = Command::new("bash")
+        .arg(script)
+        .arg(&dir)
+        .arg(n.to_string())
+        .status()
+        .expect("bash");
     assert!(st.success(), "fixture generation failed");
     d.push((n, dir.clone()));
     dir
@@ -60,7 +65,12 @@ impl Project {
         let tmp = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(tmp.path().join("pipeline")).unwrap();
         std::fs::write(tmp.path().join("pipeline/default.yaml"), yaml).unwrap();
-        let st = Command::new("cp").arg("-r").arg(fixture(n)).arg(tmp.path().join("data")).status().unwrap();
+        let st = Command::new("cp")
+            .arg("-r")
+            .arg(fixture(n))
+            .arg(tmp.path().join("data"))
+            .status()
+            .unwrap();
         assert!(st.success());
         Project { tmp }
     }
@@ -71,7 +81,9 @@ impl Project {
 
     pub fn cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(BIN);
-        c.args(args).current_dir(self.root()).env_remove("PIPELINE_CACHE");
+        c.args(args)
+            .current_dir(self.root())
+            .env_remove("PIPELINE_CACHE");
         c
     }
 
@@ -85,9 +97,16 @@ impl Project {
         a.extend_from_slice(args);
         let out = self.run(&a);
         let events = json_lines(&out.stdout);
-        let summary = events.iter().rev().find_map(|e| e.get("summary").cloned()).unwrap_or_else(|| {
-            panic!("no summary; stderr: {}", String::from_utf8_lossy(&out.stderr))
-        });
+        let summary = events
+            .iter()
+            .rev()
+            .find_map(|e| e.get("summary").cloned())
+            .unwrap_or_else(|| {
+                panic!(
+                    "no summary; stderr: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                )
+            });
         (out.status.code().unwrap_or(-1), events, summary)
     }
 
@@ -110,9 +129,34 @@ impl Project {
     pub fn change_clip(&self, rel: &str, freq: u32) {
         let out = self.root().join("data/Raw").join(rel);
         let st = Command::new("ffmpeg")
-            .args(["-nostdin", "-loglevel", "error", "-y", "-threads", "1", "-f", "lavfi", "-i", "testsrc=size=96x64:rate=25:duration=1", "-f", "lavfi", "-i"])
-            .arg(format!("sine=frequency={freq}:sample_rate=16000:duration=1"))
-            .args(["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-c:a", "aac"])
+            .args([
+                "-nostdin",
+                "-loglevel",
+                "error",
+                "-y",
+                "-threads",
+                "1",
+                "-f",
+                "lavfi",
+                "-i",
+                "testsrc=size=96x64:rate=25:duration=1",
+                "-f",
+                "lavfi",
+                "-i",
+            ])
+            .arg(format!(
+                "sine=frequency={freq}:sample_rate=16000:duration=1"
+            ))
+            .args([
+                "-c:v",
+                "libx264",
+                "-preset",
+                "ultrafast",
+                "-pix_fmt",
+                "yuv420p",
+                "-c:a",
+                "aac",
+            ])
             .arg(&out)
             .status()
             .unwrap();
@@ -128,7 +172,12 @@ pub fn json_lines(b: &[u8]) -> Vec<Value> {
 }
 
 pub fn names(v: &Value) -> Vec<String> {
-    let mut n: Vec<String> = v.as_array().unwrap().iter().map(|x| x.as_str().unwrap().to_string()).collect();
+    let mut n: Vec<String> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_str().unwrap().to_string())
+        .collect();
     n.sort();
     n
 }

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs what building and testing need on a fresh Debian 12 machine, and nothing when it is
+# already there. Safe to run again.
+set -euo pipefail
+
+debs=(ffmpeg libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libswresample-dev
+      libavfilter-dev libavdevice-dev clang libclang-dev pkg-config)
+missing=()
+for d in "${debs[@]}"; do
+  dpkg-query -W -f='${Status}' "$d" 2>/dev/null | grep -q "install ok installed" || missing+=("$d")
+done
+if ((${#missing[@]})); then
+  echo "setup: installing ${missing[*]}"
+  sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo"
+  # Another apt process (unattended upgrades, a parallel set-up) may hold the lock for a while.
+  for i in 1 2 3 4 5 6; do
+    $sudo apt-get -o DPkg::Lock::Timeout=600 update -q && break
+    echo "setup: apt-get update failed, retrying ($i)"; sleep $((i * 5))
+  done
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get -o DPkg::Lock::Timeout=600 install -y -q \
+    --no-install-recommends "${missing[@]}"
+fi
+
+if ! command -v cargo >/dev/null; then
+  [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
+fi
+command -v cargo >/dev/null || { echo "setup: a Rust toolchain (cargo, rustc >= 1.89) is needed: https://rustup.rs" >&2; exit 1; }
+echo "setup: ok ($(cargo --version), $(ffmpeg -version | head -1 | cut -d' ' -f1-3))"

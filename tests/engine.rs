@@ -355,3 +355,56 @@ fn gc_and_verify_keep_what_pipelines_use() {
     assert_eq!(s["ran"].as_array().unwrap().len(), 1, "{s}");
     assert!(p.run(&["verify"]).status.success());
 }
+
+#[test]
+fn plain_csv_manifest_with_ratio_and_leave_one_group_out_splits() {
+    let yaml = "\
+stages:
+  ingest:
+    kind: ingest
+    params: {layout: csv, root: data/clips.csv}
+  ratio:
+    kind: split
+    inputs: [ingest]
+    params: {method: ratio, ratios: [0.5, 0.25, 0.25], seed: 3}
+  logo:
+    kind: split
+    inputs: [ingest]
+    params: {method: logo, group_column: group}
+  labels:
+    kind: labels
+    inputs: [ingest]
+    params: {scale: mosi, source: ima}
+";
+    let p = Project::with_pipeline(8, yaml);
+    let mut csv = String::from("path,text,label,split,group\n");
+    for i in 0..8 {
+        let rel = format!("Raw/video_0000/{:04}.mp4", i + 1);
+        csv.push_str(&format!(
+            "{rel},clip {i},{},train,spk{}\n",
+            i as f64 * 0.75 - 3.0,
+            i % 3
+        ));
+    }
+    csv.push_str("Raw/none.mp4,a missing clip,0.5,test,spk0\n");
+    std::fs::write(p.root().join("data/clips.csv"), csv).unwrap();
+    let (code, events, _) = p.run_json(&[]);
+    assert_eq!(
+        code, 3,
+        "the missing file makes the run partial: {events:?}"
+    );
+    let show = |s: &str| -> Value {
+        serde_json::from_slice(&p.run(&["show", s, "--json", "--rows", "0"]).stdout).unwrap()
+    };
+    assert_eq!(show("ingest")["rows"], 8);
+    assert_eq!(show("ingest")["failed_items"][0]["item"], "Raw/none.mp4");
+    assert_eq!(show("ratio")["rows"], 8);
+    assert_eq!(show("logo")["rows"], 8 * 3, "three groups, three folds");
+    assert_eq!(show("labels")["rows"], 8 * 4);
+    let text = String::from_utf8(p.run(&["show", "labels", "--rows", "8"]).stdout).unwrap();
+    // -3.0 -> Acc-7 class 0; -0.75 -> round(-0.75) = -1 -> class 2.
+    assert!(
+        text.contains("| Raw/video_0000/0001.mp4 | m      | -3.0  | 0    |"),
+        "{text}"
+    );
+}

@@ -23,7 +23,7 @@ run: build demo-data
 	$(BIN) run all
 
 test: setup
-	cargo test --workspace
+	cargo test --workspace --all-targets
 
 lint: setup
 	cargo fmt --all -- --check

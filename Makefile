@@ -16,8 +16,15 @@ setup:
 build: setup
 	cargo build --release
 
-demo-data: setup
-	scripts/make-fixture.sh $(DEMO_DIR) $(DEMO_N) $(DEMO_SEED)
+# The demo dataset (CH-SIMS layout, real faces and speech; manifests/README.md has the rules).
+# Rebuilt when its size, seed or generator changes; DEMO_N=2281 gives CH-SIMS's size.
+DEMO_STAMP := $(DEMO_DIR)/.made-n$(DEMO_N)-s$(DEMO_SEED)
+demo-data: setup $(DEMO_STAMP)
+
+$(DEMO_STAMP): scripts/demo/make_demo.py scripts/demo/make-demo.sh
+	rm -rf $(DEMO_DIR)
+	scripts/demo/make-demo.sh $(DEMO_DIR) $(DEMO_N) $(DEMO_SEED)
+	touch $@
 
 run: build demo-data
 	$(BIN) run all

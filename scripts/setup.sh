@@ -4,7 +4,8 @@
 set -euo pipefail
 
 debs=(ffmpeg libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libswresample-dev
-      libavfilter-dev libavdevice-dev clang libclang-dev pkg-config)
+      libavfilter-dev libavdevice-dev clang libclang-dev pkg-config
+      espeak-ng python3-venv unzip)
 missing=()
 for d in "${debs[@]}"; do
   dpkg-query -W -f='${Status}' "$d" 2>/dev/null | grep -q "install ok installed" || missing+=("$d")
@@ -21,6 +22,20 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get -o DPkg::Lock::Timeout=600 install -y -q \
     --no-install-recommends "${missing[@]}"
 fi
+
+# The demo dataset generator: numpy + Pillow in a venv (pinned: the same versions give the same
+# bytes), and the real photos it is made from.
+root=$(cd "$(dirname "$0")/.." && pwd)
+venv="$root/.venv-demo"
+want="numpy==2.4.6 pillow==13.0.0"
+if [ ! -f "$venv/.ok" ] || [ "$(cat "$venv/.ok")" != "$want" ]; then
+  echo "setup: python venv for the demo generator ($want)"
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  for i in 1 2 3; do "$venv/bin/pip" install -q $want && break; sleep $((i * 5)); done
+  echo "$want" > "$venv/.ok"
+fi
+PYTHON="$venv/bin/python" "$root/scripts/demo/fetch-assets.sh" "$root/data/assets"
 
 if ! command -v cargo >/dev/null; then
   [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"

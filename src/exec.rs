@@ -334,6 +334,7 @@ pub fn run(env: &Env, opts: &RunOpts, rep: &Reporter) -> Result<i32> {
     };
     db.end_run(run_id, code)?;
     let secs = started.elapsed().as_secs_f64();
+    print_reports(env, &db, &results, rep)?;
     if rep.is_json() {
         rep.event(json!({"summary": {"ran": ran, "cached": cached, "failed": failed, "partial": partial, "failed_items": failed_items, "exit_code": code, "secs": secs, "run": run_id}}));
     } else {
@@ -352,6 +353,39 @@ pub fn run(env: &Env, opts: &RunOpts, rep: &Reporter) -> Result<i32> {
         println!("{s} in {secs:.3}s");
     }
     Ok(code)
+}
+
+/// The stages' own accounts of what they produced (dataset counts, metrics), in plan order,
+/// for every selected stage that finished, whether it ran now or was cached.
+fn print_reports(
+    env: &Env,
+    db: &Db,
+    results: &BTreeMap<usize, Finished>,
+    rep: &Reporter,
+) -> Result<()> {
+    for (idx, (name, key, r)) in results {
+        let (Ok(_), Some(key)) = (r, key) else {
+            continue;
+        };
+        let s = &env.plan.stages[*idx];
+        let Some(stage) = env.reg.get(&s.kind) else {
+            continue;
+        };
+        // Loading the table costs a read, so only for kinds that report at all.
+        if !stage.reports() {
+            continue;
+        }
+        let Some(a) = db.artifact(key)? else { continue };
+        let table = env.store.get_table(&a.object)?;
+        if let Some(text) = stage.report(&s.params, &table) {
+            if rep.is_json() {
+                rep.event(json!({"event": "report", "stage": name, "text": text}));
+            } else {
+                println!("{name}:\n{text}");
+            }
+        }
+    }
+    Ok(())
 }
 
 fn update_state(db: &Db, pipeline: &str, stage: &str, k: &StageKey) -> Result<()> {

@@ -7,6 +7,10 @@
 //!   `Raw/<video_id>/<clip_id>.mp4`.
 //! - `csv`: a plain CSV with `path,text,label,split` and optional `id`, `group`, `label_T`,
 //!   `label_A`, `label_V`, `annotation`; paths are relative to the CSV's folder.
+//! - `iemocap`: IEMOCAP_full_release: `Session1..5/dialog/EmoEvaluation/<dialog>.txt` (times,
+//!   utterance, category), `dialog/transcriptions/<dialog>.txt` (text),
+//!   `dialog/avi/DivX/<dialog>.avi` (video, cut by the utterance's times) and
+//!   `sentences/wav/<dialog>/<utterance>.wav` (audio). The group is the session.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -20,15 +24,15 @@ pub struct Ingest;
 const PARAMS: &[ParamSpec] = &[
     ParamSpec::new(
         "layout",
-        ParamType::Enum(&["mmsa", "csv"]),
+        ParamType::Enum(&["mmsa", "csv", "iemocap"]),
         Some("\"mmsa\""),
-        "dataset layout: mmsa (CH-SIMS, CMU-MOSI/MOSEI) or csv",
+        "dataset layout: mmsa (CH-SIMS, CMU-MOSI/MOSEI), csv or iemocap",
     ),
     ParamSpec::new(
         "root",
         ParamType::Path,
         None,
-        "dataset folder (mmsa) or the CSV file (csv)",
+        "dataset folder (mmsa, iemocap: IEMOCAP_full_release) or the CSV file (csv)",
     ),
     ParamSpec::new(
         "label_file",
@@ -57,11 +61,19 @@ struct Row {
     label_v: Option<f64>,
     annotation: Option<String>,
     mode: Option<String>,
+    /// A separate audio file (IEMOCAP's per-utterance wav); otherwise audio comes from `media`.
+    audio: Option<PathBuf>,
+    /// The segment of `media` this clip is (IEMOCAP utterances inside a dialog video).
+    span: Option<(f64, f64)>,
+    speaker: Option<String>,
+    emotion: Option<String>,
 }
 
 struct Manifest {
     rows: Vec<Row>,
     errors: Vec<ItemError>,
+    /// Annotation files read (IEMOCAP); mmsa/csv have their one manifest.
+    sources: Vec<PathBuf>,
 }
 
 impl Ingest {
@@ -75,6 +87,9 @@ impl Ingest {
 
     fn read(params: &crate::Params, root: &Path) -> Result<Manifest, StageError> {
         let layout = params.str("layout")?;
+        if layout == "iemocap" {
+            return iemocap::read(&resolve(root, params.str("root")?));
+        }
         let file = Self::manifest_path(params, root)?;
         let mut rdr = csv::ReaderBuilder::new()
             .flexible(true)
@@ -219,9 +234,17 @@ impl Ingest {
                 label_v,
                 annotation: opt_text(c_ann),
                 mode: opt_text(c_mode),
+                audio: None,
+                span: None,
+                speaker: None,
+                emotion: None,
             });
         }
-        Ok(Manifest { rows, errors })
+        Ok(Manifest {
+            rows,
+            errors,
+            sources: Vec::new(),
+        })
     }
 }
 
@@ -237,10 +260,10 @@ impl Stage for Ingest {
         "ingest"
     }
     fn version(&self) -> u32 {
-        1
+        2
     }
     fn about(&self) -> &'static str {
-        "read a dataset manifest (MMSA layout or plain CSV) into the clips table"
+        "read a dataset (MMSA layout, IEMOCAP sessions or plain CSV) into the clips table"
     }
     fn params(&self) -> &'static [ParamSpec] {
         PARAMS
@@ -250,26 +273,51 @@ impl Stage for Ingest {
     }
     fn external_files(&self, ctx: &PlanCtx) -> Result<Vec<PathBuf>, StageError> {
         let m = Self::read(ctx.params, ctx.root)?;
-        let mut files = vec![Self::manifest_path(ctx.params, ctx.root)?];
-        files.extend(m.rows.into_iter().map(|r| r.media));
+        let mut files = if ctx.params.str("layout")? == "iemocap" {
+            m.sources
+        } else {
+            vec![Self::manifest_path(ctx.params, ctx.root)?]
+        };
+        for r in m.rows {
+            files.push(r.media);
+            files.extend(r.audio);
+        }
         Ok(files)
     }
     fn run(&self, ctx: &RunCtx) -> Result<Output, StageError> {
-        let Manifest { rows, mut errors } = Self::read(ctx.params, ctx.root)?;
+        let Manifest {
+            rows, mut errors, ..
+        } = Self::read(ctx.params, ctx.root)?;
         let mut kept = Vec::with_capacity(rows.len());
+        let mut audio_hash = Vec::with_capacity(rows.len());
         for r in rows {
-            match ctx.files.get(&r.media).cloned().flatten() {
-                Some(info) => kept.push((r, info)),
-                None => errors.push(ItemError::new(
-                    r.clip_id,
-                    "media_path",
+            let missing = |field: &str, p: &Path| {
+                ItemError::new(
+                    r.clip_id.clone(),
+                    field,
                     format!(
                         "line {}: media file {} is missing or unreadable",
                         r.line,
-                        r.media.display()
+                        p.display()
                     ),
-                )),
-            }
+                )
+            };
+            let Some(info) = ctx.files.get(&r.media).cloned().flatten() else {
+                errors.push(missing("media_path", &r.media));
+                continue;
+            };
+            let audio = match &r.audio {
+                None => None,
+                Some(a) => match ctx.files.get(a).cloned().flatten() {
+                    Some(i) => Some(i.hash),
+                    None => {
+                        errors.push(missing("audio_path", a));
+                        continue;
+                    }
+                },
+            };
+            audio_hash.push(audio);
+            kept.push((r, info));
         }
         let rel = |p: &Path| {
             p.strip_prefix(ctx.root)
@@ -343,7 +391,208 @@ impl Stage for Ingest {
                 "mode",
                 opt_strings(kept.iter().map(|(r, _)| r.mode.clone()).collect()),
             ),
+            (
+                "audio_path",
+                opt_strings(
+                    kept.iter()
+                        .map(|(r, _)| r.audio.as_deref().map(rel))
+                        .collect(),
+                ),
+            ),
+            ("audio_hash", opt_strings(audio_hash)),
+            (
+                "start_s",
+                f64s(kept.iter().map(|(r, _)| r.span.map(|s| s.0)).collect()),
+            ),
+            (
+                "end_s",
+                f64s(kept.iter().map(|(r, _)| r.span.map(|s| s.1)).collect()),
+            ),
+            (
+                "speaker",
+                opt_strings(kept.iter().map(|(r, _)| r.speaker.clone()).collect()),
+            ),
+            (
+                "emotion",
+                opt_strings(kept.iter().map(|(r, _)| r.emotion.clone()).collect()),
+            ),
         ])?;
         Ok(Output { table, errors })
+    }
+}
+
+/// IEMOCAP_full_release, read the way the corpus ships: one EmoEvaluation and one
+/// transcription file per dialog, in five sessions.
+mod iemocap {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    pub(super) fn read(root: &Path) -> Result<Manifest, StageError> {
+        let mut rows = Vec::new();
+        let mut errors = Vec::new();
+        let mut sources = Vec::new();
+        let mut sessions = 0;
+        for s in 1..=5 {
+            let sess = root.join(format!("Session{s}"));
+            let eval_dir = sess.join("dialog/EmoEvaluation");
+            let Ok(dir) = std::fs::read_dir(&eval_dir) else {
+                continue;
+            };
+            sessions += 1;
+            let mut dialogs: Vec<PathBuf> = dir
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                // macOS copies of the corpus carry `._Ses...` resource forks beside each file.
+                .filter(|p| {
+                    p.extension().is_some_and(|e| e == "txt")
+                        && !p
+                            .file_name()
+                            .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+                })
+                .collect();
+            dialogs.sort();
+            for eval in dialogs {
+                let dialog = eval
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                let trans_file = sess
+                    .join("dialog/transcriptions")
+                    .join(format!("{dialog}.txt"));
+                let text = match std::fs::read(&trans_file) {
+                    Ok(b) => transcripts(&b),
+                    Err(e) => {
+                        errors.push(ItemError::new(
+                            dialog.clone(),
+                            "text",
+                            format!("{}: {e}", trans_file.display()),
+                        ));
+                        HashMap::new()
+                    }
+                };
+                let body = std::fs::read(&eval).map_err(|e| StageError::io(&eval, e))?;
+                sources.push(eval.clone());
+                sources.push(trans_file.clone());
+                let video = sess.join("dialog/avi/DivX").join(format!("{dialog}.avi"));
+                for (n, line) in String::from_utf8_lossy(&body).lines().enumerate() {
+                    if !line.starts_with('[') {
+                        continue;
+                    }
+                    let line_no = n + 1;
+                    let Some(e) = parse_eval(line) else {
+                        errors.push(ItemError::new(
+                            format!("{dialog} line {line_no}"),
+                            "emotion",
+                            format!(
+                                "{}:{line_no}: expected `[start - end]<TAB>turn<TAB>category<TAB>[v, a, d]`",
+                                eval.display()
+                            ),
+                        ));
+                        continue;
+                    };
+                    let Some(t) = text.get(e.turn) else {
+                        errors.push(ItemError::new(
+                            e.turn,
+                            "text",
+                            format!("no line for it in {}", trans_file.display()),
+                        ));
+                        continue;
+                    };
+                    // Ses01F_impro01_M003: session 01, the male actor of that session.
+                    let gender = e.turn.rsplit('_').next().and_then(|t| t.chars().next());
+                    let speaker = gender.map(|g| format!("{}{g}", &e.turn[..5.min(e.turn.len())]));
+                    rows.push(Row {
+                        line: line_no,
+                        clip_id: e.turn.to_string(),
+                        group: format!("Session{s}"),
+                        media: video.clone(),
+                        text: t.clone(),
+                        label: None,
+                        label_t: None,
+                        label_a: None,
+                        label_v: None,
+                        annotation: None,
+                        mode: None,
+                        audio: Some(
+                            sess.join("sentences/wav")
+                                .join(&dialog)
+                                .join(format!("{}.wav", e.turn)),
+                        ),
+                        span: Some((e.start, e.end)),
+                        speaker,
+                        emotion: Some(e.category.to_string()),
+                    });
+                }
+            }
+        }
+        if sessions == 0 {
+            return Err(StageError::Input(format!(
+                "{}: no Session1..Session5/dialog/EmoEvaluation folders; point `root` at IEMOCAP_full_release",
+                root.display()
+            )));
+        }
+        Ok(Manifest {
+            rows,
+            errors,
+            sources,
+        })
+    }
+
+    pub(super) struct Eval<'a> {
+        pub start: f64,
+        pub end: f64,
+        pub turn: &'a str,
+        pub category: &'a str,
+    }
+
+    /// `[6.2901 - 8.2357]<TAB>Ses01F_impro01_F000<TAB>neu<TAB>[2.5000, 2.5000, 2.5000]`
+    pub(super) fn parse_eval(line: &str) -> Option<Eval<'_>> {
+        let mut f = line.split('\t');
+        let times = f.next()?.trim().strip_prefix('[')?.strip_suffix(']')?;
+        let (a, b) = times.split_once('-')?;
+        let (start, end) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
+        let turn = f.next()?.trim();
+        let category = f.next()?.trim();
+        (!turn.is_empty() && !category.is_empty() && end >= start).then_some(Eval {
+            start,
+            end,
+            turn,
+            category,
+        })
+    }
+
+    /// `Ses01F_impro01_F000 [006.2901-008.2357]: Excuse me.` -> turn -> text. Lines of other
+    /// shapes (a few in the corpus are speaker notes) are skipped.
+    pub(super) fn transcripts(body: &[u8]) -> HashMap<String, String> {
+        String::from_utf8_lossy(body)
+            .lines()
+            .filter_map(|l| {
+                let (turn, rest) = l.split_once(' ')?;
+                let (_, text) = rest.split_once("]:")?;
+                Some((turn.to_string(), text.trim().to_string()))
+            })
+            .collect()
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn parses_corpus_lines() {
+            let e =
+                parse_eval("[6.2901 - 8.2357]\tSes01F_impro01_F000\tneu\t[2.5000, 2.5000, 2.5000]")
+                    .unwrap();
+            assert_eq!(
+                (e.start, e.end, e.turn, e.category),
+                (6.2901, 8.2357, "Ses01F_impro01_F000", "neu")
+            );
+            assert!(parse_eval("C-E2:\tNeutral;\t()").is_none());
+            let t = transcripts(
+                b"Ses01F_impro01_F000 [006.2901-008.2357]: Excuse me.\nM: [LAUGHTER]\n",
+            );
+            assert_eq!(t["Ses01F_impro01_F000"], "Excuse me.");
+            assert_eq!(t.len(), 1);
+        }
     }
 }

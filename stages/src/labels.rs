@@ -11,6 +11,12 @@
 //! - CMU-MOSI/MOSEI (`scale: mosi`), values in [-3, 3]: Acc-2 negative/non-negative (y >= 0),
 //!   Acc-2 negative/positive (y > 0, undefined for y == 0), Acc-5 round(clip(y, -2, 2)),
 //!   Acc-7 round(clip(y, -3, 3)), rounding half to even like numpy.
+//! - Categories (`scale: categorical`, IEMOCAP): the `emotion` column, renamed by `merge`
+//!   (`exc=hap` folds excited into happy), class i is the i-th of `classes`; clips of any other
+//!   category are left out (counted by `summary`, not errors).
+//!
+//! `class_name` names the three-way class (CH-SIMS's annotation column: Negative / Neutral /
+//! Positive; MOSI by the sign) or the category.
 
 use arrow::array::Array;
 
@@ -23,9 +29,21 @@ pub struct Labels;
 const PARAMS: &[ParamSpec] = &[
     ParamSpec::new(
         "scale",
-        ParamType::Enum(&["sims", "mosi"]),
+        ParamType::Enum(&["sims", "mosi", "categorical"]),
         Some("\"sims\""),
-        "label range: sims [-1, 1] (CH-SIMS) or mosi [-3, 3] (CMU-MOSI/MOSEI)",
+        "sims: [-1, 1] (CH-SIMS); mosi: [-3, 3] (CMU-MOSI/MOSEI); categorical: the emotion column",
+    ),
+    ParamSpec::new(
+        "classes",
+        ParamType::StrList,
+        Some("[\"neu\", \"hap\", \"ang\", \"sad\"]"),
+        "categorical: the kept categories, in class-id order (IEMOCAP's 4-class setting)",
+    ),
+    ParamSpec::new(
+        "merge",
+        ParamType::StrList,
+        Some("[\"exc=hap\"]"),
+        "categorical: `from=to` renames applied before `classes` (excited -> happy)",
     ),
     ParamSpec::new(
         "source",
@@ -77,7 +95,7 @@ impl Stage for Labels {
         "labels"
     }
     fn version(&self) -> u32 {
-        1
+        2
     }
     fn about(&self) -> &'static str {
         "continuous labels -> MMSA classes per target (m, t, a, v) from IMA or IUA sources"
@@ -91,6 +109,9 @@ impl Stage for Labels {
     fn run(&self, ctx: &RunCtx) -> Result<Output, StageError> {
         let scale = ctx.params.str("scale")?;
         let source = ctx.params.str("source")?;
+        if scale == "categorical" {
+            return categorical(ctx);
+        }
         let t = &ctx.inputs[0];
         let ids = str_col(t, "clip_id")?;
         let m = f64_col(t, "label")?;
@@ -158,7 +179,13 @@ impl Stage for Labels {
                 }
             }
         }
+        let names: Vec<&str> = out
+            .2
+            .iter()
+            .map(|y| three_way(scale, y.unwrap_or(0.0)))
+            .collect();
         let [acc2, acc2_pos, acc3, acc5, acc7] = cls;
+        let n = out.0.len();
         let table = batch(vec![
             ("clip_id", strings(&out.0)),
             ("target", strings(&out.1)),
@@ -168,10 +195,77 @@ impl Stage for Labels {
             ("acc3", i64s(acc3)),
             ("acc5", i64s(acc5)),
             ("acc7", i64s(acc7)),
+            ("class", i64s(vec![None; n])),
+            ("class_name", strings(&names)),
         ])?;
         debug_assert!(table.column(0).null_count() == 0);
         Ok(Output { table, errors })
     }
+}
+
+/// CH-SIMS's `annotation` classes (MMSA's three-way edges); MOSI by the sign of the score.
+pub fn three_way(scale: &str, y: f64) -> &'static str {
+    const NAMES: [&str; 3] = ["Negative", "Neutral", "Positive"];
+    match scale {
+        "sims" => NAMES[sims_bin(y, SIMS3) as usize],
+        _ if y < 0.0 => NAMES[0],
+        _ if y > 0.0 => NAMES[2],
+        _ => NAMES[1],
+    }
+}
+
+fn categorical(ctx: &RunCtx) -> Result<Output, StageError> {
+    let classes = ctx.params.str_list("classes")?;
+    let mut merge = std::collections::HashMap::new();
+    for m in ctx.params.str_list("merge")? {
+        let (from, to) = m
+            .split_once('=')
+            .ok_or_else(|| StageError::param("merge", format!("`{m}` is not from=to")))?;
+        merge.insert(from.trim().to_string(), to.trim().to_string());
+    }
+    if classes.is_empty() {
+        return Err(StageError::param("classes", "needs at least one category"));
+    }
+    let t = &ctx.inputs[0];
+    let ids = str_col(t, "clip_id")?;
+    let emo = str_col(t, "emotion")?;
+    let (mut out_id, mut out_t, mut out_c, mut out_n) = (vec![], vec![], vec![], vec![]);
+    let mut errors = Vec::new();
+    for i in 0..t.num_rows() {
+        let Some(e) = crate::table::opt_str(emo, i) else {
+            errors.push(ItemError::new(
+                ids.value(i),
+                "emotion",
+                "no emotion category",
+            ));
+            continue;
+        };
+        let e = merge.get(e).map(String::as_str).unwrap_or(e);
+        let Some(c) = classes.iter().position(|k| k == e) else {
+            continue;
+        };
+        // A categorical corpus has one label per clip; every modality target shares it.
+        for target in ["m", "t", "a", "v"] {
+            out_id.push(ids.value(i));
+            out_t.push(target);
+            out_c.push(Some(c as i64));
+            out_n.push(classes[c].as_str());
+        }
+    }
+    let n = out_id.len();
+    let table = batch(vec![
+        ("clip_id", strings(&out_id)),
+        ("target", strings(&out_t)),
+        ("y", f64s(vec![None; n])),
+        ("acc2", i64s(vec![None; n])),
+        ("acc2_pos", i64s(vec![None; n])),
+        ("acc3", i64s(vec![None; n])),
+        ("acc5", i64s(vec![None; n])),
+        ("acc7", i64s(vec![None; n])),
+        ("class", i64s(out_c)),
+        ("class_name", strings(&out_n)),
+    ])?;
+    Ok(Output { table, errors })
 }
 
 #[cfg(test)]
@@ -194,6 +288,17 @@ mod tests {
             .map(|&y| sims_bin(y, SIMS5))
             .collect();
         assert_eq!(got, vec![0, 0, 1, 2, 3, 3, 4, 4]);
+    }
+
+    #[test]
+    fn three_way_names_follow_the_bins() {
+        assert_eq!(three_way("sims", -0.1), "Negative");
+        assert_eq!(three_way("sims", 0.0), "Neutral");
+        assert_eq!(three_way("sims", 0.1), "Neutral");
+        assert_eq!(three_way("sims", 0.2), "Positive");
+        assert_eq!(three_way("mosi", -0.2), "Negative");
+        assert_eq!(three_way("mosi", 0.0), "Neutral");
+        assert_eq!(three_way("mosi", 2.4), "Positive");
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod ingest;
 pub mod labels;
 pub mod probe;
 pub mod split;
+pub mod summary;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -138,6 +139,15 @@ pub trait Stage: Send + Sync {
             self.kind()
         )))
     }
+    /// A short human-readable account of a finished table, printed at the end of a run that
+    /// selected this stage (dataset counts, metrics). Most stages have none.
+    fn report(&self, _params: &Params, _table: &RecordBatch) -> Option<String> {
+        None
+    }
+    /// Whether [`Stage::report`] is worth loading the table for.
+    fn reports(&self) -> bool {
+        false
+    }
     /// Per-item computation (`Mode::PerItem`): `row` indexes the first input. The engine adds
     /// the id column to the returned rows. An `Err` is recorded against the item.
     fn run_item(&self, _ctx: &RunCtx, _row: usize) -> Result<RecordBatch, ItemError> {
@@ -156,6 +166,7 @@ pub fn registry() -> Vec<Box<dyn Stage>> {
         Box::new(labels::Labels),
         Box::new(split::Split),
         Box::new(probe::Probe),
+        Box::new(summary::Summary),
     ]
 }
 

@@ -169,6 +169,12 @@ impl Params {
             .and_then(|a| a.iter().map(|v| v.as_f64()).collect())
             .ok_or_else(|| StageError::param(name, "not a list of numbers"))
     }
+    pub fn str_list(&self, name: &str) -> Result<Vec<String>, StageError> {
+        self.get(name)?
+            .as_array()
+            .and_then(|a| a.iter().map(|v| v.as_str().map(str::to_string)).collect())
+            .ok_or_else(|| StageError::param(name, "not a list of strings"))
+    }
 }
 
 #[cfg(test)]

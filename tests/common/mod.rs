@@ -75,6 +75,31 @@ impl Project {
         Project { tmp }
     }
 
+    /// A project whose `data/` is written by the demo generator (scripts/demo/make-demo.sh)
+    /// with `args` after OUT N SEED.
+    pub fn with_demo(yaml: &str, n: usize, seed: u64, args: &[&str]) -> Project {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(tmp.path().join("pipeline")).unwrap();
+        std::fs::write(tmp.path().join("pipeline/default.yaml"), yaml).unwrap();
+        make_demo(&tmp.path().join("data"), n, seed, args);
+        Project { tmp }
+    }
+
+    /// The table a stage's artifact holds, read back from its Parquet file.
+    pub fn table(&self, stage: &str) -> arrow::record_batch::RecordBatch {
+        let out = self.run(&["show", stage, "--json"]);
+        let v: Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|_| panic!("show {stage}: {}", String::from_utf8_lossy(&out.stderr)));
+        let path = v["artifact"].as_str().expect("stage is computed");
+        let f = std::fs::File::open(path).unwrap();
+        let r = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)
+            .unwrap()
+            .build()
+            .unwrap();
+        let batches: Vec<_> = r.map(|b| b.unwrap()).collect();
+        arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap()
+    }
+
     pub fn root(&self) -> &Path {
         self.tmp.path()
     }
@@ -187,4 +212,52 @@ pub fn stage_done<'a>(events: &'a [Value], stage: &str) -> &'a Value {
         .iter()
         .find(|e| e["event"] == "stage_done" && e["stage"] == stage)
         .unwrap_or_else(|| panic!("no stage_done for {stage}"))
+}
+
+/// Runs the demo generator; panics with its output when it fails.
+pub fn make_demo(out: &Path, n: usize, seed: u64, args: &[&str]) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/demo/make-demo.sh");
+    let o = Command::new("bash")
+        .arg(script)
+        .arg(out)
+        .arg(n.to_string())
+        .arg(seed.to_string())
+        .args(args)
+        .output()
+        .expect("bash");
+    assert!(
+        o.status.success(),
+        "demo generation failed: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// String column `name` of `t` as owned values (nulls as None).
+pub fn strs(t: &arrow::record_batch::RecordBatch, name: &str) -> Vec<Option<String>> {
+    use arrow::array::Array;
+    let c = t
+        .column_by_name(name)
+        .unwrap_or_else(|| panic!("no column {name}"));
+    let a = c
+        .as_any()
+        .downcast_ref::<arrow::array::StringArray>()
+        .unwrap();
+    (0..a.len())
+        .map(|i| (!a.is_null(i)).then(|| a.value(i).to_string()))
+        .collect()
+}
+
+pub fn f64s(t: &arrow::record_batch::RecordBatch, name: &str) -> Vec<Option<f64>> {
+    use arrow::array::Array;
+    let a = t
+        .column_by_name(name)
+        .unwrap_or_else(|| panic!("no column {name}"))
+        .as_any()
+        .downcast_ref::<arrow::array::Float64Array>()
+        .unwrap()
+        .clone();
+    (0..a.len())
+        .map(|i| (!a.is_null(i)).then(|| a.value(i)))
+        .collect()
 }

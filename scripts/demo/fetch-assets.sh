@@ -28,7 +28,10 @@ for f in astronaut.png camera.png lfw_subset.npy coffee.png brick.png; do
   cp "$tmp/skimage/data/$f" "$dir/$f"
 done
 # apt-get download needs package lists; a fresh machine may have none yet.
-(cd "$tmp" && { apt-get download opencv-doc >/dev/null 2>&1 || { apt-get update -qq && retry apt-get download opencv-doc >/dev/null; }; })
+sudo=""
+[ "$(id -u)" = 0 ] || sudo="sudo"
+(cd "$tmp" && { apt-get download opencv-doc >/dev/null 2>&1 ||
+  { $sudo apt-get -o DPkg::Lock::Timeout=600 update -qq && retry apt-get download opencv-doc >/dev/null; }; })
 dpkg-deb -x "$tmp"/opencv-doc_*.deb "$tmp/ocv"
 for f in messi5.jpg home.jpg building.jpg; do
   cp "$tmp/ocv/usr/share/doc/opencv-doc/examples/data/$f" "$dir/$f"

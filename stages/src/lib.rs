@@ -8,6 +8,7 @@ pub mod table;
 pub mod ingest;
 pub mod labels;
 pub mod probe;
+pub mod spectral;
 pub mod split;
 pub mod summary;
 

@@ -184,7 +184,7 @@ impl Db {
 
     pub fn put_item(&self, stage_id: &str, item: &str, data: &[u8]) -> Result<()> {
         self.conn
-            .prepare_cached("INSERT OR IGNORE INTO items VALUES (?1, ?2, ?3, ?4)")?
+            .prepare_cached("INSERT OR REPLACE INTO items VALUES (?1, ?2, ?3, ?4)")?
             .execute(params![stage_id, item, data, now()])?;
         Ok(())
     }

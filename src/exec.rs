@@ -457,11 +457,13 @@ fn execute(
         };
         inputs.push(t);
     }
+    let shards = StoreShards(&env.store);
     let ctx = RunCtx {
         params: &s.params,
         root: &env.plan.root,
         inputs,
         files: &key.files,
+        shards: &shards,
     };
     let (table, errors, computed, reused) = match stage.mode() {
         StageMode::Table => {
@@ -471,9 +473,20 @@ fn execute(
                 .map_err(|e| anyhow!("{} ({}:{}): {e}", s.name, env.plan.file.display(), s.line))?;
             (out.table, out.errors, 0, 0)
         }
-        StageMode::PerItem { id_column, reads } => {
-            run_items(stage, &ctx, &mut db, rep, &s.name, key, id_column, reads)?
-        }
+        StageMode::PerItem { id_column, reads } => run_items(
+            stage, &ctx, &mut db, rep, &s.name, key, id_column, reads, None,
+        )?,
+        StageMode::Sharded { id_column, reads } => run_items(
+            stage,
+            &ctx,
+            &mut db,
+            rep,
+            &s.name,
+            key,
+            id_column,
+            reads,
+            Some(&env.store),
+        )?,
     };
     if matches!(stage.mode(), StageMode::Table) {
         // Per-item stages report their failures as they happen.
@@ -553,6 +566,7 @@ fn run_items(
     key: &StageKey,
     id_column: &str,
     reads: &[&str],
+    shard_store: Option<&Store>,
 ) -> Result<(RecordBatch, Vec<ItemError>, usize, usize)> {
     let t = ctx
         .inputs
@@ -568,8 +582,17 @@ fn run_items(
     let mut slots: Vec<Option<Result<RecordBatch, ItemError>>> = vec![None; n];
     let mut missing = Vec::new();
     for (r, h) in hashes.iter().enumerate() {
-        match db.get_item(&key.stage_id, h)? {
-            Some(bytes) => slots[r] = Some(Ok(decode_ipc(&bytes)?)),
+        let cached = match (db.get_item(&key.stage_id, h)?, shard_store) {
+            (Some(bytes), None) => Some(decode_ipc(&bytes)?),
+            // A shard whose object was deleted (gc, verify --fix) is computed again.
+            (Some(bytes), Some(store)) => parse_shard_ref(&bytes)
+                .filter(|(obj, _, _)| store.object_path(obj).exists())
+                .map(|(obj, rows, size)| index_row(&obj, rows, size))
+                .transpose()?,
+            (None, _) => None,
+        };
+        match cached {
+            Some(b) => slots[r] = Some(Ok(b)),
             None => missing.push(r),
         }
     }
@@ -603,13 +626,9 @@ fn run_items(
                 std::thread::sleep(d);
             }
             let res = match res {
-                Ok(b) => match encode_ipc(&b).and_then(|bytes| {
-                    writer
-                        .lock()
-                        .unwrap()
-                        .put_item(&key.stage_id, &hashes[r], &bytes)
-                }) {
-                    Ok(()) => Ok(b),
+                Ok(b) => match store_item(shard_store, &writer, key, &hashes[r], &id, id_column, b)
+                {
+                    Ok(b) => Ok(b),
                     Err(e) => Err(ItemError::new(
                         &id,
                         "",
@@ -651,6 +670,73 @@ fn run_items(
         )]))),
     };
     Ok((table, errors, computed_ok, reused))
+}
+
+/// Caches one computed item: small items as an IPC blob in the index, sharded ones as an object
+/// of their own (id column included, so the file stands alone) with a reference in the index.
+/// Returns what the stage's table gets for the item.
+fn store_item(
+    shard_store: Option<&Store>,
+    writer: &Mutex<&mut Db>,
+    key: &StageKey,
+    item: &str,
+    id: &str,
+    id_column: &str,
+    b: RecordBatch,
+) -> Result<RecordBatch> {
+    match shard_store {
+        None => {
+            let bytes = encode_ipc(&b)?;
+            writer
+                .lock()
+                .unwrap()
+                .put_item(&key.stage_id, item, &bytes)?;
+            Ok(b)
+        }
+        Some(store) => {
+            let full = with_id(id, id_column, &b)?;
+            drop(b);
+            let (obj, size) = store.put_table(&full)?;
+            let rows = full.num_rows();
+            writer.lock().unwrap().put_item(
+                &key.stage_id,
+                item,
+                format!("shard:{obj}:{rows}:{size}").as_bytes(),
+            )?;
+            index_row(&obj, rows, size)
+        }
+    }
+}
+
+pub fn parse_shard_ref(b: &[u8]) -> Option<(String, usize, u64)> {
+    let s = std::str::from_utf8(b).ok()?.strip_prefix("shard:")?;
+    let mut it = s.split(':');
+    let obj = it.next()?.to_string();
+    Some((obj, it.next()?.parse().ok()?, it.next()?.parse().ok()?))
+}
+
+fn index_row(obj: &str, rows: usize, size: u64) -> Result<RecordBatch> {
+    Ok(RecordBatch::try_from_iter(vec![
+        ("object", Arc::new(StringArray::from(vec![obj])) as ArrayRef),
+        (
+            "rows",
+            Arc::new(arrow::array::UInt64Array::from(vec![rows as u64])) as ArrayRef,
+        ),
+        (
+            "bytes",
+            Arc::new(arrow::array::UInt64Array::from(vec![size])) as ArrayRef,
+        ),
+    ])?)
+}
+
+struct StoreShards<'a>(&'a Store);
+
+impl stages::ShardReader for StoreShards<'_> {
+    fn read(&self, object: &str) -> std::result::Result<Arc<RecordBatch>, String> {
+        self.0
+            .get_table(object)
+            .map_err(|e| format!("reading item object {}: {e:#}", short(object)))
+    }
 }
 
 fn with_id(id: &str, id_column: &str, b: &RecordBatch) -> Result<RecordBatch> {

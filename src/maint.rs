@@ -1,5 +1,6 @@
 //! Cache upkeep: `gc` and `verify`.
 
+use arrow::array::Array;
 use std::collections::HashSet;
 use std::path::Path;
 use std::time::Duration;
@@ -63,11 +64,28 @@ pub fn gc(reg: &Registry, root: &Path, cache: &Path, keep_runs: i64, dry_run: bo
         .iter()
         .filter(|a| !keep_keys.contains(&a.key))
         .collect();
-    let keep_objects: HashSet<&str> = artifacts
+    let mut keep_objects: HashSet<String> = artifacts
         .iter()
         .filter(|a| keep_keys.contains(&a.key))
-        .map(|a| a.object.as_str())
+        .map(|a| a.object.clone())
         .collect();
+    // Items of sharded stages live in objects of their own, referenced from the item cache.
+    {
+        let mut st = db.conn.prepare(
+            "SELECT stage_id, data FROM items WHERE substr(data, 1, 6) = CAST('shard:' AS BLOB)",
+        )?;
+        let rows = st.query_map([], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
+        })?;
+        for r in rows {
+            let (id, data) = r?;
+            if keep_ids.contains(&id) {
+                if let Some((obj, _, _)) = crate::exec::parse_shard_ref(&data) {
+                    keep_objects.insert(obj);
+                }
+            }
+        }
+    }
     let drop_objects: Vec<_> = store
         .objects()?
         .into_iter()
@@ -177,6 +195,43 @@ pub fn verify(cache: &Path, fix: bool) -> Result<i32> {
             bad_artifacts.push(a.key.clone());
         } else if corrupt.contains(&a.object) {
             bad_artifacts.push(a.key.clone());
+        }
+    }
+    // Sharded stages: an index whose item object is missing or corrupt is as bad as a bad
+    // table; the next run recomputes just those items.
+    let mut bad_shards: HashSet<String> = corrupt.clone();
+    {
+        let mut st = db
+            .conn
+            .prepare("SELECT data FROM items WHERE substr(data, 1, 6) = CAST('shard:' AS BLOB)")?;
+        let rows = st.query_map([], |r| r.get::<_, Vec<u8>>(0))?;
+        for r in rows {
+            if let Some((obj, _, _)) = crate::exec::parse_shard_ref(&r?) {
+                if !present.contains(obj.as_str()) {
+                    println!("missing  item object {}", short(&obj));
+                    bad_shards.insert(obj);
+                }
+            }
+        }
+    }
+    if !bad_shards.is_empty() {
+        for a in db.artifacts()? {
+            if bad_artifacts.contains(&a.key)
+                || !a.schema.contains("object: Utf8")
+                || !present.contains(a.object.as_str())
+            {
+                continue;
+            }
+            let t = store.get_table(&a.object)?;
+            let Some(objs) = t
+                .column_by_name("object")
+                .and_then(|c| c.as_any().downcast_ref::<arrow::array::StringArray>())
+            else {
+                continue;
+            };
+            if (0..objs.len()).any(|i| bad_shards.contains(objs.value(i))) {
+                bad_artifacts.push(a.key.clone());
+            }
         }
     }
     println!(

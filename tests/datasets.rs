@@ -283,6 +283,26 @@ fn bad_inputs_are_named_by_clip_and_field_and_the_rest_runs() {
     let items: Vec<&str> = probe.iter().map(|(i, _, _)| i.as_str()).collect();
     assert_eq!(items, vec!["bad_inputs/truncated", "bad_inputs/zero_bytes"]);
 
+    // The audio stage names what is wrong with each clip's sound.
+    let audio = failed_items(&p, "audio");
+    let got: Vec<(&str, &str)> = audio
+        .iter()
+        .map(|(i, _, r)| (i.as_str(), r.as_str()))
+        .collect();
+    let expect = [
+        ("bad_inputs/no_audio", "no audio stream"),
+        ("bad_inputs/silent_audio", "silent"),
+        ("bad_inputs/too_long", "longer than max_seconds"),
+        ("bad_inputs/too_short", "shorter than min_seconds"),
+        ("bad_inputs/truncated", "cannot open"),
+        ("bad_inputs/zero_bytes", "cannot open"),
+    ];
+    assert_eq!(got.len(), expect.len(), "{got:?}");
+    for ((gi, gr), (ei, er)) in got.iter().zip(expect) {
+        assert_eq!(*gi, ei);
+        assert!(gr.contains(er), "{gi}: {gr}");
+    }
+
     // Everything else went through: 3 good clips + no_audio, silent_audio, no_face, too_short,
     // too_long, emoji_text, truncated, zero_bytes.
     let t = p.table("ingest");

@@ -347,8 +347,12 @@ def make_clip(seed, i, spk, assets, tmp, face=True, audio="speech", seconds=None
 def layout_ids(n):
     """CH-SIMS has 60 source videos with about 38 clips each; keep that shape when n allows."""
     videos = max(1, min(60, round(n / 10)))
-    per = math.ceil(n / videos)
-    return [(f"video_{i // per + 1:04d}", f"{i % per + 1:04d}", i // per) for i in range(n)]
+    out = []
+    for i in range(n):
+        v = i * videos // n
+        first = -(-v * n // videos)  # the first clip index of video v
+        out.append((f"video_{v + 1:04d}", f"{i - first + 1:04d}", v))
+    return out
 
 
 def assign_modes(seed, n):

@@ -5,6 +5,8 @@
 pub mod params;
 pub mod table;
 
+pub mod audio;
+pub mod features;
 pub mod ingest;
 pub mod labels;
 pub mod probe;
@@ -90,6 +92,20 @@ pub enum Mode {
         id_column: &'static str,
         reads: &'static [&'static str],
     },
+    /// Per item as above, but each item's rows are stored as an object of their own and the
+    /// stage's table is an index: the id column, `object` (the item's content hash), `rows`
+    /// and `bytes`. For outputs too big to hold for a whole dataset at once (frames,
+    /// waveforms, spectrograms): a run keeps only the items in flight in memory, and a
+    /// consumer reads one item's rows with [`RunCtx::shard`].
+    Sharded {
+        id_column: &'static str,
+        reads: &'static [&'static str],
+    },
+}
+
+/// Reads the rows of one item of a sharded stage by its object hash.
+pub trait ShardReader: Sync {
+    fn read(&self, object: &str) -> Result<Arc<RecordBatch>, String>;
 }
 
 /// Content hashes of the external files a stage declared, as the engine computed them.
@@ -116,6 +132,21 @@ pub struct RunCtx<'a> {
     /// Input tables in declaration order (a gathered matrix input contributes one per variant).
     pub inputs: Vec<Arc<RecordBatch>>,
     pub files: &'a FileHashes,
+    pub shards: &'a dyn ShardReader,
+}
+
+impl RunCtx<'_> {
+    /// One item's rows from a sharded input: `input` indexes `inputs`, `row` that index table.
+    pub fn shard(&self, input: usize, row: usize) -> Result<Arc<RecordBatch>, String> {
+        let t = self
+            .inputs
+            .get(input)
+            .ok_or_else(|| format!("no input {input}"))?;
+        let objects = table::str_col(t, "object").map_err(|e| {
+            format!("input {input} is not a sharded stage's index (no `object` column): {e}")
+        })?;
+        self.shards.read(objects.value(row))
+    }
 }
 
 pub trait Stage: Send + Sync {
@@ -167,6 +198,9 @@ pub fn registry() -> Vec<Box<dyn Stage>> {
         Box::new(labels::Labels),
         Box::new(split::Split),
         Box::new(probe::Probe),
+        Box::new(audio::Audio),
+        Box::new(features::LogMel),
+        Box::new(features::Mfcc),
         Box::new(summary::Summary),
     ]
 }

@@ -1,0 +1,184 @@
+//! The audio front end through the real binary: FFmpeg decode + resample, log-mel and MFCC
+//! stored one object per clip, per-clip reuse, and agreement with librosa end to end.
+
+mod common;
+
+use arrow::array::{Array, Float32Array, Int64Array, ListArray};
+use common::*;
+use serde_json::Value;
+
+const FRONT: &str = "\
+stages:
+  ingest: {kind: ingest, params: {root: data}}
+  audio: {kind: audio, inputs: [ingest], params: {sample_rate: 16000, min_seconds: 0.5}}
+  logmel: {kind: logmel, inputs: [audio], params: {n_mels: 40}}
+  mfcc: {kind: mfcc, inputs: [audio], params: {n_mfcc: 13, n_mels: 40}}
+";
+
+fn read_parquet(path: &std::path::Path) -> arrow::record_batch::RecordBatch {
+    let f = std::fs::File::open(path).unwrap();
+    let r = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)
+        .unwrap()
+        .build()
+        .unwrap();
+    let b: Vec<_> = r.map(|b| b.unwrap()).collect();
+    arrow::compute::concat_batches(&b[0].schema(), &b).unwrap()
+}
+
+fn shard(p: &Project, object: &str) -> arrow::record_batch::RecordBatch {
+    read_parquet(
+        &p.root()
+            .join("cache/objects")
+            .join(&object[..2])
+            .join(format!("{object}.parquet")),
+    )
+}
+
+fn i64_at(t: &arrow::record_batch::RecordBatch, c: &str) -> i64 {
+    t.column_by_name(c)
+        .unwrap()
+        .as_any()
+        .downcast_ref::<Int64Array>()
+        .unwrap()
+        .value(0)
+}
+
+fn values(t: &arrow::record_batch::RecordBatch, c: &str) -> Vec<f32> {
+    let l = t
+        .column_by_name(c)
+        .unwrap()
+        .as_any()
+        .downcast_ref::<ListArray>()
+        .unwrap()
+        .value(0);
+    l.as_any()
+        .downcast_ref::<Float32Array>()
+        .unwrap()
+        .values()
+        .to_vec()
+}
+
+#[test]
+fn per_clip_objects_reuse_and_gc() {
+    let p = Project::with_pipeline(6, FRONT);
+    let (code, events, _) = p.run_json(&["all"]);
+    assert_eq!(code, 0, "{events:?}");
+    for s in ["audio", "logmel", "mfcc"] {
+        assert_eq!(stage_done(&events, s)["computed"], 6, "{s}");
+    }
+    // Each stage's table is an index; every clip's rows are an object of their own.
+    let idx = p.table("audio");
+    let objects = strs(&idx, "object");
+    assert_eq!(objects.len(), 6);
+    let first = shard(&p, objects[0].as_deref().unwrap());
+    assert_eq!(strs(&first, "clip_id")[0], strs(&idx, "clip_id")[0]);
+    let wave = values(&first, "samples");
+    assert_eq!(i64_at(&first, "sample_rate"), 16000);
+    let lm = shard(
+        &p,
+        strs(&p.table("logmel"), "object")[0].as_deref().unwrap(),
+    );
+    let frames = i64_at(&lm, "frames") as usize;
+    assert_eq!(frames, 1 + wave.len() / 160, "centred frames every 10 ms");
+    assert_eq!(i64_at(&lm, "dim"), 40);
+    assert_eq!(values(&lm, "values").len(), frames * 40);
+    let mf = shard(&p, strs(&p.table("mfcc"), "object")[0].as_deref().unwrap());
+    assert_eq!(i64_at(&mf, "dim"), 13);
+
+    // One clip changes: one item recomputes in each per-clip stage.
+    p.change_clip("video_0000/0002.mp4", 777);
+    let (code, events, _) = p.run_json(&["all"]);
+    assert_eq!(code, 0);
+    for s in ["audio", "logmel", "mfcc"] {
+        let d = stage_done(&events, s);
+        assert_eq!(
+            (d["computed"].as_u64(), d["reused"].as_u64()),
+            (Some(1), Some(5)),
+            "{s}"
+        );
+    }
+
+    // gc keeps every object a fresh stage's items live in; nothing reruns afterwards.
+    let gc = p.run(&["gc"]);
+    assert!(
+        gc.status.success(),
+        "{}",
+        String::from_utf8_lossy(&gc.stderr)
+    );
+    let (code, events, summary) = p.run_json(&["all"]);
+    assert_eq!(code, 0, "{events:?}");
+    assert_eq!(summary["ran"], Value::Array(vec![]), "{summary}");
+    assert!(p.run(&["verify"]).status.success());
+    // A deleted item object is noticed by verify; after --fix only that item is computed.
+    let victim = strs(&p.table("logmel"), "object")[3].clone().unwrap();
+    std::fs::remove_file(
+        p.root()
+            .join("cache/objects")
+            .join(&victim[..2])
+            .join(format!("{victim}.parquet")),
+    )
+    .unwrap();
+    let v = p.run(&["verify"]);
+    assert_eq!(
+        v.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&v.stdout)
+    );
+    assert!(p.run(&["verify", "--fix"]).status.success());
+    let (code, events, _) = p.run_json(&["all"]);
+    assert_eq!(code, 0, "{events:?}");
+    let d = stage_done(&events, "logmel");
+    assert_eq!(
+        (d["computed"].as_u64(), d["reused"].as_u64()),
+        (Some(1), Some(5))
+    );
+    assert_eq!(stage_done(&events, "mfcc")["outcome"], "cached");
+}
+
+/// A real speech WAV through ingest (CSV layout) -> audio -> logmel, against the values
+/// librosa 0.11 computed for the same file (tests/data/librosa_reference.json).
+#[test]
+fn logmel_through_the_pipeline_matches_librosa() {
+    let yaml = "\
+stages:
+  ingest: {kind: ingest, params: {layout: csv, root: data/clips.csv}}
+  audio: {kind: audio, inputs: [ingest], params: {sample_rate: 16000}}
+  logmel: {kind: logmel, inputs: [audio], params: {n_fft: 400, hop_length: 160, n_mels: 64, fmax: 8000.0}}
+";
+    let p = Project::with_pipeline(1, yaml);
+    let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");
+    std::fs::copy(data.join("speech16k.wav"), p.root().join("data/speech.wav")).unwrap();
+    std::fs::write(
+        p.root().join("data/clips.csv"),
+        "path,text,label,split\nspeech.wav,happy voices rise,0.8,train\n",
+    )
+    .unwrap();
+    let (code, events, _) = p.run_json(&["all"]);
+    assert_eq!(code, 0, "{events:?}");
+    let lm = shard(
+        &p,
+        strs(&p.table("logmel"), "object")[0].as_deref().unwrap(),
+    );
+    let got = values(&lm, "values");
+    let refs: Value =
+        serde_json::from_slice(&std::fs::read(data.join("librosa_reference.json")).unwrap())
+            .unwrap();
+    let case = refs["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "logmel_16k_constant")
+        .unwrap();
+    assert_eq!(i64_at(&lm, "frames"), case["frames"].as_i64().unwrap());
+    let mut worst = 0.0f64;
+    for (row, want) in case["rows"].as_object().unwrap() {
+        let i: usize = row.parse().unwrap();
+        for (j, w) in want.as_array().unwrap().iter().enumerate() {
+            let w = w.as_f64().unwrap();
+            let err = (got[i * 64 + j] as f64 - w).abs() / w.abs().max(1.0);
+            worst = worst.max(err);
+        }
+    }
+    assert!(worst < 1e-3, "worst relative error {worst}");
+}

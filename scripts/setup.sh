@@ -5,7 +5,7 @@ set -euo pipefail
 
 debs=(ffmpeg libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libswresample-dev
       libavfilter-dev libavdevice-dev clang libclang-dev pkg-config
-      espeak-ng python3-venv unzip)
+      espeak-ng python3-venv unzip libopencv-dev)
 missing=()
 for d in "${debs[@]}"; do
   dpkg-query -W -f='${Status}' "$d" 2>/dev/null | grep -q "install ok installed" || missing+=("$d")
@@ -36,6 +36,7 @@ if [ ! -f "$venv/.ok" ] || [ "$(cat "$venv/.ok")" != "$want" ]; then
   echo "$want" > "$venv/.ok"
 fi
 PYTHON="$venv/bin/python" "$root/scripts/demo/fetch-assets.sh" "$root/data/assets"
+PYTHON="$venv/bin/python" "$root/scripts/models/fetch-mtcnn.sh" "$root/data/models/mtcnn"
 
 if ! command -v cargo >/dev/null; then
   [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"

@@ -6,9 +6,11 @@ pub mod params;
 pub mod table;
 
 pub mod audio;
+pub mod decode;
 pub mod features;
 pub mod ingest;
 pub mod labels;
+pub mod mtcnn;
 pub mod probe;
 pub mod spectral;
 pub mod split;
@@ -199,6 +201,7 @@ pub fn registry() -> Vec<Box<dyn Stage>> {
         Box::new(split::Split),
         Box::new(probe::Probe),
         Box::new(audio::Audio),
+        Box::new(decode::Decode),
         Box::new(features::LogMel),
         Box::new(features::Mfcc),
         Box::new(summary::Summary),

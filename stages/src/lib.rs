@@ -7,6 +7,7 @@ pub mod table;
 
 pub mod audio;
 pub mod decode;
+pub mod face;
 pub mod features;
 pub mod ingest;
 pub mod labels;
@@ -202,6 +203,7 @@ pub fn registry() -> Vec<Box<dyn Stage>> {
         Box::new(probe::Probe),
         Box::new(audio::Audio),
         Box::new(decode::Decode),
+        Box::new(face::FaceCrop),
         Box::new(features::LogMel),
         Box::new(features::Mfcc),
         Box::new(summary::Summary),

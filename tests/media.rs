@@ -1,0 +1,177 @@
+//! Frames and faces through the real binary on demo clips: FFmpeg decode with each sampling
+//! mode, MTCNN on every kept frame, and per-clip errors for the bad inputs.
+
+mod common;
+
+use arrow::array::{Array, BinaryArray, Float64Array, Int64Array};
+use arrow::record_batch::RecordBatch;
+use common::*;
+
+fn read_object(p: &Project, object: &str) -> RecordBatch {
+    let path = p
+        .root()
+        .join("cache/objects")
+        .join(&object[..2])
+        .join(format!("{object}.parquet"));
+    let f = std::fs::File::open(path).unwrap();
+    let r = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)
+        .unwrap()
+        .build()
+        .unwrap();
+    let b: Vec<_> = r.map(|b| b.unwrap()).collect();
+    arrow::compute::concat_batches(&b[0].schema(), &b).unwrap()
+}
+
+/// Every item of a sharded stage, by clip id.
+fn items(p: &Project, stage: &str) -> Vec<(String, RecordBatch)> {
+    let idx = p.table(stage);
+    let ids = strs(&idx, "clip_id");
+    let objs = strs(&idx, "object");
+    ids.into_iter()
+        .zip(objs)
+        .map(|(i, o)| (i.unwrap(), read_object(p, o.as_deref().unwrap())))
+        .collect()
+}
+
+fn i64c<'a>(t: &'a RecordBatch, c: &str) -> &'a Int64Array {
+    t.column_by_name(c)
+        .unwrap()
+        .as_any()
+        .downcast_ref()
+        .unwrap()
+}
+
+fn f64c<'a>(t: &'a RecordBatch, c: &str) -> &'a Float64Array {
+    t.column_by_name(c)
+        .unwrap()
+        .as_any()
+        .downcast_ref()
+        .unwrap()
+}
+
+#[test]
+fn frames_and_faces_on_demo_clips_with_bad_inputs() {
+    let models = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/models/mtcnn");
+    let yaml = format!(
+        "\
+stages:
+  ingest: {{kind: ingest, params: {{root: data}}}}
+  decode: {{kind: decode, inputs: [ingest], params: {{sampling: uniform, frames: 6, max_side: 320}}}}
+  face: {{kind: face, inputs: [decode], params: {{models: \"{}\", crop_size: 112}}}}
+  every: {{kind: decode, inputs: [ingest], params: {{sampling: fps, fps: 4.0}}}}
+  windows: {{kind: decode, inputs: [ingest], params: {{sampling: window, window_ms: 960, seed: 7}}}}
+",
+        models.display()
+    );
+    let p = Project::with_demo(&yaml, 4, 1, &["--bad"]);
+    let (code, events, _) = p.run_json(&["all"]);
+    assert_eq!(code, 3, "bad inputs make the run partial: {events:?}");
+
+    let failed = |stage: &str| -> Vec<(String, String)> {
+        let out = p.run(&["show", stage, "--json"]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let mut e: Vec<_> = v["failed_items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                (
+                    e["item"].as_str().unwrap().to_string(),
+                    e["reason"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        e.sort();
+        e
+    };
+    let dec = failed("decode");
+    let names: Vec<&str> = dec.iter().map(|e| e.0.as_str()).collect();
+    assert_eq!(
+        names,
+        ["bad_inputs/truncated", "bad_inputs/zero_bytes"],
+        "{dec:?}"
+    );
+    let face = failed("face");
+    assert_eq!(face.len(), 1, "{face:?}");
+    assert_eq!(face[0].0, "bad_inputs/no_face");
+    assert!(
+        face[0].1.contains("no face in any of the 6 frames"),
+        "{face:?}"
+    );
+
+    // Uniform sampling: 6 frames at the centres of 6 equal slices, scaled to 320 wide.
+    for (id, t) in items(&p, "decode") {
+        assert_eq!(t.num_rows(), 6, "{id}");
+        let target = f64c(&t, "target_s");
+        let pts = f64c(&t, "pts_s");
+        for i in 0..6 {
+            assert!(
+                pts.value(i) <= target.value(i) + 1e-9,
+                "{id}: frame shown at its time"
+            );
+            assert!(target.value(i) - pts.value(i) < 0.04 + 1e-9, "{id}: 25 fps");
+        }
+        assert_eq!(i64c(&t, "width").value(0), 320);
+        let rgb: &BinaryArray = t
+            .column_by_name("rgb")
+            .unwrap()
+            .as_any()
+            .downcast_ref()
+            .unwrap();
+        assert_eq!(rgb.value(0).len(), 320 * 240 * 3);
+    }
+
+    // Faces: every frame of every clip with a face has one, with a sane box and 112x112 crop.
+    let mut frames_with_face = 0;
+    let mut frames = 0;
+    for (id, t) in items(&p, "face") {
+        assert!(!id.ends_with("no_face"));
+        frames += 6;
+        frames_with_face += t.num_rows();
+        let prob = f64c(&t, "prob");
+        let crop: &BinaryArray = t
+            .column_by_name("crop")
+            .unwrap()
+            .as_any()
+            .downcast_ref()
+            .unwrap();
+        for i in 0..t.num_rows() {
+            assert!(prob.value(i) > 0.9, "{id}");
+            let (x1, y1, x2, y2) = (
+                f64c(&t, "x1").value(i),
+                f64c(&t, "y1").value(i),
+                f64c(&t, "x2").value(i),
+                f64c(&t, "y2").value(i),
+            );
+            assert!(
+                x1 < x2 && y1 < y2 && x2 - x1 > 40.0,
+                "{id}: {x1} {y1} {x2} {y2}"
+            );
+            assert!(x1 > -10.0 && y1 > -10.0 && x2 < 330.0 && y2 < 250.0, "{id}");
+            assert_eq!(crop.value(i).len(), 112 * 112 * 3);
+        }
+    }
+    assert!(
+        frames_with_face * 10 >= frames * 9,
+        "faces in {frames_with_face} of {frames} frames"
+    );
+
+    // fps: one frame every 0.25 s; window: one random frame inside each full 960 ms window.
+    for (id, t) in items(&p, "every") {
+        let target = f64c(&t, "target_s");
+        for i in 0..t.num_rows() {
+            assert!((target.value(i) - i as f64 * 0.25).abs() < 1e-9, "{id}");
+        }
+    }
+    for (id, t) in items(&p, "windows") {
+        let target = f64c(&t, "target_s");
+        assert!(t.num_rows() >= 1, "{id}");
+        for i in 0..t.num_rows() {
+            let x = target.value(i);
+            assert!(
+                x >= i as f64 * 0.96 && x <= (i + 1) as f64 * 0.96,
+                "{id}: {x}"
+            );
+        }
+    }
+}

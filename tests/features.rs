@@ -182,3 +182,58 @@ stages:
     }
     assert!(worst < 1e-3, "worst relative error {worst}");
 }
+
+#[test]
+fn segment_and_pad_cut_the_log_mel_sequence() {
+    let yaml = "\
+stages:
+  ingest: {kind: ingest, params: {root: data}}
+  audio: {kind: audio, inputs: [ingest]}
+  logmel: {kind: logmel, inputs: [audio], params: {n_mels: 64}}
+  patches: {kind: segment, inputs: [logmel], params: {frames: 96}}
+  padded: {kind: pad, inputs: [logmel], params: {steps: 500, method: zero}}
+  resampled: {kind: pad, inputs: [logmel], params: {steps: 32, method: resample}}
+";
+    let p = Project::with_pipeline(2, yaml);
+    let (code, events, _) = p.run_json(&["all"]);
+    assert_eq!(code, 0, "{events:?}");
+    let objects = |s: &str| strs(&p.table(s), "object");
+    for k in 0..2 {
+        let lm = shard(&p, objects("logmel")[k].as_deref().unwrap());
+        let (n, full) = (i64_at(&lm, "frames") as usize, values(&lm, "values"));
+        let seg = shard(&p, objects("patches")[k].as_deref().unwrap());
+        assert_eq!(
+            seg.num_rows(),
+            n / 96,
+            "non-overlapping 960 ms patches, partial one dropped"
+        );
+        let last = seg.num_rows() - 1;
+        let patch = seg
+            .column_by_name("values")
+            .unwrap()
+            .as_any()
+            .downcast_ref::<ListArray>()
+            .unwrap()
+            .value(last);
+        let patch = patch.as_any().downcast_ref::<Float32Array>().unwrap();
+        assert_eq!(
+            patch.values()[..],
+            full[96 * 64 * last..96 * 64 * (last + 1)]
+        );
+
+        let pad = shard(&p, objects("padded")[k].as_deref().unwrap());
+        let pv = values(&pad, "values");
+        assert_eq!(i64_at(&pad, "length") as usize, n);
+        assert_eq!(pv.len(), 500 * 64);
+        assert_eq!(pv[..n * 64], full[..]);
+        assert!(pv[n * 64..].iter().all(|v| *v == 0.0));
+
+        let rs = shard(&p, objects("resampled")[k].as_deref().unwrap());
+        let rv = values(&rs, "values");
+        assert_eq!(rv.len(), 32 * 64);
+        for j in 0..32 {
+            let r = ((j as f64 + 0.5) * n as f64 / 32.0) as usize;
+            assert_eq!(rv[j * 64..(j + 1) * 64], full[r * 64..(r + 1) * 64]);
+        }
+    }
+}

@@ -206,6 +206,8 @@ pub fn registry() -> Vec<Box<dyn Stage>> {
         Box::new(face::FaceCrop),
         Box::new(features::LogMel),
         Box::new(features::Mfcc),
+        Box::new(features::Segment),
+        Box::new(features::Pad),
         Box::new(summary::Summary),
     ]
 }

@@ -39,8 +39,9 @@ lint: setup
 fmt:
 	cargo fmt --all
 
-bench: build
+bench: build demo-data
 	scripts/bench-noop.sh
+	scripts/bench-media.sh
 
 clean:
 	rm -rf target cache bench/out

@@ -70,6 +70,12 @@ const PARAMS: &[ParamSpec] = &[
         "fail clips longer than this (0: no limit)",
     ),
     ParamSpec::new(
+        "wav",
+        ParamType::Bool,
+        Some("false"),
+        "also store each clip as a 16-bit PCM WAV file (a `wav` binary column) for outside tools",
+    ),
+    ParamSpec::new(
         "allow_silent",
         ParamType::Bool,
         Some("false"),
@@ -180,6 +186,24 @@ pub fn decode_audio(path: &Path, rate: u32, span: Option<(f64, f64)>) -> Result<
         out = out[a..b.max(a)].to_vec();
     }
     Ok(Decoded { samples: out, rate })
+}
+
+/// A mono 16-bit PCM WAV file in memory (hound), clipping to [-1, 1].
+pub fn wav_bytes(samples: &[f32], rate: u32) -> Result<Vec<u8>, String> {
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: rate,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut buf = std::io::Cursor::new(Vec::new());
+    let mut w = hound::WavWriter::new(&mut buf, spec).map_err(|e| e.to_string())?;
+    for s in samples {
+        w.write_sample((s.clamp(-1.0, 1.0) * 32767.0).round() as i16)
+            .map_err(|e| e.to_string())?;
+    }
+    w.finalize().map_err(|e| e.to_string())?;
+    Ok(buf.into_inner())
 }
 
 pub fn peak(samples: &[f32]) -> f32 {
@@ -309,7 +333,12 @@ impl Stage for Audio {
             let n = (seconds * rate as f64).round() as usize;
             samples = fit(&samples, n, ctx.params.str("crop").map_err(p)? == "center");
         }
-        batch(vec![
+        let wav = if ctx.params.bool("wav").map_err(p)? {
+            Some(wav_bytes(&samples, rate as u32).map_err(|e| fail("", e))?)
+        } else {
+            None
+        };
+        let mut cols = vec![
             ("sample_rate", i64s(vec![Some(rate)])),
             ("source_seconds", f64s(vec![Some(secs)])),
             (
@@ -317,14 +346,34 @@ impl Stage for Audio {
                 f64s(vec![Some(20.0 * f64::from(pk).max(1e-12).log10())]),
             ),
             ("samples", f32_lists(vec![samples])),
-        ])
-        .map_err(|e| fail("", e.to_string()))
+        ];
+        if let Some(w) = wav {
+            cols.push((
+                "wav",
+                Arc::new(arrow::array::BinaryArray::from_iter_values([w.as_slice()])) as ArrayRef,
+            ));
+        }
+        batch(cols).map_err(|e| fail("", e.to_string()))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn wav_round_trips_through_hound() {
+        let x: Vec<f32> = (0..800).map(|i| (i as f32 / 20.0).sin() * 0.5).collect();
+        let bytes = wav_bytes(&x, 16000).unwrap();
+        let mut r = hound::WavReader::new(std::io::Cursor::new(bytes)).unwrap();
+        assert_eq!(r.spec().sample_rate, 16000);
+        let back: Vec<f32> = r
+            .samples::<i16>()
+            .map(|s| s.unwrap() as f32 / 32767.0)
+            .collect();
+        assert_eq!(back.len(), 800);
+        assert!(back.iter().zip(&x).all(|(a, b)| (a - b).abs() < 1e-4));
+    }
 
     #[test]
     fn fit_crops_and_pads() {

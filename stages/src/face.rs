@@ -193,23 +193,20 @@ impl Stage for FaceCrop {
     fn external_files(&self, ctx: &PlanCtx) -> Result<Vec<PathBuf>, StageError> {
         // The weights' content hashes go into the key: other weights, other faces.
         let dir = Self::models(ctx.params, ctx.root)?;
-        Ok(mtcnn::MODEL_FILES.iter().map(|f| dir.join(f)).collect())
+        let files: Vec<PathBuf> = mtcnn::MODEL_FILES.iter().map(|f| dir.join(f)).collect();
+        // Missing weights fail the stage once, rather than every clip.
+        if let Some(f) = files.iter().find(|f| !f.is_file()) {
+            return Err(StageError::Input(format!(
+                "MTCNN weights {} not found (param `models`); `make setup` fetches them",
+                f.display()
+            )));
+        }
+        Ok(files)
     }
     fn run_item(&self, ctx: &RunCtx, row: usize) -> Result<RecordBatch, ItemError> {
         let fail = |field: &str, reason: String| ItemError::new("", field, reason);
         let p = |e: StageError| fail("params", e.to_string());
         let dir = Self::models(ctx.params, ctx.root).map_err(p)?;
-        for f in mtcnn::MODEL_FILES {
-            if ctx.files.get(&dir.join(f)).is_some_and(|h| h.is_none()) {
-                return Err(fail(
-                    "models",
-                    format!(
-                        "{} is missing; `make setup` fetches it",
-                        dir.join(f).display()
-                    ),
-                ));
-            }
-        }
         let th = ctx.params.f64_list("thresholds").map_err(p)?;
         if th.len() != 3 {
             return Err(fail("params", "thresholds needs 3 values".into()));

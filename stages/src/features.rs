@@ -26,6 +26,7 @@ macro_rules! spectral_params {
             ParamSpec::new("power", ParamType::Float, Some("2.0"), "2: power spectrogram, 1: magnitude"),
             ParamSpec::new("mel_scale", ParamType::Enum(&["slaney", "htk"]), Some("\"slaney\""), "mel scale formula"),
             ParamSpec::new("top_db", ParamType::Float, Some("80.0"), "clip dB values this far below the clip's maximum (0: off)"),
+            ParamSpec::new("amin", ParamType::Float, Some("1e-10"), "log floor: power below this counts as this (librosa's amin)"),
             $($extra,)*
         ]
     };
@@ -74,7 +75,13 @@ fn config(p: &Params, sr: u32) -> Result<SpecConfig, StageError> {
         power: p.f64("power")?,
         htk: p.str("mel_scale")? == "htk",
         slaney_norm: true,
-        amin: 1e-10,
+        amin: {
+            let a = p.f64("amin")?;
+            if a <= 0.0 {
+                return Err(StageError::param("amin", format!("{a} must be positive")));
+            }
+            a
+        },
         top_db: (top_db > 0.0).then_some(top_db),
     })
 }

@@ -115,25 +115,6 @@ fn summary_counts(p: &Project) -> BTreeMap<(i64, String, String), u64> {
         .collect()
 }
 
-fn failed_items(p: &Project, stage: &str) -> Vec<(String, String, String)> {
-    let out = p.run(&["show", stage, "--json"]);
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let mut e: Vec<_> = v["failed_items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| {
-            (
-                e["item"].as_str().unwrap().to_string(),
-                e["field"].as_str().unwrap().to_string(),
-                e["reason"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect();
-    e.sort();
-    e
-}
-
 fn sims_class(y: f64) -> &'static str {
     if y <= -0.1 {
         "Negative"
@@ -269,7 +250,7 @@ fn bad_inputs_are_named_by_clip_and_field_and_the_rest_runs() {
     let (code, _, summary) = p.run_json(&["all"]);
     assert_eq!(code, 3, "partial run: {summary}");
 
-    let ingest = failed_items(&p, "ingest");
+    let ingest = p.failed_items("ingest");
     let fields: Vec<(&str, &str)> = ingest
         .iter()
         .map(|(i, f, _)| (i.as_str(), f.as_str()))
@@ -283,12 +264,12 @@ fn bad_inputs_are_named_by_clip_and_field_and_the_rest_runs() {
     );
     assert!(ingest[0].2.contains("UTF-8"), "{:?}", ingest[0]);
 
-    let probe = failed_items(&p, "probe");
+    let probe = p.failed_items("probe");
     let items: Vec<&str> = probe.iter().map(|(i, _, _)| i.as_str()).collect();
     assert_eq!(items, vec!["bad_inputs/truncated", "bad_inputs/zero_bytes"]);
 
     // The audio stage names what is wrong with each clip's sound.
-    let audio = failed_items(&p, "audio");
+    let audio = p.failed_items("audio");
     let got: Vec<(&str, &str)> = audio
         .iter()
         .map(|(i, _, r)| (i.as_str(), r.as_str()))

@@ -15,25 +15,6 @@ stages:
   mfcc: {kind: mfcc, inputs: [audio], params: {n_mfcc: 13, n_mels: 40}}
 ";
 
-fn read_parquet(path: &std::path::Path) -> arrow::record_batch::RecordBatch {
-    let f = std::fs::File::open(path).unwrap();
-    let r = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)
-        .unwrap()
-        .build()
-        .unwrap();
-    let b: Vec<_> = r.map(|b| b.unwrap()).collect();
-    arrow::compute::concat_batches(&b[0].schema(), &b).unwrap()
-}
-
-fn shard(p: &Project, object: &str) -> arrow::record_batch::RecordBatch {
-    read_parquet(
-        &p.root()
-            .join("cache/objects")
-            .join(&object[..2])
-            .join(format!("{object}.parquet")),
-    )
-}
-
 fn i64_at(t: &arrow::record_batch::RecordBatch, c: &str) -> i64 {
     t.column_by_name(c)
         .unwrap()
@@ -70,19 +51,16 @@ fn per_clip_objects_reuse_and_gc() {
     let idx = p.table("audio");
     let objects = strs(&idx, "object");
     assert_eq!(objects.len(), 6);
-    let first = shard(&p, objects[0].as_deref().unwrap());
+    let first = p.object(objects[0].as_deref().unwrap());
     assert_eq!(strs(&first, "clip_id")[0], strs(&idx, "clip_id")[0]);
     let wave = values(&first, "samples");
     assert_eq!(i64_at(&first, "sample_rate"), 16000);
-    let lm = shard(
-        &p,
-        strs(&p.table("logmel"), "object")[0].as_deref().unwrap(),
-    );
+    let lm = p.object(strs(&p.table("logmel"), "object")[0].as_deref().unwrap());
     let frames = i64_at(&lm, "frames") as usize;
     assert_eq!(frames, 1 + wave.len() / 160, "centred frames every 10 ms");
     assert_eq!(i64_at(&lm, "dim"), 40);
     assert_eq!(values(&lm, "values").len(), frames * 40);
-    let mf = shard(&p, strs(&p.table("mfcc"), "object")[0].as_deref().unwrap());
+    let mf = p.object(strs(&p.table("mfcc"), "object")[0].as_deref().unwrap());
     assert_eq!(i64_at(&mf, "dim"), 13);
 
     // One clip changes: one item recomputes in each per-clip stage.
@@ -156,10 +134,7 @@ stages:
     .unwrap();
     let (code, events, _) = p.run_json(&["all"]);
     assert_eq!(code, 0, "{events:?}");
-    let lm = shard(
-        &p,
-        strs(&p.table("logmel"), "object")[0].as_deref().unwrap(),
-    );
+    let lm = p.object(strs(&p.table("logmel"), "object")[0].as_deref().unwrap());
     let got = values(&lm, "values");
     let refs: Value =
         serde_json::from_slice(&std::fs::read(data.join("librosa_reference.json")).unwrap())
@@ -199,9 +174,9 @@ stages:
     assert_eq!(code, 0, "{events:?}");
     let objects = |s: &str| strs(&p.table(s), "object");
     for k in 0..2 {
-        let lm = shard(&p, objects("logmel")[k].as_deref().unwrap());
+        let lm = p.object(objects("logmel")[k].as_deref().unwrap());
         let (n, full) = (i64_at(&lm, "frames") as usize, values(&lm, "values"));
-        let seg = shard(&p, objects("patches")[k].as_deref().unwrap());
+        let seg = p.object(objects("patches")[k].as_deref().unwrap());
         assert_eq!(
             seg.num_rows(),
             n / 96,
@@ -221,14 +196,14 @@ stages:
             full[96 * 64 * last..96 * 64 * (last + 1)]
         );
 
-        let pad = shard(&p, objects("padded")[k].as_deref().unwrap());
+        let pad = p.object(objects("padded")[k].as_deref().unwrap());
         let pv = values(&pad, "values");
         assert_eq!(i64_at(&pad, "length") as usize, n);
         assert_eq!(pv.len(), 500 * 64);
         assert_eq!(pv[..n * 64], full[..]);
         assert!(pv[n * 64..].iter().all(|v| *v == 0.0));
 
-        let rs = shard(&p, objects("resampled")[k].as_deref().unwrap());
+        let rs = p.object(objects("resampled")[k].as_deref().unwrap());
         let rv = values(&rs, "values");
         assert_eq!(rv.len(), 32 * 64);
         for j in 0..32 {

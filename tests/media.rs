@@ -7,21 +7,6 @@ use arrow::array::{Array, BinaryArray, Float64Array, Int64Array};
 use arrow::record_batch::RecordBatch;
 use common::*;
 
-fn read_object(p: &Project, object: &str) -> RecordBatch {
-    let path = p
-        .root()
-        .join("cache/objects")
-        .join(&object[..2])
-        .join(format!("{object}.parquet"));
-    let f = std::fs::File::open(path).unwrap();
-    let r = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)
-        .unwrap()
-        .build()
-        .unwrap();
-    let b: Vec<_> = r.map(|b| b.unwrap()).collect();
-    arrow::compute::concat_batches(&b[0].schema(), &b).unwrap()
-}
-
 /// Every item of a sharded stage, by clip id.
 fn items(p: &Project, stage: &str) -> Vec<(String, RecordBatch)> {
     let idx = p.table(stage);
@@ -29,7 +14,7 @@ fn items(p: &Project, stage: &str) -> Vec<(String, RecordBatch)> {
     let objs = strs(&idx, "object");
     ids.into_iter()
         .zip(objs)
-        .map(|(i, o)| (i.unwrap(), read_object(p, o.as_deref().unwrap())))
+        .map(|(i, o)| (i.unwrap(), p.object(o.as_deref().unwrap())))
         .collect()
 }
 
@@ -68,21 +53,10 @@ stages:
     assert_eq!(code, 3, "bad inputs make the run partial: {events:?}");
 
     let failed = |stage: &str| -> Vec<(String, String)> {
-        let out = p.run(&["show", stage, "--json"]);
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        let mut e: Vec<_> = v["failed_items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|e| {
-                (
-                    e["item"].as_str().unwrap().to_string(),
-                    e["reason"].as_str().unwrap().to_string(),
-                )
-            })
-            .collect();
-        e.sort();
-        e
+        p.failed_items(stage)
+            .into_iter()
+            .map(|(i, _, r)| (i, r))
+            .collect()
     };
     let dec = failed("decode");
     let names: Vec<&str> = dec.iter().map(|e| e.0.as_str()).collect();

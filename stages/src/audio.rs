@@ -21,7 +21,7 @@ use ffmpeg_next as ffmpeg;
 
 use crate::params::{ParamSpec, ParamType};
 use crate::probe::init_ffmpeg;
-use crate::table::{batch, f64s, i64s, opt_f64, opt_str, str_col};
+use crate::table::{batch, f64s, i64s, opt_str, str_col};
 use crate::{resolve, ItemError, Mode, RunCtx, Stage};
 
 pub struct Audio;
@@ -279,17 +279,7 @@ impl Stage for Audio {
             Some(a) => (a.to_string(), "audio_path", None),
             None => {
                 let media = col("media_path")?.value(row).to_string();
-                let span = match (
-                    crate::table::f64_col(t, "start_s")
-                        .ok()
-                        .and_then(|c| opt_f64(c, row)),
-                    crate::table::f64_col(t, "end_s")
-                        .ok()
-                        .and_then(|c| opt_f64(c, row)),
-                ) {
-                    (Some(a), Some(b)) => Some((a, b)),
-                    _ => None,
-                };
+                let span = crate::table::span(t, row);
                 (media, "media_path", span)
             }
         };

@@ -25,7 +25,7 @@ use ffmpeg_next as ffmpeg;
 
 use crate::params::{ParamSpec, ParamType};
 use crate::probe::init_ffmpeg;
-use crate::table::{batch, f64_col, f64s, i64s, opt_f64, str_col};
+use crate::table::{batch, f64s, i64s, str_col};
 use crate::{resolve, ItemError, Mode, RunCtx, Stage};
 
 pub struct Decode;
@@ -336,13 +336,7 @@ impl Stage for Decode {
         let max_side = ctx.params.i64("max_side").map_err(p)?.max(0) as u32;
         let ids = str_col(t, "clip_id").map_err(|e| fail("clip_id", e.to_string()))?;
         let media = str_col(t, "media_path").map_err(|e| fail("media_path", e.to_string()))?;
-        let span = match (
-            f64_col(t, "start_s").ok().and_then(|c| opt_f64(c, row)),
-            f64_col(t, "end_s").ok().and_then(|c| opt_f64(c, row)),
-        ) {
-            (Some(a), Some(b)) => Some((a, b)),
-            _ => None,
-        };
+        let span = crate::table::span(t, row);
         let frames = decode_frames(
             &resolve(ctx.root, media.value(row)),
             span,

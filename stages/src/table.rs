@@ -68,6 +68,13 @@ pub fn opt_f64(a: &Float64Array, i: usize) -> Option<f64> {
     (!a.is_null(i)).then(|| a.value(i))
 }
 
+/// The `start_s`..`end_s` segment of a clip inside a longer recording, when the clips table
+/// has one for this row (IEMOCAP turns in a dialog video).
+pub fn span(t: &RecordBatch, row: usize) -> Option<(f64, f64)> {
+    let at = |c: &str| f64_col(t, c).ok().and_then(|a| opt_f64(a, row));
+    Some((at("start_s")?, at("end_s")?))
+}
+
 /// An empty table with the given schema, for stages whose every item failed.
 pub fn empty(fields: Vec<(&str, DataType)>) -> RecordBatch {
     let schema = Schema::new(

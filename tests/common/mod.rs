@@ -90,14 +90,37 @@ impl Project {
         let out = self.run(&["show", stage, "--json"]);
         let v: Value = serde_json::from_slice(&out.stdout)
             .unwrap_or_else(|_| panic!("show {stage}: {}", String::from_utf8_lossy(&out.stderr)));
-        let path = v["artifact"].as_str().expect("stage is computed");
-        let f = std::fs::File::open(path).unwrap();
-        let r = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)
+        read_parquet(Path::new(
+            v["artifact"].as_str().expect("stage is computed"),
+        ))
+    }
+
+    /// One stored object (a sharded stage's item) by its hash.
+    pub fn object(&self, hash: &str) -> arrow::record_batch::RecordBatch {
+        read_parquet(
+            &self
+                .root()
+                .join("cache/objects")
+                .join(&hash[..2])
+                .join(format!("{hash}.parquet")),
+        )
+    }
+
+    /// A stage's failed items as (item, field, reason), sorted.
+    pub fn failed_items(&self, stage: &str) -> Vec<(String, String, String)> {
+        let out = self.run(&["show", stage, "--json"]);
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let mut e: Vec<_> = v["failed_items"]
+            .as_array()
             .unwrap()
-            .build()
-            .unwrap();
-        let batches: Vec<_> = r.map(|b| b.unwrap()).collect();
-        arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap()
+            .iter()
+            .map(|e| {
+                let f = |k: &str| e[k].as_str().unwrap().to_string();
+                (f("item"), f("field"), f("reason"))
+            })
+            .collect();
+        e.sort();
+        e
     }
 
     pub fn root(&self) -> &Path {
@@ -260,4 +283,14 @@ pub fn f64s(t: &arrow::record_batch::RecordBatch, name: &str) -> Vec<Option<f64>
     (0..a.len())
         .map(|i| (!a.is_null(i)).then(|| a.value(i)))
         .collect()
+}
+
+pub fn read_parquet(path: &Path) -> arrow::record_batch::RecordBatch {
+    let f = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let r = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)
+        .unwrap()
+        .build()
+        .unwrap();
+    let batches: Vec<_> = r.map(|b| b.unwrap()).collect();
+    arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap()
 }

@@ -375,7 +375,8 @@ fn iemocap_layout_four_classes_and_leave_one_session_out() {
             for line in std::fs::read_to_string(f.path()).unwrap().lines() {
                 if line.starts_with('[') {
                     let parts: Vec<&str> = line.split('\t').collect();
-                    truth.insert(parts[1].to_string(), (s, parts[2].to_string()));
+                    let valence: f64 = parts[3][1..].split(',').next().unwrap().parse().unwrap();
+                    truth.insert(parts[1].to_string(), (s, parts[2].to_string(), valence));
                 }
             }
         }
@@ -388,8 +389,14 @@ fn iemocap_layout_four_classes_and_leave_one_session_out() {
     let audio = strs(&t, "audio_path");
     let media = strs(&t, "media_path");
     let (start, end) = (f64s(&t, "start_s"), f64s(&t, "end_s"));
+    let valence = f64s(&t, "valence");
     for i in 0..20 {
         let id = ids[i].clone().unwrap();
+        assert_eq!(
+            valence[i],
+            Some(truth[&id].2),
+            "{id}: the corpus's [V, A, D]"
+        );
         assert!(p.root().join(audio[i].as_deref().unwrap()).is_file());
         assert!(media[i].as_deref().unwrap().ends_with(".avi"));
         assert!(start[i].unwrap() < end[i].unwrap());
@@ -449,7 +456,7 @@ fn iemocap_layout_four_classes_and_leave_one_session_out() {
                 *got.entry(k.2.clone()).or_default() += v;
             }
         }
-        for (_, c) in truth.values() {
+        for (_, c, _) in truth.values() {
             *want.entry(four(c)).or_default() += 1;
         }
         assert_eq!(got, want, "fold {fold}");

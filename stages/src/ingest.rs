@@ -67,6 +67,8 @@ struct Row {
     span: Option<(f64, f64)>,
     speaker: Option<String>,
     emotion: Option<String>,
+    /// IEMOCAP's dimensional annotation: valence, activation (arousal), dominance on 1..5.
+    vad: Option<[f64; 3]>,
 }
 
 struct Manifest {
@@ -238,6 +240,7 @@ impl Ingest {
                 span: None,
                 speaker: None,
                 emotion: None,
+                vad: None,
             });
         }
         Ok(Manifest {
@@ -260,7 +263,7 @@ impl Stage for Ingest {
         "ingest"
     }
     fn version(&self) -> u32 {
-        2
+        3
     }
     fn about(&self) -> &'static str {
         "read a dataset (MMSA layout, IEMOCAP sessions or plain CSV) into the clips table"
@@ -416,6 +419,18 @@ impl Stage for Ingest {
                 "emotion",
                 opt_strings(kept.iter().map(|(r, _)| r.emotion.clone()).collect()),
             ),
+            (
+                "valence",
+                f64s(kept.iter().map(|(r, _)| r.vad.map(|v| v[0])).collect()),
+            ),
+            (
+                "arousal",
+                f64s(kept.iter().map(|(r, _)| r.vad.map(|v| v[1])).collect()),
+            ),
+            (
+                "dominance",
+                f64s(kept.iter().map(|(r, _)| r.vad.map(|v| v[2])).collect()),
+            ),
         ])?;
         Ok(Output { table, errors })
     }
@@ -521,6 +536,7 @@ mod iemocap {
                         span: Some((e.start, e.end)),
                         speaker,
                         emotion: Some(e.category.to_string()),
+                        vad: e.vad,
                     });
                 }
             }
@@ -543,6 +559,7 @@ mod iemocap {
         pub end: f64,
         pub turn: &'a str,
         pub category: &'a str,
+        pub vad: Option<[f64; 3]>,
     }
 
     /// `[6.2901 - 8.2357]<TAB>Ses01F_impro01_F000<TAB>neu<TAB>[2.5000, 2.5000, 2.5000]`
@@ -553,11 +570,22 @@ mod iemocap {
         let (start, end) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
         let turn = f.next()?.trim();
         let category = f.next()?.trim();
+        let vad = f.next().and_then(|v| {
+            let nums: Vec<f64> = v
+                .trim()
+                .strip_prefix('[')?
+                .strip_suffix(']')?
+                .split(',')
+                .map(|x| x.trim().parse().ok())
+                .collect::<Option<_>>()?;
+            <[f64; 3]>::try_from(nums).ok()
+        });
         (!turn.is_empty() && !category.is_empty() && end >= start).then_some(Eval {
             start,
             end,
             turn,
             category,
+            vad,
         })
     }
 
@@ -587,6 +615,7 @@ mod iemocap {
                 (e.start, e.end, e.turn, e.category),
                 (6.2901, 8.2357, "Ses01F_impro01_F000", "neu")
             );
+            assert_eq!(e.vad, Some([2.5, 2.5, 2.5]));
             assert!(parse_eval("C-E2:\tNeutral;\t()").is_none());
             let t = transcripts(
                 b"Ses01F_impro01_F000 [006.2901-008.2357]: Excuse me.\nM: [LAUGHTER]\n",

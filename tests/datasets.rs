@@ -6,7 +6,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use arrow::array::{Array, Int64Array, UInt64Array};
+use arrow::array::{Int64Array, UInt64Array};
 use common::*;
 
 const DEFAULT: &str = include_str!("../pipeline/default.yaml");
@@ -85,20 +85,8 @@ fn label_rows(root: &Path) -> Vec<BTreeMap<String, String>> {
 /// (fold, split, class) -> clips, from the summary stage's table.
 fn summary_counts(p: &Project) -> BTreeMap<(i64, String, String), u64> {
     let t = p.table("summary");
-    let fold = t
-        .column_by_name("fold")
-        .unwrap()
-        .as_any()
-        .downcast_ref::<Int64Array>()
-        .unwrap()
-        .clone();
-    let clips = t
-        .column_by_name("clips")
-        .unwrap()
-        .as_any()
-        .downcast_ref::<UInt64Array>()
-        .unwrap()
-        .clone();
+    let fold = typed::<Int64Array>(&t, "fold");
+    let clips = typed::<UInt64Array>(&t, "clips");
     let split = strs(&t, "split");
     let class = strs(&t, "class_name");
     (0..t.num_rows())
@@ -303,13 +291,7 @@ fn bad_inputs_are_named_by_clip_and_field_and_the_rest_runs() {
     let probe = p.table("probe");
     let pid = strs(&probe, "clip_id");
     let dur = f64s(&probe, "duration_s");
-    let has_audio = probe
-        .column_by_name("has_audio")
-        .unwrap()
-        .as_any()
-        .downcast_ref::<arrow::array::BooleanArray>()
-        .unwrap()
-        .clone();
+    let has_audio = typed::<arrow::array::BooleanArray>(&probe, "has_audio");
     let at = |name: &str| {
         pid.iter()
             .position(|i| i.as_deref() == Some(&format!("bad_inputs/{name}")[..]))
@@ -344,13 +326,7 @@ fn mosi_layout_labels_in_minus_three_to_three() {
     assert_eq!(summary_counts(&p), want);
     // acc7 of a MOSI score is round(y) + 3
     let l = p.table("labels");
-    let acc7 = l
-        .column_by_name("acc7")
-        .unwrap()
-        .as_any()
-        .downcast_ref::<Int64Array>()
-        .unwrap()
-        .clone();
+    let acc7 = typed::<Int64Array>(&l, "acc7");
     let y = f64s(&l, "y");
     for (i, y) in y.iter().enumerate() {
         assert_eq!(acc7.value(i), (y.unwrap().round_ties_even() + 3.0) as i64);
@@ -406,13 +382,7 @@ fn iemocap_layout_four_classes_and_leave_one_session_out() {
     // Each fold tests one whole session and trains on the other four.
     let sp = p.table("split");
     let (sid, ssplit) = (strs(&sp, "clip_id"), strs(&sp, "split"));
-    let sfold = sp
-        .column_by_name("fold")
-        .unwrap()
-        .as_any()
-        .downcast_ref::<Int64Array>()
-        .unwrap()
-        .clone();
+    let sfold = typed::<Int64Array>(&sp, "fold");
     let mut tested: BTreeMap<i64, std::collections::BTreeSet<i32>> = BTreeMap::new();
     for i in 0..sp.num_rows() {
         let session = truth[sid[i].as_deref().unwrap()].0;

@@ -16,12 +16,7 @@ stages:
 ";
 
 fn i64_at(t: &arrow::record_batch::RecordBatch, c: &str) -> i64 {
-    t.column_by_name(c)
-        .unwrap()
-        .as_any()
-        .downcast_ref::<Int64Array>()
-        .unwrap()
-        .value(0)
+    typed::<Int64Array>(t, c).value(0)
 }
 
 fn values(t: &arrow::record_batch::RecordBatch, c: &str) -> Vec<f32> {

@@ -3,7 +3,7 @@
 
 mod common;
 
-use arrow::array::{Array, BinaryArray, Float64Array, Int64Array};
+use arrow::array::{BinaryArray, Float64Array, Int64Array};
 use arrow::record_batch::RecordBatch;
 use common::*;
 
@@ -16,22 +16,6 @@ fn items(p: &Project, stage: &str) -> Vec<(String, RecordBatch)> {
         .zip(objs)
         .map(|(i, o)| (i.unwrap(), p.object(o.as_deref().unwrap())))
         .collect()
-}
-
-fn i64c<'a>(t: &'a RecordBatch, c: &str) -> &'a Int64Array {
-    t.column_by_name(c)
-        .unwrap()
-        .as_any()
-        .downcast_ref()
-        .unwrap()
-}
-
-fn f64c<'a>(t: &'a RecordBatch, c: &str) -> &'a Float64Array {
-    t.column_by_name(c)
-        .unwrap()
-        .as_any()
-        .downcast_ref()
-        .unwrap()
 }
 
 #[test]
@@ -76,8 +60,8 @@ stages:
     // Uniform sampling: 6 frames at the centres of 6 equal slices, scaled to 320 wide.
     for (id, t) in items(&p, "decode") {
         assert_eq!(t.num_rows(), 6, "{id}");
-        let target = f64c(&t, "target_s");
-        let pts = f64c(&t, "pts_s");
+        let target = typed::<Float64Array>(&t, "target_s");
+        let pts = typed::<Float64Array>(&t, "pts_s");
         for i in 0..6 {
             assert!(
                 pts.value(i) <= target.value(i) + 1e-9,
@@ -85,13 +69,8 @@ stages:
             );
             assert!(target.value(i) - pts.value(i) < 0.04 + 1e-9, "{id}: 25 fps");
         }
-        assert_eq!(i64c(&t, "width").value(0), 320);
-        let rgb: &BinaryArray = t
-            .column_by_name("rgb")
-            .unwrap()
-            .as_any()
-            .downcast_ref()
-            .unwrap();
+        assert_eq!(typed::<Int64Array>(&t, "width").value(0), 320);
+        let rgb = typed::<BinaryArray>(&t, "rgb");
         assert_eq!(rgb.value(0).len(), 320 * 240 * 3);
     }
 
@@ -102,20 +81,15 @@ stages:
         assert!(!id.ends_with("no_face"));
         frames += 6;
         frames_with_face += t.num_rows();
-        let prob = f64c(&t, "prob");
-        let crop: &BinaryArray = t
-            .column_by_name("crop")
-            .unwrap()
-            .as_any()
-            .downcast_ref()
-            .unwrap();
+        let prob = typed::<Float64Array>(&t, "prob");
+        let crop = typed::<BinaryArray>(&t, "crop");
         for i in 0..t.num_rows() {
             assert!(prob.value(i) > 0.9, "{id}");
             let (x1, y1, x2, y2) = (
-                f64c(&t, "x1").value(i),
-                f64c(&t, "y1").value(i),
-                f64c(&t, "x2").value(i),
-                f64c(&t, "y2").value(i),
+                typed::<Float64Array>(&t, "x1").value(i),
+                typed::<Float64Array>(&t, "y1").value(i),
+                typed::<Float64Array>(&t, "x2").value(i),
+                typed::<Float64Array>(&t, "y2").value(i),
             );
             assert!(
                 x1 < x2 && y1 < y2 && x2 - x1 > 40.0,
@@ -132,13 +106,13 @@ stages:
 
     // fps: one frame every 0.25 s; window: one random frame inside each full 960 ms window.
     for (id, t) in items(&p, "every") {
-        let target = f64c(&t, "target_s");
+        let target = typed::<Float64Array>(&t, "target_s");
         for i in 0..t.num_rows() {
             assert!((target.value(i) - i as f64 * 0.25).abs() < 1e-9, "{id}");
         }
     }
     for (id, t) in items(&p, "windows") {
-        let target = f64c(&t, "target_s");
+        let target = typed::<Float64Array>(&t, "target_s");
         assert!(t.num_rows() >= 1, "{id}");
         for i in 0..t.num_rows() {
             let x = target.value(i);

@@ -144,14 +144,7 @@ fn crop_face(img: &Mat, f: &Face, size: i32, margin: i32, align: bool) -> opencv
         let x2 = ((b[2] + mx / 2.0).min(f64::from(w)) as i32).max(x1 + 1);
         let y2 = ((b[3] + my / 2.0).min(f64::from(h)) as i32).max(y1 + 1);
         let roi = Mat::roi(img, Rect::new(x1, y1, x2 - x1, y2 - y1))?;
-        imgproc::resize(
-            &roi,
-            &mut out,
-            Size::new(size, size),
-            0.0,
-            0.0,
-            imgproc::INTER_AREA,
-        )?;
+        out = mtcnn::resize_area(&roi, size, size)?;
     }
     Ok(out.data_bytes()?.to_vec())
 }

@@ -122,15 +122,7 @@ fn run(nets: &mut Nets, rgb: &[u8], w: usize, h: usize, p: &Params) -> CvResult<
     for &scale in &scales {
         let sw = (w as f64 * scale).ceil() as i32;
         let sh = (h as f64 * scale).ceil() as i32;
-        let mut scaled = Mat::default();
-        imgproc::resize(
-            &img,
-            &mut scaled,
-            Size::new(sw, sh),
-            0.0,
-            0.0,
-            imgproc::INTER_AREA,
-        )?;
+        let scaled = resize_area(&img, sw, sh)?;
         let mut f = Mat::default();
         scaled.convert_to(&mut f, CV_32FC3, 1.0, 0.0)?;
         let blob = transposed_blob(&[f])?;
@@ -325,11 +317,16 @@ fn crop(img: &Mat, b: [f64; 4], size: i32) -> CvResult<Mat> {
             }
         }
     }
+    resize_area(&tmp, size, size)
+}
+
+/// OpenCV's INTER_AREA resize (what MTCNN's crops and facenet-pytorch's `extract_face` use).
+pub fn resize_area(src: &impl opencv::core::ToInputArray, w: i32, h: i32) -> CvResult<Mat> {
     let mut out = Mat::default();
     imgproc::resize(
-        &tmp,
+        src,
         &mut out,
-        Size::new(size, size),
+        Size::new(w, h),
         0.0,
         0.0,
         imgproc::INTER_AREA,

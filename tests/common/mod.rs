@@ -294,3 +294,16 @@ pub fn read_parquet(path: &Path) -> arrow::record_batch::RecordBatch {
     let batches: Vec<_> = r.map(|b| b.unwrap()).collect();
     arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap()
 }
+
+/// Column `name` of `t` as its concrete Arrow array type.
+pub fn typed<T: arrow::array::Array + Clone + 'static>(
+    t: &arrow::record_batch::RecordBatch,
+    name: &str,
+) -> T {
+    t.column_by_name(name)
+        .unwrap_or_else(|| panic!("no column {name}"))
+        .as_any()
+        .downcast_ref::<T>()
+        .unwrap_or_else(|| panic!("column {name} has another type"))
+        .clone()
+}

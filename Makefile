@@ -8,7 +8,7 @@ DEMO_SEED ?= 1
 DEMO_DIR  ?= data/demo
 BIN       := target/release/pipeline
 
-.PHONY: setup build run test lint fmt bench demo-data clean
+.PHONY: setup build run test lint fmt bench demo-data models clean
 
 setup:
 	@scripts/setup.sh
@@ -26,10 +26,20 @@ $(DEMO_STAMP): scripts/demo/make_demo.py scripts/demo/make-demo.sh
 	scripts/demo/make-demo.sh $(DEMO_DIR) $(DEMO_N) $(DEMO_SEED)
 	touch $@
 
-run: build demo-data
+# Pretrained models that ship inside PyPI wheels, exported once to TorchScript
+# (scripts/models/export.py), and their packages' own outputs on fixed clips for the tests.
+MODELS_STAMP := data/models/embed/.made
+models: setup $(MODELS_STAMP)
+
+$(MODELS_STAMP): scripts/models/export.py scripts/models/setup-torch.sh tests/data/speech16k.wav
+	.venv-torch/bin/python scripts/models/export.py bundled data/models/embed
+	.venv-torch/bin/python scripts/models/export.py reference data/models/reference tests/data
+	touch $@
+
+run: build demo-data models
 	$(BIN) run all
 
-test: setup
+test: setup models
 	cargo test --workspace --all-targets
 
 lint: setup

@@ -36,6 +36,12 @@ if [ ! -f "$venv/.ok" ] || [ "$(cat "$venv/.ok")" != "$want" ]; then
   echo "$want" > "$venv/.ok"
 fi
 PYTHON="$venv/bin/python" "$root/scripts/demo/fetch-assets.sh" "$root/data/assets"
+
+# libtorch for the tch-based stages, and Python torch for the one-time TorchScript export of the
+# pretrained models (scripts/models/). PyPI's torch wheel is the only torch that can be had
+# offline; `import torch` needs its whole CUDA wheel set even on CPU, so the full set is
+# installed once and the Rust build links against the same files (.cargo/config.toml).
+"$root/scripts/models/setup-torch.sh" "$root/.venv-torch"
 PYTHON="$venv/bin/python" "$root/scripts/models/fetch-mtcnn.sh" "$root/data/models/mtcnn"
 
 if ! command -v cargo >/dev/null; then

@@ -465,7 +465,7 @@ fn execute(
         files: &key.files,
         shards: &shards,
     };
-    let (table, errors, computed, reused) = match stage.mode() {
+    let (table, errors, computed, reused) = match stage.mode(&s.params) {
         StageMode::Table => {
             rep.stage_start(&s.name, &key.key, None);
             let out = stage
@@ -488,7 +488,7 @@ fn execute(
             Some(&env.store),
         )?,
     };
-    if matches!(stage.mode(), StageMode::Table) {
+    if matches!(stage.mode(&s.params), StageMode::Table) {
         // Per-item stages report their failures as they happen.
         for e in &errors {
             rep.item_error(&s.name, e);
@@ -602,49 +602,80 @@ fn run_items(
     rep.progress(name, reused, n);
     let delay = test_item_delay();
     let writer = Mutex::new(db);
-    let computed: Vec<(usize, Result<RecordBatch, ItemError>)> = missing
-        .par_iter()
-        .map(|&r| {
-            let id = ids.value(r).to_string();
-            let res =
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| stage.run_item(ctx, r)))
-                    .unwrap_or_else(|p| {
-                        let msg = p
-                            .downcast_ref::<String>()
-                            .cloned()
-                            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                            .unwrap_or_default();
-                        Err(ItemError::new(&id, "", format!("stage panicked: {msg}")))
-                    })
-                    .map_err(|mut e| {
-                        if e.item.is_empty() {
-                            e.item = id.clone();
-                        }
-                        e
-                    });
-            if let Some(d) = delay {
-                std::thread::sleep(d);
-            }
-            let res = match res {
-                Ok(b) => match store_item(shard_store, &writer, key, &hashes[r], &id, id_column, b)
-                {
-                    Ok(b) => Ok(b),
-                    Err(e) => Err(ItemError::new(
-                        &id,
-                        "",
-                        format!("could not store the item: {e:#}"),
-                    )),
-                },
-                Err(e) => {
-                    rep.item_error(name, &e);
-                    Err(e)
-                }
-            };
-            let d = done.fetch_add(1, Ordering::Relaxed) + 1;
-            rep.progress(name, d, n);
-            (r, res)
+    let catch = |rows: &[usize], f: &dyn Fn() -> Vec<Result<RecordBatch, ItemError>>| {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|p| {
+            let msg = p
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            rows.iter()
+                .map(|_| Err(ItemError::new("", "", format!("stage panicked: {msg}"))))
+                .collect()
         })
-        .collect();
+    };
+    // Stores one computed item and reports it; runs on the thread pool.
+    let finish = |r: usize, res: Result<RecordBatch, ItemError>| {
+        let id = ids.value(r).to_string();
+        let res = res.map_err(|mut e| {
+            if e.item.is_empty() {
+                e.item = id.clone();
+            }
+            e
+        });
+        if let Some(d) = delay {
+            std::thread::sleep(d);
+        }
+        let res = match res {
+            Ok(b) => match store_item(shard_store, &writer, key, &hashes[r], &id, id_column, b) {
+                Ok(b) => Ok(b),
+                Err(e) => Err(ItemError::new(
+                    &id,
+                    "",
+                    format!("could not store the item: {e:#}"),
+                )),
+            },
+            Err(e) => {
+                rep.item_error(name, &e);
+                Err(e)
+            }
+        };
+        let d = done.fetch_add(1, Ordering::Relaxed) + 1;
+        rep.progress(name, d, n);
+        (r, res)
+    };
+    let computed: Vec<(usize, Result<RecordBatch, ItemError>)> = match stage.batch_items(ctx.params)
+    {
+        None => missing
+            .par_iter()
+            .map(|&r| {
+                let res = catch(&[r], &|| vec![stage.run_item(ctx, r)])
+                    .pop()
+                    .expect("one result");
+                finish(r, res)
+            })
+            .collect(),
+        Some(b) => {
+            let mut out = Vec::with_capacity(missing.len());
+            for rows in missing.chunks(b.max(1)) {
+                let mut res = catch(rows, &|| stage.run_batch(ctx, rows));
+                if res.len() != rows.len() {
+                    res = rows
+                        .iter()
+                        .map(|_| Err(ItemError::new("", "", "the stage lost items of a batch")))
+                        .collect();
+                }
+                let pairs: Vec<_> = rows.iter().copied().zip(res).collect();
+                out.extend(
+                    pairs
+                        .into_par_iter()
+                        .map(|(r, res)| finish(r, res))
+                        .collect::<Vec<_>>(),
+                );
+            }
+            out
+        }
+    };
     let computed_ok = computed.iter().filter(|(_, r)| r.is_ok()).count();
     for (r, res) in computed {
         slots[r] = Some(res);

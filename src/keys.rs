@@ -136,8 +136,30 @@ pub fn compute(
             }
         };
         let hashes = hash_files(db, &files)?;
+        // A path param naming one of the declared files (a model, a tokenizer) is keyed by the
+        // file's content, not its name: the same weights under another path or on another
+        // machine give the same key.
+        let mut params_map = s.params.0.clone();
+        let mut by_content = std::collections::BTreeSet::new();
+        for spec in stage.params() {
+            if spec.ty != stages::ParamType::Path {
+                continue;
+            }
+            let Some(v) = params_map.get_mut(spec.name) else {
+                continue;
+            };
+            let Some(path) = v.as_str().filter(|p| !p.is_empty()) else {
+                continue;
+            };
+            let full = stages::resolve(&plan.root, path);
+            if let Some(Some(info)) = hashes.get(&full) {
+                *v = json!({"content": info.hash});
+                by_content.insert(full);
+            }
+        }
         let file_list: Vec<J> = hashes
             .iter()
+            .filter(|(p, _)| !by_content.contains(*p))
             .map(|(p, info)| {
                 let rel = p
                     .strip_prefix(&plan.root)
@@ -148,7 +170,7 @@ pub fn compute(
             })
             .collect();
         let files_digest = digest("files", &J::Array(file_list.clone()));
-        let params = J::Object(s.params.0.clone().into_iter().collect());
+        let params = J::Object(params_map.into_iter().collect());
         let identity = json!({
             "kind": s.kind,
             "version": stage.version(),

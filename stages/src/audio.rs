@@ -250,7 +250,7 @@ impl Stage for Audio {
     fn arity(&self) -> (usize, usize) {
         (1, 1)
     }
-    fn mode(&self) -> Mode {
+    fn mode(&self, _params: &crate::Params) -> Mode {
         Mode::Sharded {
             id_column: "clip_id",
             reads: &[

@@ -296,7 +296,7 @@ impl Stage for Decode {
     fn arity(&self) -> (usize, usize) {
         (1, 1)
     }
-    fn mode(&self) -> Mode {
+    fn mode(&self, _params: &crate::Params) -> Mode {
         Mode::Sharded {
             id_column: "clip_id",
             reads: &["clip_id", "media_path", "media_hash", "start_s", "end_s"],

@@ -144,7 +144,7 @@ impl Stage for LogMel {
     fn arity(&self) -> (usize, usize) {
         (1, 1)
     }
-    fn mode(&self) -> Mode {
+    fn mode(&self, _params: &crate::Params) -> Mode {
         MODE
     }
     fn run_item(&self, ctx: &RunCtx, row: usize) -> Result<RecordBatch, ItemError> {
@@ -168,7 +168,7 @@ impl Stage for Mfcc {
     fn arity(&self) -> (usize, usize) {
         (1, 1)
     }
-    fn mode(&self) -> Mode {
+    fn mode(&self, _params: &crate::Params) -> Mode {
         MODE
     }
     fn run_item(&self, ctx: &RunCtx, row: usize) -> Result<RecordBatch, ItemError> {
@@ -253,7 +253,7 @@ impl Stage for Segment {
     fn arity(&self) -> (usize, usize) {
         (1, 1)
     }
-    fn mode(&self) -> Mode {
+    fn mode(&self, _params: &crate::Params) -> Mode {
         MODE
     }
     fn run_item(&self, ctx: &RunCtx, row: usize) -> Result<RecordBatch, ItemError> {
@@ -345,7 +345,7 @@ impl Stage for Pad {
     fn arity(&self) -> (usize, usize) {
         (1, 1)
     }
-    fn mode(&self) -> Mode {
+    fn mode(&self, _params: &crate::Params) -> Mode {
         MODE
     }
     fn run_item(&self, ctx: &RunCtx, row: usize) -> Result<RecordBatch, ItemError> {

@@ -7,6 +7,7 @@ pub mod table;
 
 pub mod audio;
 pub mod decode;
+pub mod embed;
 pub mod face;
 pub mod features;
 pub mod ingest;
@@ -16,6 +17,7 @@ pub mod probe;
 pub mod spectral;
 pub mod split;
 pub mod summary;
+pub mod torch;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -160,7 +162,7 @@ pub trait Stage: Send + Sync {
     fn params(&self) -> &'static [ParamSpec];
     /// Minimum and maximum number of input tables.
     fn arity(&self) -> (usize, usize);
-    fn mode(&self) -> Mode {
+    fn mode(&self, _params: &crate::Params) -> Mode {
         Mode::Table
     }
     /// Files outside the cache that the output depends on (manifests, media, model weights).
@@ -192,6 +194,17 @@ pub trait Stage: Send + Sync {
             format!("stage kind `{}` computes whole tables", self.kind()),
         ))
     }
+    /// How many items a per-item stage wants per [`Stage::run_batch`] call. `None` (most stages)
+    /// runs items one by one, several at once on the thread pool; `Some` hands the stage
+    /// batches one after another, for stages whose work is batched inside (a model's forward
+    /// pass on a whole batch of clips) and already uses every core.
+    fn batch_items(&self, _params: &Params) -> Option<usize> {
+        None
+    }
+    /// Several items at once (see [`Stage::batch_items`]); one result per row, in order.
+    fn run_batch(&self, ctx: &RunCtx, rows: &[usize]) -> Vec<Result<RecordBatch, ItemError>> {
+        rows.iter().map(|&r| self.run_item(ctx, r)).collect()
+    }
 }
 
 /// Every stage kind this build knows.
@@ -209,6 +222,7 @@ pub fn registry() -> Vec<Box<dyn Stage>> {
         Box::new(features::Segment),
         Box::new(features::Pad),
         Box::new(summary::Summary),
+        Box::new(embed::Embed::default()),
     ]
 }
 

@@ -87,7 +87,7 @@ impl Stage for Probe {
     fn arity(&self) -> (usize, usize) {
         (1, 1)
     }
-    fn mode(&self) -> Mode {
+    fn mode(&self, _params: &crate::Params) -> Mode {
         Mode::PerItem {
             id_column: "clip_id",
             reads: &["media_path", "media_hash"],

@@ -242,7 +242,7 @@ impl Spectral {
         })
     }
 
-    fn to_db(&self, s: Vec<f64>) -> Vec<f64> {
+    pub fn to_db(&self, s: Vec<f64>) -> Vec<f64> {
         let amin = self.cfg.amin;
         let mut db: Vec<f64> = s.into_iter().map(|v| 10.0 * v.max(amin).log10()).collect();
         if let Some(top) = self.cfg.top_db {

@@ -1,0 +1,58 @@
+//! libtorch plumbing shared by the model stages: which device to run on, and TorchScript
+//! modules loaded once per process and file content.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use tch::{CModule, Device};
+
+/// `auto` takes the first CUDA device when libtorch sees one, else the CPU.
+pub fn device(name: &str) -> Result<Device, String> {
+    let cuda = tch::Cuda::is_available();
+    match name {
+        "cpu" => Ok(Device::Cpu),
+        "cuda" if cuda => Ok(Device::Cuda(0)),
+        "cuda" => Err(
+            "device cuda: libtorch sees no CUDA device (a CUDA build needs \
+                       PIPELINE_CUDA=1 at build time and the torch wheel's CUDA libraries)"
+                .into(),
+        ),
+        "auto" => Ok(if cuda { Device::Cuda(0) } else { Device::Cpu }),
+        other => Err(format!("unknown device `{other}` (auto, cpu or cuda)")),
+    }
+}
+
+/// A TorchScript module in eval mode on its device. Forward passes take the lock: libtorch
+/// already spreads one pass over every core.
+pub struct Loaded {
+    pub module: Mutex<CModule>,
+    pub device: Device,
+}
+
+/// Modules by file content hash and device, so a run loads each model once however many
+/// batches it has.
+#[derive(Default)]
+pub struct ModelCache(Mutex<HashMap<(String, String), Arc<Loaded>>>);
+
+impl ModelCache {
+    pub fn get(&self, path: &Path, hash: &str, device: Device) -> Result<Arc<Loaded>, String> {
+        let key = (hash.to_string(), format!("{device:?}"));
+        if let Some(m) = self.0.lock().unwrap().get(&key) {
+            return Ok(m.clone());
+        }
+        let mut module = CModule::load_on_device(path, device).map_err(|e| {
+            format!(
+                "{}: cannot load as a TorchScript module: {e}",
+                path.display()
+            )
+        })?;
+        module.set_eval();
+        let m = Arc::new(Loaded {
+            module: Mutex::new(module),
+            device,
+        });
+        self.0.lock().unwrap().insert(key, m.clone());
+        Ok(m)
+    }
+}

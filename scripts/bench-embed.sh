@@ -52,8 +52,9 @@ lines = [f"## Pretrained embeddings, {n} demo clips, 2 cores, CPU, torch 2.13 on
 for name, stage, key, who in rows:
     a, b = secs[stage], peer[key]["secs"]
     lines.append(f"| {name} | {a:.2f} s | {n / a:.1f} | {who}: {b:.2f} s | {n / b:.1f} | {b / a:.2f}x |")
-lines += ["", f"face crops embedded: {peer['vision']['items']}; pipeline start-up and model load included, "
-          "the peers' model load excluded"]
+lines += ["", f"face crops embedded: {peer['vision']['items']}. Both sides' times include loading the model "
+          "from disk (Python: " + ", ".join(f"{k} {v['load_secs']:.2f} s" for k, v in peer.items()) + "); the "
+          "pipeline's also include storing each clip's output as a Parquet object."]
 print("\n".join(lines))
 open(f"{out}/embed.md", "w").write("\n".join(lines) + "\n")
 PY

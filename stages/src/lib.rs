@@ -13,6 +13,7 @@ pub mod features;
 pub mod ingest;
 pub mod labels;
 pub mod mtcnn;
+pub mod nets;
 pub mod probe;
 pub mod spectral;
 pub mod split;

@@ -1,0 +1,560 @@
+//! Uni2Mul's networks (paper 000, SPEC.md §4) in tch: the stage-one unimodal encoders with
+//! their Table 2 alternatives, and the stage-two fusion heads on X_M = [H_V : H_A : H_T].
+//!
+//! Inputs are `[B, T, D]` sequences (T = 10 frames, 128 audio steps, 36 tokens). Convolutions
+//! use Keras' default `valid` padding, as the paper's Keras code would; activations the paper
+//! leaves unnamed are ReLU. LSTMs follow PyTorch's layout (two bias vectors per gate set).
+
+use tch::nn::{self, Module, ModuleT, RNN};
+use tch::{Kind, Tensor};
+
+/// Encoder architectures (Table 2).
+pub const ENCODERS: &[&str] = &[
+    "cnn_lstm",
+    "cnn",
+    "cnn_attn_lstm",
+    "cnn_attn_bilstm",
+    "bilstm",
+    "cnn_bilstm",
+    "cnn_attn",
+    "attn_bilstm",
+];
+
+/// Fusion types (Table 3).
+pub const FUSIONS: &[&str] = &["concat", "attention", "transformer", "conformer"];
+
+fn relu_conv(vs: nn::Path, i: i64, o: i64, k: i64, stride: i64) -> nn::Conv1D {
+    nn::conv1d(
+        vs,
+        i,
+        o,
+        k,
+        nn::ConvConfig {
+            stride,
+            ..Default::default()
+        },
+    )
+}
+
+/// Output length of a `valid` convolution.
+fn conv_len(t: i64, k: i64, stride: i64) -> i64 {
+    (t - k) / stride + 1
+}
+
+/// The paper's attention: score = softmax(W_attn · tanh(Q Kᵀ)) over the last axis, with W_attn
+/// a dense layer on the key axis (so it needs a fixed length) and V = K.
+#[derive(Debug)]
+struct TanhAttention {
+    w: nn::Linear,
+}
+
+impl TanhAttention {
+    fn new(vs: nn::Path, t: i64) -> Self {
+        TanhAttention {
+            w: nn::linear(vs / "w_attn", t, t, Default::default()),
+        }
+    }
+    fn forward(&self, q: &Tensor, k: &Tensor) -> Tensor {
+        let s = q.matmul(&k.transpose(1, 2)).tanh();
+        let a = self.w.forward(&s).softmax(-1, Kind::Float);
+        a.matmul(k)
+    }
+}
+
+/// Final hidden states of a bidirectional LSTM, forward and backward concatenated.
+fn bilstm_last(lstm: &nn::LSTM, x: &Tensor) -> Tensor {
+    let (_, state) = lstm.seq(x);
+    let h = state.h(); // [2, B, H]
+    Tensor::cat(&[h.get(0), h.get(1)], 1)
+}
+
+fn bilstm(vs: nn::Path, i: i64, h: i64) -> nn::LSTM {
+    nn::lstm(
+        vs,
+        i,
+        h,
+        nn::RNNConfig {
+            bidirectional: true,
+            batch_first: true,
+            ..Default::default()
+        },
+    )
+}
+
+/// A stage-one encoder: `[B, T, D]` -> H `[B, hidden]`, plus its classifier.
+#[derive(Debug)]
+pub struct Encoder {
+    arch: String,
+    convs: Vec<nn::Conv1D>,
+    attn: Option<TanhAttention>,
+    lstm: Option<nn::LSTM>,
+    dropout: f64,
+    pub hidden: i64,
+    pub head: nn::Linear,
+}
+
+impl Encoder {
+    /// `steps` x `dim` inputs, `classes` outputs. The paper's choices: vision `cnn_lstm`,
+    /// audio `cnn_attn_bilstm`, text `cnn_attn`.
+    pub fn new(
+        vs: &nn::Path,
+        arch: &str,
+        steps: i64,
+        dim: i64,
+        classes: i64,
+    ) -> Result<Self, String> {
+        let mut convs = Vec::new();
+        let mut attn = None;
+        let mut lstm = None;
+        let mut dropout = 0.0;
+        let hidden = match arch {
+            "cnn" | "cnn_lstm" | "cnn_attn_lstm" => {
+                // Three convolutions, 64 filters, kernels 3, 1, 3, stride 1.
+                convs.push(relu_conv(vs / "conv1", dim, 64, 3, 1));
+                convs.push(relu_conv(vs / "conv2", 64, 64, 1, 1));
+                convs.push(relu_conv(vs / "conv3", 64, 64, 3, 1));
+                let t = conv_len(conv_len(steps, 3, 1), 3, 1);
+                if t < 1 {
+                    return Err(format!("{steps} steps are too few for three convolutions"));
+                }
+                if arch == "cnn_attn_lstm" {
+                    attn = Some(TanhAttention::new(vs / "attn", t));
+                }
+                if arch != "cnn" {
+                    lstm = Some(bilstm(vs / "lstm", 64, 32));
+                }
+                64
+            }
+            "cnn_attn_bilstm" | "cnn_bilstm" => {
+                // One convolution, 64 filters, kernel 3, stride 2; BiLSTM 32, dropout 0.5.
+                convs.push(relu_conv(vs / "conv1", dim, 64, 3, 2));
+                let t = conv_len(steps, 3, 2);
+                if t < 1 {
+                    return Err(format!("{steps} steps are too few for the convolution"));
+                }
+                if arch == "cnn_attn_bilstm" {
+                    attn = Some(TanhAttention::new(vs / "attn", t));
+                }
+                lstm = Some(bilstm(vs / "lstm", 64, 32));
+                dropout = 0.5;
+                64
+            }
+            "bilstm" => {
+                lstm = Some(bilstm(vs / "lstm", dim, 32));
+                dropout = 0.5;
+                64
+            }
+            "attn_bilstm" => {
+                attn = Some(TanhAttention::new(vs / "attn", steps));
+                lstm = Some(bilstm(vs / "lstm", dim, 32));
+                dropout = 0.5;
+                64
+            }
+            "cnn_attn" => {
+                // Q and K from two convolutions, 64 filters, kernel 1, stride 1;
+                // H = [GAP(Q) : GAP(R_attn)].
+                convs.push(relu_conv(vs / "conv_q", dim, 64, 1, 1));
+                convs.push(relu_conv(vs / "conv_k", dim, 64, 1, 1));
+                attn = Some(TanhAttention::new(vs / "attn", steps));
+                128
+            }
+            other => {
+                return Err(format!(
+                    "unknown encoder `{other}` (one of {})",
+                    ENCODERS.join(", ")
+                ))
+            }
+        };
+        let head = nn::linear(vs / "head", hidden, classes, Default::default());
+        Ok(Encoder {
+            arch: arch.to_string(),
+            convs,
+            attn,
+            lstm,
+            dropout,
+            hidden,
+            head,
+        })
+    }
+
+    /// H for a batch `[B, T, D]`.
+    pub fn hidden_t(&self, x: &Tensor, train: bool) -> Tensor {
+        let conv =
+            |c: &nn::Conv1D, x: &Tensor| c.forward(&x.transpose(1, 2)).relu().transpose(1, 2);
+        if self.arch == "cnn_attn" {
+            let q = conv(&self.convs[0], x);
+            let k = conv(&self.convs[1], x);
+            let r = self.attn.as_ref().expect("attention").forward(&q, &k);
+            return Tensor::cat(
+                &[
+                    q.mean_dim(1, false, Kind::Float),
+                    r.mean_dim(1, false, Kind::Float),
+                ],
+                1,
+            );
+        }
+        let mut h = x.shallow_clone();
+        for c in &self.convs {
+            h = conv(c, &h);
+        }
+        if let Some(a) = &self.attn {
+            h = a.forward(&h, &h);
+        }
+        let h = match &self.lstm {
+            Some(l) => bilstm_last(l, &h),
+            None => h.mean_dim(1, false, Kind::Float),
+        };
+        h.dropout(self.dropout, train)
+    }
+
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
+        self.head.forward(&self.hidden_t(x, train))
+    }
+}
+
+/// Position-wise feed-forward module of the Conformer: LN -> Linear(d, 2d) -> Swish -> dropout
+/// -> Linear(2d, d) -> dropout, added back at half weight.
+#[derive(Debug)]
+struct FeedForward {
+    ln: nn::LayerNorm,
+    a: nn::Linear,
+    b: nn::Linear,
+}
+
+impl FeedForward {
+    fn new(vs: nn::Path, d: i64) -> Self {
+        FeedForward {
+            ln: nn::layer_norm(&vs / "ln", vec![d], Default::default()),
+            a: nn::linear(&vs / "a", d, 2 * d, Default::default()),
+            b: nn::linear(&vs / "b", 2 * d, d, Default::default()),
+        }
+    }
+    fn forward_t(&self, x: &Tensor, p: f64, train: bool) -> Tensor {
+        let y = self.a.forward(&self.ln.forward(x)).silu().dropout(p, train);
+        self.b.forward(&y).dropout(p, train)
+    }
+}
+
+/// Multi-head self-attention with its own projections.
+#[derive(Debug)]
+struct Mhsa {
+    heads: i64,
+    q: nn::Linear,
+    k: nn::Linear,
+    v: nn::Linear,
+    o: nn::Linear,
+}
+
+impl Mhsa {
+    fn new(vs: nn::Path, d: i64, heads: i64) -> Self {
+        let l = |n: &str| nn::linear(&vs / n, d, d, Default::default());
+        Mhsa {
+            heads,
+            q: l("q"),
+            k: l("k"),
+            v: l("v"),
+            o: l("o"),
+        }
+    }
+    fn forward_t(&self, x: &Tensor, p: f64, train: bool) -> Tensor {
+        let (b, t, d) = x.size3().expect("[B, T, D]");
+        let dh = d / self.heads;
+        let split = |y: Tensor| y.view([b, t, self.heads, dh]).transpose(1, 2);
+        let (q, k, v) = (
+            split(self.q.forward(x)),
+            split(self.k.forward(x)),
+            split(self.v.forward(x)),
+        );
+        let a = (q.matmul(&k.transpose(-2, -1)) / (dh as f64).sqrt())
+            .softmax(-1, Kind::Float)
+            .dropout(p, train);
+        let y = a.matmul(&v).transpose(1, 2).contiguous().view([b, t, d]);
+        self.o.forward(&y)
+    }
+}
+
+/// Stage-two fusion over X_M `[B, F]` (F = sum of the encoders' hidden sizes).
+///
+/// - concat: X_M -> FC.
+/// - attention / transformer / conformer: X_M is read as a sequence of F positions, each
+///   lifted to d = 64 by a shared Linear(1, 64) with a learned position embedding, then one
+///   MHSA (2 heads) / Transformer encoder layer / Conformer block, GAP over positions, FC.
+#[derive(Debug)]
+pub struct Fusion {
+    kind: String,
+    lift: Option<nn::Linear>,
+    pos: Option<Tensor>,
+    ln1: Option<nn::LayerNorm>,
+    mhsa: Option<Mhsa>,
+    ff1: Option<FeedForward>,
+    ff2: Option<FeedForward>,
+    conv_ln: Option<nn::LayerNorm>,
+    conv_a: Option<nn::Conv1D>,
+    bn: Option<nn::BatchNorm>,
+    conv_b: Option<nn::Conv1D>,
+    ln_out: Option<nn::LayerNorm>,
+    pub head: nn::Linear,
+}
+
+pub const FUSION_DIM: i64 = 64;
+const FUSION_DROPOUT: f64 = 0.5;
+
+impl Fusion {
+    pub fn new(vs: &nn::Path, kind: &str, features: i64, classes: i64) -> Result<Self, String> {
+        let d = FUSION_DIM;
+        let mut f = Fusion {
+            kind: kind.to_string(),
+            lift: None,
+            pos: None,
+            ln1: None,
+            mhsa: None,
+            ff1: None,
+            ff2: None,
+            conv_ln: None,
+            conv_a: None,
+            bn: None,
+            conv_b: None,
+            ln_out: None,
+            head: nn::linear(
+                vs / "head",
+                if kind == "concat" { features } else { d },
+                classes,
+                Default::default(),
+            ),
+        };
+        match kind {
+            "concat" => return Ok(f),
+            "attention" | "transformer" | "conformer" => {}
+            other => {
+                return Err(format!(
+                    "unknown fusion `{other}` (one of {})",
+                    FUSIONS.join(", ")
+                ))
+            }
+        }
+        f.lift = Some(nn::linear(vs / "lift", 1, d, Default::default()));
+        f.pos = Some(vs.var(
+            "pos",
+            &[features, d],
+            nn::Init::Randn {
+                mean: 0.0,
+                stdev: 0.02,
+            },
+        ));
+        f.mhsa = Some(Mhsa::new(vs / "mhsa", d, 2));
+        if kind != "attention" {
+            f.ln1 = Some(nn::layer_norm(vs / "ln1", vec![d], Default::default()));
+            f.ff1 = Some(FeedForward::new(vs / "ff1", d));
+        }
+        if kind == "conformer" {
+            f.ff2 = Some(FeedForward::new(vs / "ff2", d));
+            f.conv_ln = Some(nn::layer_norm(vs / "conv_ln", vec![d], Default::default()));
+            // Conv module: LN -> conv (64 filters x 2 for GLU, kernel 3, same) -> GLU -> BN ->
+            // Swish -> pointwise conv -> dropout, residual.
+            f.conv_a = Some(nn::conv1d(
+                vs / "conv_a",
+                d,
+                2 * d,
+                3,
+                nn::ConvConfig {
+                    padding: 1,
+                    ..Default::default()
+                },
+            ));
+            f.bn = Some(nn::batch_norm1d(vs / "bn", d, Default::default()));
+            f.conv_b = Some(nn::conv1d(vs / "conv_b", d, d, 1, Default::default()));
+            f.ln_out = Some(nn::layer_norm(vs / "ln_out", vec![d], Default::default()));
+        }
+        Ok(f)
+    }
+
+    pub fn forward_t(&self, xm: &Tensor, train: bool) -> Tensor {
+        let p = FUSION_DROPOUT;
+        if self.kind == "concat" {
+            return self.head.forward(&xm.dropout(p, train));
+        }
+        let mut x =
+            self.lift.as_ref().unwrap().forward(&xm.unsqueeze(-1)) + self.pos.as_ref().unwrap();
+        let mhsa = self.mhsa.as_ref().unwrap();
+        match self.kind.as_str() {
+            "attention" => {
+                x = &x + mhsa.forward_t(&x, p, train).dropout(p, train);
+            }
+            "transformer" => {
+                // Post-norm encoder layer: x = LN(x + MHSA(x)); x = x + FFN(x).
+                x = self
+                    .ln1
+                    .as_ref()
+                    .unwrap()
+                    .forward(&(&x + mhsa.forward_t(&x, p, train).dropout(p, train)));
+                x = &x + self.ff1.as_ref().unwrap().forward_t(&x, p, train);
+            }
+            _ => {
+                // Conformer block: ½FFM -> MHSA (pre-norm) -> conv module -> ½FFM -> LN.
+                x = &x + self.ff1.as_ref().unwrap().forward_t(&x, p, train) * 0.5;
+                let n = self.ln1.as_ref().unwrap().forward(&x);
+                x = &x + mhsa.forward_t(&n, p, train).dropout(p, train);
+                let c = self.conv_ln.as_ref().unwrap().forward(&x).transpose(1, 2);
+                let c = self.conv_a.as_ref().unwrap().forward(&c).glu(1);
+                let c = self.bn.as_ref().unwrap().forward_t(&c, train).silu();
+                let c = self.conv_b.as_ref().unwrap().forward(&c).dropout(p, train);
+                x = &x + c.transpose(1, 2);
+                x = &x + self.ff2.as_ref().unwrap().forward_t(&x, p, train) * 0.5;
+                x = self.ln_out.as_ref().unwrap().forward(&x);
+            }
+        }
+        self.head.forward(&x.mean_dim(1, false, Kind::Float))
+    }
+}
+
+/// Trainable parameter count of a var store.
+pub fn n_params(vs: &nn::VarStore) -> i64 {
+    vs.trainable_variables()
+        .iter()
+        .map(|t| t.numel() as i64)
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::Device;
+
+    fn encoder(arch: &str, t: i64, d: i64) -> (nn::VarStore, Encoder) {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let e = Encoder::new(&vs.root(), arch, t, d, 3).unwrap();
+        (vs, e)
+    }
+
+    // PyTorch-layout counts used below:
+    //   Conv1d(i, o, k): i*o*k + o.
+    //   BiLSTM(i, h): 2 directions x (4h*i + 4h*h + 2*4h)  (weight_ih, weight_hh, b_ih, b_hh).
+    //   Linear(i, o): i*o + o.  LayerNorm(d): 2d.  BatchNorm(d): 2d (running stats untrained).
+    fn conv(i: i64, o: i64, k: i64) -> i64 {
+        i * o * k + o
+    }
+    fn bilstm(i: i64, h: i64) -> i64 {
+        2 * (4 * h * i + 4 * h * h + 8 * h)
+    }
+    fn lin(i: i64, o: i64) -> i64 {
+        i * o + o
+    }
+
+    #[test]
+    fn paper_encoders_have_the_derived_parameter_counts_and_shapes() {
+        let d = 512;
+        // Vision CNN-LSTM on 10 x 512: convs 512->64 (k3), 64->64 (k1), 64->64 (k3), BiLSTM
+        // 64->32, FC 64->3.
+        //   98,368 + 4,160 + 12,352 + 25,088 + 195 = 140,163.
+        let (vs, e) = encoder("cnn_lstm", 10, d);
+        let want = conv(d, 64, 3) + conv(64, 64, 1) + conv(64, 64, 3) + bilstm(64, 32) + lin(64, 3);
+        assert_eq!(want, 140_163);
+        assert_eq!(n_params(&vs), want);
+        let x = Tensor::randn([4, 10, d], (Kind::Float, Device::Cpu));
+        assert_eq!(e.hidden_t(&x, false).size(), [4, 64]);
+        assert_eq!(e.forward_t(&x, false).size(), [4, 3]);
+
+        // Audio CNN-ATTN-BiLSTM on 128 x 512: conv 512->64 (k3, s2) gives 63 steps; W_attn
+        // Dense(63, 63); BiLSTM 64->32; FC 64->3.
+        //   98,368 + 4,032 + 25,088 + 195 = 127,683.
+        let (vs, e) = encoder("cnn_attn_bilstm", 128, d);
+        let want = conv(d, 64, 3) + lin(63, 63) + bilstm(64, 32) + lin(64, 3);
+        assert_eq!(want, 127_683);
+        assert_eq!(n_params(&vs), want);
+        let x = Tensor::randn([2, 128, d], (Kind::Float, Device::Cpu));
+        assert_eq!(e.hidden_t(&x, true).size(), [2, 64]);
+
+        // Text CNN-ATTN on 36 x 512: two convs 512->64 (k1) for Q and K; W_attn Dense(36, 36);
+        // H = [GAP(Q) : GAP(R)] (128); FC 128->3.
+        //   32,832 x 2 + 1,332 + 387 = 67,383.
+        let (vs, e) = encoder("cnn_attn", 36, d);
+        let want = 2 * conv(d, 64, 1) + lin(36, 36) + lin(128, 3);
+        assert_eq!(want, 67_383);
+        assert_eq!(n_params(&vs), want);
+        let x = Tensor::randn([3, 36, d], (Kind::Float, Device::Cpu));
+        assert_eq!(e.hidden_t(&x, false).size(), [3, 128]);
+    }
+
+    #[test]
+    fn table2_alternatives_have_the_derived_parameter_counts() {
+        let d = 384;
+        let cases: Vec<(&str, i64, i64)> = vec![
+            // CNN: the three convs, GAP, FC 64->3.
+            (
+                "cnn",
+                10,
+                conv(d, 64, 3) + conv(64, 64, 1) + conv(64, 64, 3) + lin(64, 3),
+            ),
+            // CNN-ATTN-LSTM: + W_attn on the 6 steps left after two k3 convs, + BiLSTM.
+            (
+                "cnn_attn_lstm",
+                10,
+                conv(d, 64, 3)
+                    + conv(64, 64, 1)
+                    + conv(64, 64, 3)
+                    + lin(6, 6)
+                    + bilstm(64, 32)
+                    + lin(64, 3),
+            ),
+            // BiLSTM straight on the input.
+            ("bilstm", 128, bilstm(d, 32) + lin(64, 3)),
+            // CNN-BiLSTM: conv k3 s2, BiLSTM.
+            (
+                "cnn_bilstm",
+                128,
+                conv(d, 64, 3) + bilstm(64, 32) + lin(64, 3),
+            ),
+            // ATTN-BiLSTM: W_attn on the 36 input steps, BiLSTM on the input width.
+            ("attn_bilstm", 36, lin(36, 36) + bilstm(d, 32) + lin(64, 3)),
+        ];
+        for (arch, t, want) in cases {
+            let (vs, e) = encoder(arch, t, d);
+            assert_eq!(n_params(&vs), want, "{arch}");
+            let x = Tensor::randn([2, t, d], (Kind::Float, Device::Cpu));
+            assert_eq!(e.forward_t(&x, true).size(), [2, 3], "{arch}");
+        }
+    }
+
+    #[test]
+    fn fusion_heads_have_the_derived_parameter_counts() {
+        let f = 256; // X_M = [H_V 64 : H_A 64 : H_T 128]
+        let dm = FUSION_DIM;
+        let lift = lin(1, dm) + f * dm; // shared Linear(1, 64) + position embedding 256 x 64
+        let mhsa = 4 * lin(dm, dm); // Q, K, V, O projections
+        let ffm = 2 * dm + lin(dm, 2 * dm) + lin(2 * dm, dm); // LN + two linears
+        let head = lin(dm, 3);
+        let cases = vec![
+            ("concat", lin(f, 3)),
+            ("attention", lift + mhsa + head),
+            ("transformer", lift + mhsa + 2 * dm + ffm + head),
+            (
+                "conformer",
+                // FFM, LN + MHSA, conv module (LN, conv 64->128 k3, BN, conv 64->64 k1), FFM,
+                // final LN.
+                lift + ffm
+                    + 2 * dm
+                    + mhsa
+                    + 2 * dm
+                    + conv(dm, 2 * dm, 3)
+                    + 2 * dm
+                    + conv(dm, dm, 1)
+                    + ffm
+                    + 2 * dm
+                    + head,
+            ),
+        ];
+        for (kind, want) in cases {
+            let vs = nn::VarStore::new(Device::Cpu);
+            let fu = Fusion::new(&vs.root(), kind, f, 3).unwrap();
+            assert_eq!(n_params(&vs), want, "{kind}");
+            let x = Tensor::randn([5, f], (Kind::Float, Device::Cpu));
+            assert_eq!(fu.forward_t(&x, true).size(), [5, 3], "{kind}");
+            assert_eq!(fu.forward_t(&x, false).size(), [5, 3], "{kind}");
+        }
+        // The conformer's count written out: 16,512 + 16,704 + 128 + 16,640 + 128 + 24,704 +
+        // 128 + 4,160 + 16,704 + 128 + 195 = 96,131.
+        let vs = nn::VarStore::new(Device::Cpu);
+        Fusion::new(&vs.root(), "conformer", f, 3).unwrap();
+        assert_eq!(n_params(&vs), 96_131);
+    }
+}

@@ -19,6 +19,7 @@ pub mod spectral;
 pub mod split;
 pub mod summary;
 pub mod torch;
+pub mod train;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -224,6 +225,10 @@ pub fn registry() -> Vec<Box<dyn Stage>> {
         Box::new(features::Pad),
         Box::new(summary::Summary),
         Box::new(embed::Embed::default()),
+        Box::new(train::TrainUnimodal),
+        Box::new(train::ExportHidden),
+        Box::new(train::TrainFusion),
+        Box::new(train::Evaluate),
     ]
 }
 

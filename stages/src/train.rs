@@ -1,0 +1,976 @@
+//! Training stages on tch: `train_unimodal` (Uni2Mul stage one), `export_hidden`,
+//! `train_fusion` (stage two) and `evaluate`.
+//!
+//! A training stage's table is long-format, one artifact per trained model:
+//! - `part = curve`: one row per epoch (`epoch`, `train_loss`, `valid_loss`, `valid_acc`,
+//!   `valid_f1`, `best`);
+//! - `part = checkpoint`: one row, the best-on-valid weights as safetensors bytes
+//!   (`checkpoint`) and the model's shape (`config`, JSON);
+//! - `part = prediction`: one row per clip (`clip_id`, `split`, `y`, `pred`, `probs`,
+//!   `hidden`) from the best weights.
+//!
+//! So `df[df.part == "curve"]` is the training curve, and the checkpoint file is
+//! `open("m.safetensors", "wb").write(df.checkpoint.dropna().iloc[0])`.
+//!
+//! Training is deterministic for a seed on CPU: weights from `tch::manual_seed`, batches from a
+//! seeded shuffle, and libtorch's CPU kernels reduce in a fixed order.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, ArrayRef, BinaryBuilder, BooleanArray, Float32Array, Int64Array, ListArray, StringArray,
+};
+use arrow::record_batch::RecordBatch;
+use serde_json::json;
+use tch::nn::{self, Module, OptimizerConfig};
+use tch::{Device, Kind, Tensor};
+
+use crate::audio::f32_lists;
+use crate::nets::{Encoder, Fusion, ENCODERS, FUSIONS};
+use crate::params::{ParamSpec, ParamType};
+use crate::table::{batch, col, f64s, i64s, str_col, strings};
+use crate::{Output, Params, RunCtx, Stage, StageError};
+
+/// Clips with features, a label and a split, in a fixed order.
+pub struct Dataset {
+    pub ids: Vec<String>,
+    pub split: Vec<String>,
+    pub y: Vec<i64>,
+    /// One `[N, T, D]` tensor per feature input.
+    pub x: Vec<Tensor>,
+}
+
+/// Row index by clip id, steps, width, and the rows' values back to back.
+type Matrices = (HashMap<String, usize>, i64, i64, Vec<f32>);
+
+/// The `frames` x `dim` matrix of every item of a sharded feature input, by clip id. All items
+/// must have one shape (a `pad` stage makes them so).
+fn matrices(ctx: &RunCtx, input: usize) -> Result<Matrices, StageError> {
+    let t = &ctx.inputs[input];
+    let ids = str_col(t, "clip_id")?;
+    let objects = str_col(t, "object").map_err(|_| {
+        StageError::Input(format!(
+            "input {input} is not a per-clip feature stage (pad, embed, logmel)"
+        ))
+    })?;
+    let mut index = HashMap::new();
+    let mut values = Vec::new();
+    let mut shape: Option<(i64, i64)> = None;
+    for r in 0..t.num_rows() {
+        let item = ctx
+            .shards
+            .read(objects.value(r))
+            .map_err(StageError::Input)?;
+        let frames = col::<Int64Array>(&item, "frames")?.value(0);
+        let dim = col::<Int64Array>(&item, "dim")?.value(0);
+        match shape {
+            None => shape = Some((frames, dim)),
+            Some(s) if s != (frames, dim) => {
+                return Err(StageError::Input(format!(
+                    "clip {}: {frames} x {dim} features where others have {} x {}; pad the sequences to one length first",
+                    ids.value(r),
+                    s.0,
+                    s.1
+                )))
+            }
+            _ => {}
+        }
+        let l = col::<ListArray>(&item, "values")?.value(0);
+        let v = l
+            .as_any()
+            .downcast_ref::<Float32Array>()
+            .ok_or_else(|| StageError::Input("values are not f32".into()))?;
+        index.insert(ids.value(r).to_string(), index.len());
+        values.extend_from_slice(v.values());
+    }
+    let (t_, d) = shape.ok_or_else(|| StageError::Input(format!("input {input} has no clips")))?;
+    Ok((index, t_, d, values))
+}
+
+/// Joins feature inputs `feats`, the labels table (rows of `target`, column `label`) and the
+/// split table on clip id. Clips missing from any of them are left out.
+pub fn dataset(
+    ctx: &RunCtx,
+    feats: &[usize],
+    labels: usize,
+    split: usize,
+    target: &str,
+    label: &str,
+) -> Result<Dataset, StageError> {
+    let y = label_map(&ctx.inputs[labels], target, label)?;
+    let st = &ctx.inputs[split];
+    let sid = str_col(st, "clip_id")?;
+    let ssplit = str_col(st, "split")?;
+    let mut mats = Vec::new();
+    for &f in feats {
+        mats.push(matrices(ctx, f)?);
+    }
+    let mut ds = Dataset {
+        ids: vec![],
+        split: vec![],
+        y: vec![],
+        x: vec![],
+    };
+    let mut rows: Vec<Vec<usize>> = Vec::new();
+    for r in 0..st.num_rows() {
+        let id = sid.value(r);
+        let Some(&label) = y.get(id) else { continue };
+        let idx: Option<Vec<usize>> = mats.iter().map(|m| m.0.get(id).copied()).collect();
+        let Some(idx) = idx else { continue };
+        ds.ids.push(id.to_string());
+        ds.split.push(ssplit.value(r).to_string());
+        ds.y.push(label);
+        rows.push(idx);
+    }
+    for (k, (_, t, d, values)) in mats.iter().enumerate() {
+        let per = (t * d) as usize;
+        let mut v = Vec::with_capacity(rows.len() * per);
+        for r in &rows {
+            v.extend_from_slice(&values[r[k] * per..(r[k] + 1) * per]);
+        }
+        ds.x.push(Tensor::from_slice(&v).view([rows.len() as i64, *t, *d]));
+    }
+    for s in ["train", "valid"] {
+        if !ds.split.iter().any(|x| x == s) {
+            return Err(StageError::Input(format!(
+                "no `{s}` clips with features and labels"
+            )));
+        }
+    }
+    Ok(ds)
+}
+
+/// Clip id -> class for one target (`m`, `t`, `a`, `v`) of a labels table.
+fn label_map(
+    lt: &RecordBatch,
+    target: &str,
+    label: &str,
+) -> Result<HashMap<String, i64>, StageError> {
+    let lid = str_col(lt, "clip_id")?;
+    let ltarget = str_col(lt, "target")?;
+    let lval = col::<Int64Array>(lt, label).map_err(|_| {
+        StageError::param(
+            "label",
+            format!("the labels table has no integer column `{label}`"),
+        )
+    })?;
+    let mut y = HashMap::new();
+    for r in 0..lt.num_rows() {
+        if ltarget.value(r) == target && !lval.is_null(r) {
+            y.insert(lid.value(r).to_string(), lval.value(r));
+        }
+    }
+    if y.is_empty() {
+        return Err(StageError::Input(format!(
+            "the labels table has no `{label}` labels for target `{target}`"
+        )));
+    }
+    Ok(y)
+}
+
+/// A small deterministic generator for batch order (xorshift64*), independent of libtorch's.
+struct Shuffle(u64);
+
+impl Shuffle {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn permute(&mut self, n: usize) -> Vec<usize> {
+        let mut v: Vec<usize> = (0..n).collect();
+        for i in (1..n).rev() {
+            let j = (self.next() % (i as u64 + 1)) as usize;
+            v.swap(i, j);
+        }
+        v
+    }
+}
+
+/// Accuracy and macro-/weighted-F1 of predictions against labels over `classes` classes, and
+/// the confusion matrix (rows true, columns predicted).
+pub fn metrics(y: &[i64], pred: &[i64], classes: usize) -> (f64, f64, f64, Vec<Vec<i64>>) {
+    let mut cm = vec![vec![0i64; classes]; classes];
+    for (&t, &p) in y.iter().zip(pred) {
+        if (t as usize) < classes && (p as usize) < classes {
+            cm[t as usize][p as usize] += 1;
+        }
+    }
+    let n = y.len().max(1) as f64;
+    let acc = (0..classes).map(|c| cm[c][c]).sum::<i64>() as f64 / n;
+    let (mut macro_f1, mut weighted) = (0.0, 0.0);
+    for (c, row) in cm.iter().enumerate() {
+        let tp = row[c] as f64;
+        let support = row.iter().sum::<i64>() as f64;
+        let predicted = (0..classes).map(|r| cm[r][c]).sum::<i64>() as f64;
+        // sklearn's convention: F1 is 0 where precision and recall are both undefined or 0.
+        let f1 = if support + predicted > 0.0 {
+            2.0 * tp / (support + predicted)
+        } else {
+            0.0
+        };
+        macro_f1 += f1 / classes as f64;
+        weighted += f1 * support / n;
+    }
+    (acc, macro_f1, weighted, cm)
+}
+
+pub struct TrainCfg {
+    pub lr: f64,
+    pub epochs: i64,
+    pub batch: i64,
+    pub seed: i64,
+}
+
+impl TrainCfg {
+    fn from(p: &Params) -> Result<Self, StageError> {
+        let c = TrainCfg {
+            lr: p.f64("lr")?,
+            epochs: p.i64("epochs")?,
+            batch: p.i64("batch_size")?,
+            seed: p.i64("seed")?,
+        };
+        if c.epochs < 1 || c.batch < 1 || c.lr <= 0.0 {
+            return Err(StageError::param(
+                "epochs",
+                "epochs and batch_size must be >= 1 and lr > 0",
+            ));
+        }
+        Ok(c)
+    }
+}
+
+/// What a trained model reports for one batch: logits for the main target, plus weighted
+/// auxiliary (logits, labels) terms for multi-task training.
+pub type Forward<'a> = dyn Fn(&[Tensor], bool) -> (Tensor, Vec<(f64, Tensor, usize)>) + 'a;
+
+pub struct Trained {
+    pub curve: Vec<(i64, f64, f64, f64, f64)>,
+    pub best_epoch: i64,
+    pub checkpoint: Vec<u8>,
+    /// Per clip: predicted class, class probabilities, hidden vector.
+    pub probs: Vec<Vec<f32>>,
+}
+
+/// Adam on cross-entropy; keeps the weights of the epoch with the best validation accuracy
+/// (lower validation loss breaks ties). `aux_y[k]` are the labels of auxiliary head k.
+pub fn fit(
+    vs: &mut nn::VarStore,
+    ds: &Dataset,
+    cfg: &TrainCfg,
+    main_weight: f64,
+    aux_y: &[Tensor],
+    forward: &Forward,
+) -> Result<Trained, StageError> {
+    let mut opt = nn::Adam::default()
+        .build(vs, cfg.lr)
+        .map_err(|e| StageError::Other(format!("optimizer: {e}")))?;
+    let y = Tensor::from_slice(&ds.y);
+    let idx_of = |s: &str| -> Vec<i64> {
+        ds.split
+            .iter()
+            .enumerate()
+            .filter(|(_, x)| *x == s)
+            .map(|(i, _)| i as i64)
+            .collect()
+    };
+    let train_idx = idx_of("train");
+    let valid = Tensor::from_slice(&idx_of("valid"));
+    let mut shuffle =
+        Shuffle(0x9e37_79b9_7f4a_7c15 ^ (cfg.seed as u64).wrapping_mul(0x1000_0000_01b3));
+    let mut curve = Vec::new();
+    // (valid acc, valid loss, epoch, weights) of the best epoch so far.
+    type Best = (f64, f64, i64, Vec<(String, Tensor)>);
+    let mut best: Option<Best> = None;
+    let take =
+        |idx: &Tensor| -> Vec<Tensor> { ds.x.iter().map(|x| x.index_select(0, idx)).collect() };
+    for epoch in 1..=cfg.epochs {
+        let order = shuffle.permute(train_idx.len());
+        let mut total = 0.0;
+        for chunk in order.chunks(cfg.batch as usize) {
+            let ids: Vec<i64> = chunk.iter().map(|&k| train_idx[k]).collect();
+            let idx = Tensor::from_slice(&ids);
+            let (logits, aux) = forward(&take(&idx), true);
+            let mut loss = logits.cross_entropy_for_logits(&y.index_select(0, &idx)) * main_weight;
+            for (w, l, k) in aux {
+                loss += l.cross_entropy_for_logits(&aux_y[k].index_select(0, &idx)) * w;
+            }
+            opt.backward_step(&loss);
+            total += loss.double_value(&[]) * ids.len() as f64;
+        }
+        let (vloss, vacc, vf1) = tch::no_grad(|| {
+            let (logits, _) = forward(&take(&valid), false);
+            let yv = y.index_select(0, &valid);
+            let loss = logits.cross_entropy_for_logits(&yv).double_value(&[]);
+            let pred: Vec<i64> = Vec::try_from(logits.argmax(-1, false)).unwrap_or_default();
+            let truth: Vec<i64> = Vec::try_from(yv).unwrap_or_default();
+            let classes = logits.size()[1] as usize;
+            let (acc, f1, _, _) = metrics(&truth, &pred, classes);
+            (loss, acc, f1)
+        });
+        curve.push((epoch, total / train_idx.len() as f64, vloss, vacc, vf1));
+        let better = best
+            .as_ref()
+            .is_none_or(|b| vacc > b.0 || (vacc == b.0 && vloss < b.1));
+        if better {
+            let snap = vs
+                .variables()
+                .into_iter()
+                .map(|(k, v)| (k, v.detach().copy()))
+                .collect();
+            best = Some((vacc, vloss, epoch, snap));
+        }
+    }
+    let (_, _, best_epoch, snap) = best.expect("at least one epoch");
+    tch::no_grad(|| {
+        let vars = vs.variables();
+        for (k, v) in &snap {
+            if let Some(t) = vars.get(k) {
+                t.shallow_clone().copy_(v);
+            }
+        }
+    });
+    let checkpoint = safetensors_bytes(&snap)?;
+    let all = Tensor::arange(ds.ids.len() as i64, (Kind::Int64, Device::Cpu));
+    let probs = tch::no_grad(|| {
+        let (logits, _) = forward(&take(&all), false);
+        logits.softmax(-1, Kind::Float)
+    });
+    let n = probs.size()[0];
+    let probs: Vec<Vec<f32>> = (0..n)
+        .map(|i| Vec::try_from(probs.get(i)).unwrap_or_default())
+        .collect();
+    Ok(Trained {
+        curve,
+        best_epoch,
+        checkpoint,
+        probs,
+    })
+}
+
+fn safetensors_bytes(vars: &[(String, Tensor)]) -> Result<Vec<u8>, StageError> {
+    let dir = tempfile_dir()?;
+    let path = dir.join("weights.safetensors");
+    let named: Vec<(&str, &Tensor)> = vars.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    Tensor::write_safetensors(&named, &path)
+        .map_err(|e| StageError::Other(format!("saving weights: {e}")))?;
+    let b = std::fs::read(&path).map_err(|e| StageError::io(&path, e))?;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(b)
+}
+
+fn load_safetensors(vs: &mut nn::VarStore, bytes: &[u8]) -> Result<(), StageError> {
+    let dir = tempfile_dir()?;
+    let path = dir.join("weights.safetensors");
+    std::fs::write(&path, bytes).map_err(|e| StageError::io(&path, e))?;
+    let r = vs
+        .load(&path)
+        .map_err(|e| StageError::Input(format!("loading a checkpoint: {e}")));
+    let _ = std::fs::remove_dir_all(&dir);
+    r
+}
+
+fn tempfile_dir() -> Result<std::path::PathBuf, StageError> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let d = std::env::temp_dir().join(format!(
+        "pipeline-ckpt-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&d).map_err(|e| StageError::io(&d, e))?;
+    Ok(d)
+}
+
+/// The long-format table of a trained model (see the module docs).
+fn model_table(
+    ds: &Dataset,
+    t: &Trained,
+    config: serde_json::Value,
+    hidden: Option<&Tensor>,
+) -> Result<RecordBatch, StageError> {
+    let nc = t.curve.len();
+    let np = ds.ids.len();
+    let n = nc + 1 + np;
+    let mut part = vec!["curve"; nc];
+    part.push("checkpoint");
+    part.extend(std::iter::repeat_n("prediction", np));
+    let curve_f = |f: fn(&(i64, f64, f64, f64, f64)) -> f64| -> ArrayRef {
+        let mut v: Vec<Option<f64>> = t.curve.iter().map(|c| Some(f(c))).collect();
+        v.resize(n, None);
+        f64s(v)
+    };
+    let mut epoch: Vec<Option<i64>> = t.curve.iter().map(|c| Some(c.0)).collect();
+    epoch.resize(n, None);
+    let mut best: Vec<Option<bool>> = t.curve.iter().map(|c| Some(c.0 == t.best_epoch)).collect();
+    best.resize(n, None);
+    let mut ckpt = BinaryBuilder::new();
+    let mut cfg: Vec<Option<String>> = vec![None; n];
+    cfg[nc] = Some(config.to_string());
+    for r in 0..n {
+        if r == nc {
+            ckpt.append_value(&t.checkpoint);
+        } else {
+            ckpt.append_null();
+        }
+    }
+    let pre = |v: Vec<Option<String>>| -> Vec<Option<String>> {
+        let mut out = vec![None; nc + 1];
+        out.extend(v);
+        out
+    };
+    let pred: Vec<i64> = t
+        .probs
+        .iter()
+        .map(|p| {
+            p.iter()
+                .enumerate()
+                .max_by(|a, b| a.1.total_cmp(b.1))
+                .map_or(0, |x| x.0 as i64)
+        })
+        .collect();
+    let mut ys: Vec<Option<i64>> = vec![None; nc + 1];
+    ys.extend(ds.y.iter().map(|&y| Some(y)));
+    let mut preds: Vec<Option<i64>> = vec![None; nc + 1];
+    preds.extend(pred.into_iter().map(Some));
+    let lists = |rows: Vec<Vec<f32>>| -> ArrayRef {
+        let mut all = vec![Vec::new(); nc + 1];
+        all.extend(rows);
+        f32_lists(all)
+    };
+    let hidden_rows: Vec<Vec<f32>> = match hidden {
+        Some(h) => (0..np as i64)
+            .map(|i| Vec::try_from(h.get(i)).unwrap_or_default())
+            .collect(),
+        None => vec![Vec::new(); np],
+    };
+    batch(vec![
+        ("part", strings(&part)),
+        ("epoch", i64s(epoch)),
+        ("train_loss", curve_f(|c| c.1)),
+        ("valid_loss", curve_f(|c| c.2)),
+        ("valid_acc", curve_f(|c| c.3)),
+        ("valid_f1", curve_f(|c| c.4)),
+        ("best", Arc::new(BooleanArray::from(best)) as ArrayRef),
+        ("checkpoint", Arc::new(ckpt.finish()) as ArrayRef),
+        ("config", crate::table::opt_strings(cfg)),
+        (
+            "clip_id",
+            crate::table::opt_strings(pre(ds.ids.iter().cloned().map(Some).collect())),
+        ),
+        (
+            "split",
+            crate::table::opt_strings(pre(ds.split.iter().cloned().map(Some).collect())),
+        ),
+        ("y", i64s(ys)),
+        ("pred", i64s(preds)),
+        ("probs", lists(t.probs.clone())),
+        ("hidden", lists(hidden_rows)),
+    ])
+}
+
+/// The checkpoint row of a training stage's table: (safetensors bytes, config).
+fn checkpoint_of(t: &RecordBatch) -> Result<(Vec<u8>, serde_json::Value), StageError> {
+    let part = str_col(t, "part")?;
+    let ck = col::<arrow::array::BinaryArray>(t, "checkpoint")?;
+    let cfg = str_col(t, "config")?;
+    for r in 0..t.num_rows() {
+        if part.value(r) == "checkpoint" {
+            let c: serde_json::Value = serde_json::from_str(cfg.value(r))
+                .map_err(|e| StageError::Input(format!("checkpoint config: {e}")))?;
+            return Ok((ck.value(r).to_vec(), c));
+        }
+    }
+    Err(StageError::Input(
+        "the input is not a training stage's table (no checkpoint row)".into(),
+    ))
+}
+
+const COMMON: [ParamSpec; 6] = [
+    ParamSpec::new(
+        "label",
+        ParamType::Str,
+        Some("\"acc3\""),
+        "labels column to predict (acc2, acc3, acc5, acc7, class)",
+    ),
+    ParamSpec::new("classes", ParamType::Int, Some("3"), "number of classes"),
+    ParamSpec::new("lr", ParamType::Float, Some("0.0001"), "Adam learning rate"),
+    ParamSpec::new(
+        "epochs",
+        ParamType::Int,
+        Some("30"),
+        "training epochs; the best-on-valid epoch's weights are kept",
+    ),
+    ParamSpec::new("batch_size", ParamType::Int, Some("32"), "clips per step"),
+    ParamSpec::new(
+        "seed",
+        ParamType::Int,
+        Some("1"),
+        "weight init and batch order",
+    ),
+];
+
+/// `train_unimodal`: one encoder on one modality's padded feature sequences, labelled with
+/// that modality's labels (IUA) or the multimodal one (IMA), as the `labels` input was made.
+pub struct TrainUnimodal;
+
+const UNI_PARAMS: &[ParamSpec] = &[
+    ParamSpec::new(
+        "modality",
+        ParamType::Enum(&["v", "a", "t", "m"]),
+        None,
+        "whose labels to learn: v, a, t (IUA with labels source iua) or m",
+    ),
+    ParamSpec::new(
+        "model",
+        ParamType::Enum(ENCODERS),
+        None,
+        "encoder (Uni2Mul: v cnn_lstm, a cnn_attn_bilstm, t cnn_attn)",
+    ),
+    COMMON[0],
+    COMMON[1],
+    COMMON[2],
+    COMMON[3],
+    COMMON[4],
+    COMMON[5],
+];
+
+impl Stage for TrainUnimodal {
+    fn kind(&self) -> &'static str {
+        "train_unimodal"
+    }
+    fn version(&self) -> u32 {
+        1
+    }
+    fn about(&self) -> &'static str {
+        "stage one: an encoder + classifier on one modality's features (inputs: features, labels, split)"
+    }
+    fn params(&self) -> &'static [ParamSpec] {
+        UNI_PARAMS
+    }
+    fn arity(&self) -> (usize, usize) {
+        (3, 3)
+    }
+    fn run(&self, ctx: &RunCtx) -> Result<Output, StageError> {
+        let p = ctx.params;
+        let cfg = TrainCfg::from(p)?;
+        tch::manual_seed(cfg.seed);
+        let ds = dataset(ctx, &[0], 1, 2, p.str("modality")?, p.str("label")?)?;
+        let (t, d) = (ds.x[0].size()[1], ds.x[0].size()[2]);
+        let classes = p.i64("classes")?;
+        let arch = p.str("model")?;
+        let mut vs = nn::VarStore::new(Device::Cpu);
+        let enc = Encoder::new(&vs.root(), arch, t, d, classes)
+            .map_err(|e| StageError::param("model", e))?;
+        let fwd = |x: &[Tensor], train: bool| (enc.forward_t(&x[0], train), Vec::new());
+        let trained = fit(&mut vs, &ds, &cfg, 1.0, &[], &fwd)?;
+        let hidden = tch::no_grad(|| enc.hidden_t(&ds.x[0], false));
+        let config =
+            json!({"model": arch, "steps": t, "dim": d, "classes": classes, "hidden": enc.hidden});
+        Ok(Output {
+            table: model_table(&ds, &trained, config, Some(&hidden))?,
+            errors: vec![],
+        })
+    }
+    fn reports(&self) -> bool {
+        true
+    }
+    fn report(&self, _p: &Params, t: &RecordBatch) -> Option<String> {
+        curve_report(t)
+    }
+}
+
+fn curve_report(t: &RecordBatch) -> Option<String> {
+    let part = str_col(t, "part").ok()?;
+    let best = col::<BooleanArray>(t, "best").ok()?;
+    let acc = crate::table::f64_col(t, "valid_acc").ok()?;
+    let f1 = crate::table::f64_col(t, "valid_f1").ok()?;
+    let ep = col::<Int64Array>(t, "epoch").ok()?;
+    (0..t.num_rows())
+        .find(|&r| part.value(r) == "curve" && best.value(r))
+        .map(|r| {
+            format!(
+                "best epoch {}: valid acc {:.4}, macro F1 {:.4}",
+                ep.value(r),
+                acc.value(r),
+                f1.value(r)
+            )
+        })
+}
+
+/// `export_hidden`: the per-clip hidden vectors (H) of a trained encoder, in the feature
+/// layout (`frames` 1, `dim`, `values`) for plots and inspection.
+pub struct ExportHidden;
+
+impl Stage for ExportHidden {
+    fn kind(&self) -> &'static str {
+        "export_hidden"
+    }
+    fn version(&self) -> u32 {
+        1
+    }
+    fn about(&self) -> &'static str {
+        "per clip: a trained encoder's hidden vector H (input: a train_unimodal stage)"
+    }
+    fn params(&self) -> &'static [ParamSpec] {
+        &[]
+    }
+    fn arity(&self) -> (usize, usize) {
+        (1, 1)
+    }
+    fn run(&self, ctx: &RunCtx) -> Result<Output, StageError> {
+        let t = &ctx.inputs[0];
+        let part = str_col(t, "part")?;
+        let ids = str_col(t, "clip_id")?;
+        let split = str_col(t, "split")?;
+        let y = col::<Int64Array>(t, "y")?;
+        let hidden = col::<ListArray>(t, "hidden")?;
+        let rows: Vec<usize> = (0..t.num_rows())
+            .filter(|&r| part.value(r) == "prediction")
+            .collect();
+        let vals: Vec<Vec<f32>> = rows
+            .iter()
+            .map(|&r| {
+                let l = hidden.value(r);
+                l.as_any()
+                    .downcast_ref::<Float32Array>()
+                    .map(|a| a.values().to_vec())
+                    .unwrap_or_default()
+            })
+            .collect();
+        let take_str = |a: &StringArray| -> Vec<String> {
+            rows.iter().map(|&r| a.value(r).to_string()).collect()
+        };
+        let table = batch(vec![
+            ("clip_id", strings(&take_str(ids))),
+            ("split", strings(&take_str(split))),
+            ("y", i64s(rows.iter().map(|&r| Some(y.value(r))).collect())),
+            ("frames", i64s(vec![Some(1); rows.len()])),
+            (
+                "dim",
+                i64s(vals.iter().map(|v| Some(v.len() as i64)).collect()),
+            ),
+            ("values", f32_lists(vals)),
+        ])?;
+        Ok(Output {
+            table,
+            errors: vec![],
+        })
+    }
+}
+
+/// `train_fusion`: Uni2Mul stage two. Inputs: the three `train_unimodal` stages (V, A, T), their
+/// three feature stages, labels, split. With `pretrained` the encoders carry their stage-one
+/// weights and are frozen; without, the same encoders start untrained and learn jointly.
+pub struct TrainFusion;
+
+const FUSION_PARAMS: &[ParamSpec] = &[
+    ParamSpec::new(
+        "fusion",
+        ParamType::Enum(FUSIONS),
+        Some("\"conformer\""),
+        "fusion head on X_M = [H_V : H_A : H_T]",
+    ),
+    ParamSpec::new(
+        "multitask",
+        ParamType::Bool,
+        Some("true"),
+        "also train V, A, T heads on their own labels (loss weights in `weights`)",
+    ),
+    ParamSpec::new(
+        "weights",
+        ParamType::FloatList,
+        Some("[0.3, 0.2, 0.2, 0.3]"),
+        "multi-task loss weights M, V, A, T",
+    ),
+    ParamSpec::new(
+        "pretrained",
+        ParamType::Bool,
+        Some("true"),
+        "load the stage-one encoders and freeze them (false: the paper's \"w/o pre-train\")",
+    ),
+    COMMON[0],
+    COMMON[1],
+    COMMON[2],
+    COMMON[3],
+    COMMON[4],
+    COMMON[5],
+];
+
+impl Stage for TrainFusion {
+    fn kind(&self) -> &'static str {
+        "train_fusion"
+    }
+    fn version(&self) -> u32 {
+        1
+    }
+    fn about(&self) -> &'static str {
+        "stage two: fuse three encoders' H vectors (inputs: train_unimodal V, A, T; their features V, A, T; labels; split)"
+    }
+    fn params(&self) -> &'static [ParamSpec] {
+        FUSION_PARAMS
+    }
+    fn arity(&self) -> (usize, usize) {
+        (8, 8)
+    }
+    fn run(&self, ctx: &RunCtx) -> Result<Output, StageError> {
+        let p = ctx.params;
+        let cfg = TrainCfg::from(p)?;
+        tch::manual_seed(cfg.seed);
+        let label = p.str("label")?;
+        let ds = dataset(ctx, &[3, 4, 5], 6, 7, "m", label)?;
+        let classes = p.i64("classes")?;
+        let pretrained = p.bool("pretrained")?;
+        let multitask = p.bool("multitask")?;
+        let w = p.f64_list("weights")?;
+        if w.len() != 4 {
+            return Err(StageError::param("weights", "four weights: M, V, A, T"));
+        }
+        // Unimodal labels for the auxiliary heads, aligned with the fusion dataset's clips.
+        let mut aux_y = Vec::new();
+        for target in ["v", "a", "t"] {
+            let by = label_map(&ctx.inputs[6], target, label)?;
+            let ys: Vec<i64> = ds
+                .ids
+                .iter()
+                .map(|i| by.get(i).copied().unwrap_or(0))
+                .collect();
+            aux_y.push(Tensor::from_slice(&ys));
+        }
+        let mut vs = nn::VarStore::new(Device::Cpu);
+        let mut frozen = nn::VarStore::new(Device::Cpu);
+        let mut encoders = Vec::new();
+        for (k, name) in ["v", "a", "t"].iter().enumerate() {
+            let (bytes, c) = checkpoint_of(&ctx.inputs[k])?;
+            let arch = c["model"].as_str().unwrap_or_default().to_string();
+            let (t, d) = (ds.x[k].size()[1], ds.x[k].size()[2]);
+            if c["steps"].as_i64() != Some(t) || c["dim"].as_i64() != Some(d) {
+                return Err(StageError::Input(format!(
+                    "encoder {name} was trained on {} x {} features, input {} has {t} x {d}",
+                    c["steps"],
+                    c["dim"],
+                    k + 3
+                )));
+            }
+            let store = if pretrained { &frozen } else { &vs };
+            let enc = Encoder::new(&(store.root() / *name), &arch, t, d, classes)
+                .map_err(StageError::Input)?;
+            encoders.push((bytes, enc));
+        }
+        if pretrained {
+            // Stage-one weights under each encoder's prefix, then frozen.
+            let mut named = Vec::new();
+            for (k, name) in ["v", "a", "t"].iter().enumerate() {
+                let mut one = nn::VarStore::new(Device::Cpu);
+                let c = checkpoint_of(&ctx.inputs[k])?.1;
+                let _ = Encoder::new(
+                    &one.root(),
+                    c["model"].as_str().unwrap_or_default(),
+                    ds.x[k].size()[1],
+                    ds.x[k].size()[2],
+                    classes,
+                )
+                .map_err(StageError::Input)?;
+                load_safetensors(&mut one, &encoders[k].0)?;
+                for (n, t) in one.variables() {
+                    named.push((format!("{name}.{n}"), t));
+                }
+            }
+            tch::no_grad(|| {
+                let vars = frozen.variables();
+                for (n, t) in &named {
+                    if let Some(v) = vars.get(n) {
+                        v.shallow_clone().copy_(t);
+                    }
+                }
+            });
+            frozen.freeze();
+        }
+        let features: i64 = encoders.iter().map(|e| e.1.hidden).sum();
+        let fusion = Fusion::new(&(vs.root() / "fusion"), p.str("fusion")?, features, classes)
+            .map_err(StageError::Input)?;
+        // Multi-task heads on each H; with frozen encoders these are new, trainable heads.
+        let heads: Vec<nn::Linear> = encoders
+            .iter()
+            .zip(["v", "a", "t"])
+            .map(|(e, n)| {
+                nn::linear(
+                    vs.root() / "aux" / n,
+                    e.1.hidden,
+                    classes,
+                    Default::default(),
+                )
+            })
+            .collect();
+        let main_w = if multitask { w[0] } else { 1.0 };
+        let fwd = |x: &[Tensor], train: bool| {
+            let hs: Vec<Tensor> = encoders
+                .iter()
+                .zip(x)
+                .map(|(e, xi)| e.1.hidden_t(xi, train && !pretrained))
+                .collect();
+            let logits = fusion.forward_t(&Tensor::cat(&hs, 1), train);
+            let aux = if multitask {
+                heads
+                    .iter()
+                    .zip(&hs)
+                    .enumerate()
+                    .map(|(k, (h, hk))| (w[k + 1], h.forward(hk), k))
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            (logits, aux)
+        };
+        let trained = fit(&mut vs, &ds, &cfg, main_w, &aux_y, &fwd)?;
+        let xm = tch::no_grad(|| {
+            let hs: Vec<Tensor> = encoders
+                .iter()
+                .zip(&ds.x)
+                .map(|(e, xi)| e.1.hidden_t(xi, false))
+                .collect();
+            Tensor::cat(&hs, 1)
+        });
+        let config = json!({"fusion": p.str("fusion")?, "features": features, "classes": classes,
+                            "encoders": encoders.iter().map(|e| e.1.hidden).collect::<Vec<_>>()});
+        Ok(Output {
+            table: model_table(&ds, &trained, config, Some(&xm))?,
+            errors: vec![],
+        })
+    }
+    fn reports(&self) -> bool {
+        true
+    }
+    fn report(&self, _p: &Params, t: &RecordBatch) -> Option<String> {
+        curve_report(t)
+    }
+}
+
+const EVAL_PARAMS: &[ParamSpec] = &[ParamSpec::new(
+    "classes",
+    ParamType::Int,
+    Some("3"),
+    "number of classes",
+)];
+
+/// `evaluate`: accuracy, macro and weighted F1 and the confusion matrix per split, from a
+/// training stage's predictions.
+pub struct Evaluate;
+
+impl Stage for Evaluate {
+    fn kind(&self) -> &'static str {
+        "evaluate"
+    }
+    fn version(&self) -> u32 {
+        1
+    }
+    fn about(&self) -> &'static str {
+        "per split: Acc, macro/weighted F1, confusion matrix of a train_unimodal/train_fusion stage"
+    }
+    fn params(&self) -> &'static [ParamSpec] {
+        EVAL_PARAMS
+    }
+    fn arity(&self) -> (usize, usize) {
+        (1, 1)
+    }
+    fn run(&self, ctx: &RunCtx) -> Result<Output, StageError> {
+        let classes = ctx.params.i64("classes")?.max(1) as usize;
+        let t = &ctx.inputs[0];
+        let part = str_col(t, "part")?;
+        let split = str_col(t, "split")?;
+        let y = col::<Int64Array>(t, "y")?;
+        let pred = col::<Int64Array>(t, "pred")?;
+        let mut rows = Vec::new();
+        for s in ["train", "valid", "test"] {
+            let (ys, ps): (Vec<i64>, Vec<i64>) = (0..t.num_rows())
+                .filter(|&r| part.value(r) == "prediction" && split.value(r) == s)
+                .map(|r| (y.value(r), pred.value(r)))
+                .unzip();
+            if ys.is_empty() {
+                continue;
+            }
+            let (acc, f1, wf1, cm) = metrics(&ys, &ps, classes);
+            rows.push((
+                s,
+                ys.len() as i64,
+                acc,
+                f1,
+                wf1,
+                cm.into_iter().flatten().collect::<Vec<i64>>(),
+            ));
+        }
+        let cms: Vec<Vec<f32>> = rows
+            .iter()
+            .map(|r| r.5.iter().map(|&v| v as f32).collect())
+            .collect();
+        let table = batch(vec![
+            (
+                "split",
+                strings(&rows.iter().map(|r| r.0).collect::<Vec<_>>()),
+            ),
+            ("clips", i64s(rows.iter().map(|r| Some(r.1)).collect())),
+            ("acc", f64s(rows.iter().map(|r| Some(r.2)).collect())),
+            ("f1_macro", f64s(rows.iter().map(|r| Some(r.3)).collect())),
+            (
+                "f1_weighted",
+                f64s(rows.iter().map(|r| Some(r.4)).collect()),
+            ),
+            ("classes", i64s(vec![Some(classes as i64); rows.len()])),
+            ("confusion", f32_lists(cms)),
+        ])?;
+        Ok(Output {
+            table,
+            errors: vec![],
+        })
+    }
+    fn reports(&self) -> bool {
+        true
+    }
+    fn report(&self, _p: &Params, t: &RecordBatch) -> Option<String> {
+        let split = str_col(t, "split").ok()?;
+        let acc = crate::table::f64_col(t, "acc").ok()?;
+        let f1 = crate::table::f64_col(t, "f1_macro").ok()?;
+        let wf1 = crate::table::f64_col(t, "f1_weighted").ok()?;
+        let mut s = String::from("split   acc     F1(macro)  F1(weighted)");
+        for r in 0..t.num_rows() {
+            s.push_str(&format!(
+                "\n{:<7} {:.4}  {:.4}     {:.4}",
+                split.value(r),
+                acc.value(r),
+                f1.value(r),
+                wf1.value(r)
+            ));
+        }
+        Some(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_match_sklearn_on_a_fixed_vector() {
+        // sklearn.metrics on y = [0,0,1,1,2,2,2], p = [0,1,1,1,2,0,2]:
+        //   accuracy 5/7; per-class F1 0.5, 0.8, 0.8; macro 0.7; weighted (2*.5+2*.8+3*.8)/7.
+        let (acc, f1, wf1, cm) = metrics(&[0, 0, 1, 1, 2, 2, 2], &[0, 1, 1, 1, 2, 0, 2], 3);
+        assert!((acc - 5.0 / 7.0).abs() < 1e-12);
+        assert!((f1 - 0.7).abs() < 1e-12);
+        assert!((wf1 - (1.0 + 1.6 + 2.4) / 7.0).abs() < 1e-12);
+        assert_eq!(cm, vec![vec![1, 1, 0], vec![0, 2, 0], vec![1, 0, 2]]);
+    }
+
+    #[test]
+    fn shuffle_is_a_seeded_permutation() {
+        let a = Shuffle(7).permute(50);
+        let b = Shuffle(7).permute(50);
+        let c = Shuffle(8).permute(50);
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+        let mut s = a.clone();
+        s.sort();
+        assert_eq!(s, (0..50).collect::<Vec<_>>());
+    }
+}

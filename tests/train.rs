@@ -41,7 +41,7 @@ stages:
     )
 }
 
-fn rows_of<'a>(t: &'a arrow::record_batch::RecordBatch, part: &str) -> Vec<usize> {
+fn rows_of(t: &arrow::record_batch::RecordBatch, part: &str) -> Vec<usize> {
     let p = strs(t, "part");
     (0..t.num_rows())
         .filter(|&r| p[r].as_deref() == Some(part))

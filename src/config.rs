@@ -360,10 +360,26 @@ pub fn parse(
                     used_axes.insert(a.clone());
                 }
             }
-            if let Some((a, _)) = combo.iter().find(|(a, _)| !used_axes.contains(a)) {
+            // An axis an input also has pairs this stage's variants with that input's.
+            let paired = |a: &str| -> bool {
+                let Some(Y::Sequence(ins)) = spec.get("inputs") else {
+                    return false;
+                };
+                ins.iter().filter_map(|i| i.as_str()).any(|i| {
+                    let up = i.split('[').next().unwrap_or(i);
+                    matches!(
+                        stage_map.get(up).and_then(|u| u.get("matrix")),
+                        Some(Y::Mapping(m)) if m.contains_key(a)
+                    )
+                })
+            };
+            if let Some((a, _)) = combo
+                .iter()
+                .find(|(a, _)| !used_axes.contains(a) && !paired(a))
+            {
                 return Err(err(
                     &["matrix", a],
-                    format!("stage `{base}`: matrix axis `{a}` is not a param of kind `{kind}` and no param uses ${{matrix.{a}}}"),
+                    format!("stage `{base}`: matrix axis `{a}` is not a param of kind `{kind}`, no param uses ${{matrix.{a}}} and no input has it"),
                     Some(format!("params of `{kind}`: {}", param_names(stage.params()))),
                 ));
             }

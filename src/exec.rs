@@ -462,6 +462,7 @@ fn execute(
         params: &s.params,
         root: &env.plan.root,
         inputs,
+        input_names: &s.inputs,
         files: &key.files,
         shards: &shards,
     };

@@ -36,6 +36,13 @@ stages:
     inputs: [uni_v, uni_a, uni_t, sv, sa, st, labels, split]
     params: {{fusion: conformer, epochs: 3}}
   evaluate: {{kind: evaluate, inputs: [fusion]}}
+  fusion_s:
+    kind: train_fusion
+    inputs: [uni_v, uni_a, uni_t, sv, sa, st, labels, split]
+    params: {{fusion: concat, epochs: 2, pretrained: false}}
+    matrix: {{seed: [1, 2]}}
+  eval_s: {{kind: evaluate, inputs: [fusion_s], matrix: {{seed: [1, 2]}}}}
+  agg: {{kind: aggregate, inputs: [eval_s], params: {{split: valid}}}}
 ",
         m = m.display()
     )
@@ -92,6 +99,26 @@ fn two_stage_training_is_deterministic_and_reruns_only_what_changed() {
             "{s:?}"
         );
     }
+    // Mean and sample sd over the two seeds' valid accuracy.
+    let accs: Vec<f64> = ["eval_s[seed=1]", "eval_s[seed=2]"]
+        .iter()
+        .map(|n| {
+            let t = p.table(n);
+            let s = strs(&t, "split");
+            let k = s
+                .iter()
+                .position(|x| x.as_deref() == Some("valid"))
+                .unwrap();
+            f64s(&t, "acc")[k].unwrap()
+        })
+        .collect();
+    let agg = p.table("agg");
+    assert_eq!(agg.num_rows(), 1);
+    assert_eq!(typed::<Int64Array>(&agg, "n").value(0), 2);
+    let m = (accs[0] + accs[1]) / 2.0;
+    assert!((f64s(&agg, "acc_mean")[0].unwrap() - m).abs() < 1e-12);
+    let sd = ((accs[0] - m).powi(2) + (accs[1] - m).powi(2)).sqrt();
+    assert!((f64s(&agg, "acc_sd")[0].unwrap() - sd).abs() < 1e-12);
     let hidden = p.table("hidden_t");
     assert!(
         typed::<Int64Array>(&hidden, "dim")

@@ -5,6 +5,7 @@
 pub mod params;
 pub mod table;
 
+pub mod aggregate;
 pub mod audio;
 pub mod decode;
 pub mod embed;
@@ -138,6 +139,8 @@ pub struct RunCtx<'a> {
     pub root: &'a Path,
     /// Input tables in declaration order (a gathered matrix input contributes one per variant).
     pub inputs: Vec<Arc<RecordBatch>>,
+    /// The inputs' stage names, `name[axis=value,...]` for matrix variants, in the same order.
+    pub input_names: &'a [String],
     pub files: &'a FileHashes,
     pub shards: &'a dyn ShardReader,
 }
@@ -229,6 +232,7 @@ pub fn registry() -> Vec<Box<dyn Stage>> {
         Box::new(train::ExportHidden),
         Box::new(train::TrainFusion),
         Box::new(train::Evaluate),
+        Box::new(aggregate::Aggregate),
     ]
 }
 

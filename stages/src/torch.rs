@@ -7,6 +7,11 @@ use std::sync::{Arc, Mutex};
 
 use tch::{CModule, Device};
 
+/// libtorch has one random generator per process: weight init and dropout of two trainings
+/// running side by side would interleave their draws and neither would be reproducible. Each
+/// training holds this from seeding to its last step (libtorch already uses every core).
+pub static RNG: Mutex<()> = Mutex::new(());
+
 /// `auto` takes the first CUDA device when libtorch sees one, else the CPU.
 pub fn device(name: &str) -> Result<Device, String> {
     let cuda = tch::Cuda::is_available();

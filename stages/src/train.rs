@@ -556,6 +556,7 @@ impl Stage for TrainUnimodal {
     fn run(&self, ctx: &RunCtx) -> Result<Output, StageError> {
         let p = ctx.params;
         let cfg = TrainCfg::from(p)?;
+        let _rng = crate::torch::RNG.lock().unwrap_or_else(|e| e.into_inner());
         tch::manual_seed(cfg.seed);
         let ds = dataset(ctx, &[0], 1, 2, p.str("modality")?, p.str("label")?)?;
         let (t, d) = (ds.x[0].size()[1], ds.x[0].size()[2]);
@@ -718,6 +719,7 @@ impl Stage for TrainFusion {
     fn run(&self, ctx: &RunCtx) -> Result<Output, StageError> {
         let p = ctx.params;
         let cfg = TrainCfg::from(p)?;
+        let _rng = crate::torch::RNG.lock().unwrap_or_else(|e| e.into_inner());
         tch::manual_seed(cfg.seed);
         let label = p.str("label")?;
         let ds = dataset(ctx, &[3, 4, 5], 6, 7, "m", label)?;

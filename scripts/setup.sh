@@ -5,7 +5,7 @@ set -euo pipefail
 
 debs=(ffmpeg libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libswresample-dev
       libavfilter-dev libavdevice-dev clang libclang-dev pkg-config
-      espeak-ng python3-venv unzip libopencv-dev)
+      espeak-ng python3-venv unzip libopencv-dev fonts-dejavu-core)
 missing=()
 for d in "${debs[@]}"; do
   dpkg-query -W -f='${Status}' "$d" 2>/dev/null | grep -q "install ok installed" || missing+=("$d")

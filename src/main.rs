@@ -10,6 +10,7 @@ mod locate;
 mod maint;
 mod registry;
 mod report;
+mod results;
 mod store;
 
 use std::path::{Path, PathBuf};
@@ -84,6 +85,17 @@ enum Cmd {
         p: PipelineArgs,
         #[arg(long, value_enum, default_value_t = DagFormat::Ascii)]
         format: DagFormat,
+    },
+    /// Results tables (Markdown and HTML) and figures (PNG) of every computed stage that has any
+    Report {
+        #[command(flatten)]
+        p: PipelineArgs,
+        /// Output folder
+        #[arg(short, long, default_value = "report")]
+        out: PathBuf,
+        /// Also each matrix variant, not only the stages that gather them
+        #[arg(long)]
+        variants: bool,
     },
     /// A stage's key, artifact, schema, row count, failed items and first rows
     Show {
@@ -214,6 +226,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Cmd::Status { targets, p, json } => {
             let l = load(&cli.cache, &p, &reg)?;
             inspect::status(&env(&l, &reg)?, &targets, json)
+        }
+        Cmd::Report { p, out, variants } => {
+            let l = load(&cli.cache, &p, &reg)?;
+            results::write(&env(&l, &reg)?, &out, variants)
         }
         Cmd::Dag { p, format } => {
             let l = load(&cli.cache, &p, &reg)?;

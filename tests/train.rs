@@ -119,6 +119,35 @@ fn two_stage_training_is_deterministic_and_reruns_only_what_changed() {
     assert!((f64s(&agg, "acc_mean")[0].unwrap() - m).abs() < 1e-12);
     let sd = ((accs[0] - m).powi(2) + (accs[1] - m).powi(2)).sqrt();
     assert!((f64s(&agg, "acc_sd")[0].unwrap() - sd).abs() < 1e-12);
+    // The report: Markdown and HTML tables, PNG figures (confusion matrix, PCA of H_T).
+    let out = p.run(&["report", "-o", "rep"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let md = std::fs::read_to_string(p.root().join("rep/report.md")).unwrap();
+    assert!(md.contains("## agg (aggregate)"), "{md}");
+    assert!(
+        md.contains("| n | Acc | F1 (macro) | F1 (weighted) |"),
+        "{md}"
+    );
+    assert!(md.contains("## evaluate (evaluate)"), "{md}");
+    assert!(
+        !md.contains("eval_s[seed=1]"),
+        "matrix variants only with --variants"
+    );
+    for fig in ["evaluate-confusion-test.png", "hidden_t-hidden-pca.png"] {
+        assert!(md.contains(&format!("figures/{fig}")), "{md}");
+        let png = std::fs::read(p.root().join("rep/figures").join(fig)).unwrap();
+        assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "{fig} is a PNG");
+    }
+    let html = std::fs::read_to_string(p.root().join("rep/report.html")).unwrap();
+    assert!(
+        html.contains("<th>Acc</th>") && html.contains("<img"),
+        "{html}"
+    );
+
     let hidden = p.table("hidden_t");
     assert!(
         typed::<Int64Array>(&hidden, "dim")

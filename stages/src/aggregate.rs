@@ -46,6 +46,16 @@ pub fn parse_variant(name: &str) -> (String, Vec<(String, String)>) {
     }
 }
 
+/// The columns before `n`: the matrix axes a row stands for.
+fn axis_columns(t: &RecordBatch) -> Vec<String> {
+    t.schema_ref()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .take_while(|n| n != "n")
+        .collect()
+}
+
 /// Mean and sample standard deviation (n - 1; 0 for one value).
 pub fn mean_sd(v: &[f64]) -> (f64, f64) {
     let n = v.len() as f64;
@@ -133,16 +143,37 @@ impl Stage for Aggregate {
     fn reports(&self) -> bool {
         true
     }
+    fn markdown(&self, p: &Params, t: &RecordBatch) -> Option<String> {
+        let axes = axis_columns(t);
+        let n = crate::table::col::<arrow::array::Int64Array>(t, "n").ok()?;
+        let mut out = format!(
+            "{} split, mean ± sd over `{}` (%)\n\n| {} | n | Acc | F1 (macro) | F1 (weighted) |\n|{}---|---|---|---|\n",
+            p.str("split").ok()?,
+            p.str("over").ok()?,
+            axes.join(" | "),
+            "---|".repeat(axes.len())
+        );
+        for r in 0..t.num_rows() {
+            let mut cells: Vec<String> = axes
+                .iter()
+                .map(|a| {
+                    str_col(t, a)
+                        .map(|c| c.value(r).to_string())
+                        .unwrap_or_default()
+                })
+                .collect();
+            cells.push(n.value(r).to_string());
+            for c in METRICS {
+                let m = f64_col(t, &format!("{c}_mean")).ok()?.value(r);
+                let s = f64_col(t, &format!("{c}_sd")).ok()?.value(r);
+                cells.push(format!("{:.2} ± {:.2}", 100.0 * m, 100.0 * s));
+            }
+            out.push_str(&format!("| {} |\n", cells.join(" | ")));
+        }
+        Some(out)
+    }
     fn report(&self, p: &Params, t: &RecordBatch) -> Option<String> {
-        let axes: Vec<&str> = t
-            .schema_ref()
-            .fields()
-            .iter()
-            .map(|f| f.name().as_str())
-            .take_while(|n| *n != "n")
-            .collect::<Vec<_>>()
-            .into_iter()
-            .collect();
+        let axes = axis_columns(t);
         let mut out = format!(
             "{} split, mean +- sd over `{}`\n{}  n  acc              F1(macro)        F1(weighted)",
             p.str("split").ok()?,

@@ -11,6 +11,7 @@ pub mod decode;
 pub mod embed;
 pub mod face;
 pub mod features;
+pub mod figures;
 pub mod ingest;
 pub mod labels;
 pub mod mtcnn;
@@ -189,6 +190,20 @@ pub trait Stage: Send + Sync {
     /// Whether [`Stage::report`] is worth loading the table for.
     fn reports(&self) -> bool {
         false
+    }
+    /// A Markdown section for `pipeline report` (tables of results); defaults to the plain
+    /// report in a code block.
+    fn markdown(&self, params: &Params, table: &RecordBatch) -> Option<String> {
+        self.report(params, table)
+            .map(|r| format!("```\n{r}\n```\n"))
+    }
+    /// PNG figures for `pipeline report`, by file stem.
+    fn figures(
+        &self,
+        _params: &Params,
+        _table: &RecordBatch,
+    ) -> Vec<(String, Result<Vec<u8>, String>)> {
+        Vec::new()
     }
     /// Per-item computation (`Mode::PerItem`): `row` indexes the first input. The engine adds
     /// the id column to the returned rows. An `Err` is recorded against the item.

@@ -605,7 +605,50 @@ fn curve_report(t: &RecordBatch) -> Option<String> {
 /// layout (`frames` 1, `dim`, `values`) for plots and inspection.
 pub struct ExportHidden;
 
+impl ExportHidden {
+    const NAMES: [&'static str; 3] = ["Negative", "Neutral", "Positive"];
+}
+
 impl Stage for ExportHidden {
+    fn reports(&self) -> bool {
+        true
+    }
+    fn report(&self, _p: &Params, t: &RecordBatch) -> Option<String> {
+        let d = col::<Int64Array>(t, "dim").ok()?;
+        Some(format!(
+            "{} clips, {}-d hidden vectors",
+            t.num_rows(),
+            if t.num_rows() > 0 { d.value(0) } else { 0 }
+        ))
+    }
+    fn figures(&self, _p: &Params, t: &RecordBatch) -> Vec<(String, Result<Vec<u8>, String>)> {
+        let (Ok(y), Ok(v)) = (col::<Int64Array>(t, "y"), col::<ListArray>(t, "values")) else {
+            return Vec::new();
+        };
+        let rows: Vec<Vec<f32>> = (0..t.num_rows())
+            .map(|r| {
+                let l = v.value(r);
+                l.as_any()
+                    .downcast_ref::<Float32Array>()
+                    .map(|a| a.values().to_vec())
+                    .unwrap_or_default()
+            })
+            .collect();
+        let pts: Vec<(f64, f64, i64)> = crate::figures::pca2(&rows)
+            .into_iter()
+            .zip(y.values().iter())
+            .map(|((a, b), &c)| (a, b, c))
+            .collect();
+        let names: Vec<String> = Self::NAMES.iter().map(|s| s.to_string()).collect();
+        vec![(
+            "hidden-pca".to_string(),
+            crate::figures::scatter_png(
+                &pts,
+                &names,
+                "hidden vectors, first two principal components",
+            ),
+        )]
+    }
     fn kind(&self) -> &'static str {
         "export_hidden"
     }
@@ -850,12 +893,15 @@ impl Stage for TrainFusion {
     }
 }
 
-const EVAL_PARAMS: &[ParamSpec] = &[ParamSpec::new(
-    "classes",
-    ParamType::Int,
-    Some("3"),
-    "number of classes",
-)];
+const EVAL_PARAMS: &[ParamSpec] = &[
+    ParamSpec::new("classes", ParamType::Int, Some("3"), "number of classes"),
+    ParamSpec::new(
+        "names",
+        ParamType::StrList,
+        Some(r#"["Negative", "Neutral", "Positive"]"#),
+        "class names in figures",
+    ),
+];
 
 /// `evaluate`: accuracy, macro and weighted F1 and the confusion matrix per split, from a
 /// training stage's predictions.
@@ -929,6 +975,53 @@ impl Stage for Evaluate {
     }
     fn reports(&self) -> bool {
         true
+    }
+    fn markdown(&self, _p: &Params, t: &RecordBatch) -> Option<String> {
+        let split = str_col(t, "split").ok()?;
+        let n = col::<Int64Array>(t, "clips").ok()?;
+        let acc = crate::table::f64_col(t, "acc").ok()?;
+        let f1 = crate::table::f64_col(t, "f1_macro").ok()?;
+        let wf1 = crate::table::f64_col(t, "f1_weighted").ok()?;
+        let mut s = String::from(
+            "| split | clips | Acc | F1 (macro) | F1 (weighted) |\n|---|---|---|---|---|\n",
+        );
+        for r in 0..t.num_rows() {
+            s.push_str(&format!(
+                "| {} | {} | {:.2} | {:.2} | {:.2} |\n",
+                split.value(r),
+                n.value(r),
+                100.0 * acc.value(r),
+                100.0 * f1.value(r),
+                100.0 * wf1.value(r)
+            ));
+        }
+        Some(s)
+    }
+    fn figures(&self, p: &Params, t: &RecordBatch) -> Vec<(String, Result<Vec<u8>, String>)> {
+        let names = p.str_list("names").unwrap_or_default();
+        let (Ok(split), Ok(cms)) = (str_col(t, "split"), col::<ListArray>(t, "confusion")) else {
+            return Vec::new();
+        };
+        (0..t.num_rows())
+            .filter(|&r| split.value(r) == "test")
+            .map(|r| {
+                let l = cms.value(r);
+                let v = l
+                    .as_any()
+                    .downcast_ref::<Float32Array>()
+                    .map(|a| a.values().to_vec())
+                    .unwrap_or_default();
+                let k = (v.len() as f64).sqrt() as usize;
+                let cm: Vec<Vec<i64>> = v
+                    .chunks(k.max(1))
+                    .map(|c| c.iter().map(|&x| x as i64).collect())
+                    .collect();
+                (
+                    "confusion-test".to_string(),
+                    crate::figures::confusion_png(&cm, &names, "confusion matrix, test split"),
+                )
+            })
+            .collect()
     }
     fn report(&self, _p: &Params, t: &RecordBatch) -> Option<String> {
         let split = str_col(t, "split").ok()?;

@@ -1,0 +1,169 @@
+//! `pipeline report`: the results of every computed stage that has any (metrics tables,
+//! aggregates over seeds, figures) as one Markdown file, the same as HTML, and PNG figures.
+//! Matrix variants are left out unless asked for: a 160-variant grid is read through the
+//! stages that aggregate it.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+
+use crate::db::Db;
+use crate::exec::Env;
+
+pub fn write(env: &Env, out: &Path, variants: bool) -> Result<i32> {
+    let all: Vec<usize> = (0..env.plan.stages.len()).collect();
+    let mut db = Db::open(&env.cache)?;
+    let planned = env.plan_state(&mut db, &all)?;
+    std::fs::create_dir_all(out.join("figures"))
+        .with_context(|| format!("creating {}", out.display()))?;
+    let mut md = format!("# Results of `{}`\n\n", env.pipeline_id);
+    let mut missing = Vec::new();
+    let mut figures = 0;
+    for p in &planned {
+        let s = &env.plan.stages[p.idx];
+        let stage = env.reg.get(&s.kind).expect("validated kind");
+        if !stage.reports() || (s.name != s.base && !variants) {
+            continue;
+        }
+        let Some(a) = &p.artifact else {
+            missing.push(s.name.clone());
+            continue;
+        };
+        let t = env.store.get_table(&a.object)?;
+        let _ = writeln!(md, "## {} ({})\n", s.name, s.kind);
+        if let Some(desc) = &s.desc {
+            let _ = writeln!(md, "{desc}\n");
+        }
+        if let Some(section) = stage.markdown(&s.params, &t) {
+            let _ = writeln!(md, "{section}");
+        }
+        for (stem, png) in stage.figures(&s.params, &t) {
+            let file = format!("{}-{stem}.png", file_stem(&s.name));
+            match png {
+                Ok(bytes) => {
+                    crate::store::write_atomic(&out.join("figures").join(&file), &bytes)?;
+                    let _ = writeln!(md, "![{stem}](figures/{file})\n");
+                    figures += 1;
+                }
+                Err(e) => {
+                    let _ = writeln!(md, "(figure `{stem}` not drawn: {e})\n");
+                }
+            }
+        }
+    }
+    if !missing.is_empty() {
+        let _ = writeln!(md, "## Not computed yet\n\n{}\n", missing.join(", "));
+    }
+    crate::store::write_atomic(&out.join("report.md"), md.as_bytes())?;
+    crate::store::write_atomic(&out.join("report.html"), html(&md).as_bytes())?;
+    println!(
+        "wrote {} and report.html ({figures} figures){}",
+        out.join("report.md").display(),
+        if missing.is_empty() {
+            String::new()
+        } else {
+            format!("; {} stages not computed yet", missing.len())
+        }
+    );
+    Ok(0)
+}
+
+fn file_stem(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// The Markdown this module writes, as HTML: headings, paragraphs, pipe tables, code blocks and
+/// images, which is all it uses.
+pub fn html(md: &str) -> String {
+    let mut out = String::from(
+        "<!doctype html>\n<meta charset=\"utf-8\">\n<title>pipeline report</title>\n<style>\
+         body{font-family:sans-serif;max-width:70em;margin:2em auto}table{border-collapse:collapse}\
+         td,th{border:1px solid #bbb;padding:.2em .6em;text-align:right}th{background:#eee}</style>\n",
+    );
+    let mut in_code = false;
+    let mut in_table = false;
+    for line in md.lines() {
+        if line.starts_with("```") {
+            out.push_str(if in_code { "</pre>\n" } else { "<pre>" });
+            in_code = !in_code;
+            continue;
+        }
+        if in_code {
+            out.push_str(&escape(line));
+            out.push('\n');
+            continue;
+        }
+        if let Some(row) = line.strip_prefix('|') {
+            let cells: Vec<&str> = row
+                .trim_end_matches('|')
+                .split('|')
+                .map(str::trim)
+                .collect();
+            if cells.iter().all(|c| c.chars().all(|ch| ch == '-')) {
+                continue;
+            }
+            let tag = if in_table { "td" } else { "th" };
+            if !in_table {
+                out.push_str("<table>\n");
+                in_table = true;
+            }
+            out.push_str("<tr>");
+            for c in cells {
+                let _ = write!(out, "<{tag}>{}</{tag}>", escape(c));
+            }
+            out.push_str("</tr>\n");
+            continue;
+        }
+        if in_table {
+            out.push_str("</table>\n");
+            in_table = false;
+        }
+        if let Some(h) = line.strip_prefix("## ") {
+            let _ = writeln!(out, "<h2>{}</h2>", escape(h));
+        } else if let Some(h) = line.strip_prefix("# ") {
+            let _ = writeln!(out, "<h1>{}</h1>", escape(h));
+        } else if let Some(img) = line.strip_prefix("![") {
+            if let Some((alt, rest)) = img.split_once("](") {
+                let _ = writeln!(
+                    out,
+                    "<p><img alt=\"{}\" src=\"{}\"></p>",
+                    escape(alt),
+                    escape(rest.trim_end_matches(')'))
+                );
+            }
+        } else if !line.trim().is_empty() {
+            let _ = writeln!(out, "<p>{}</p>", escape(line));
+        }
+    }
+    if in_table {
+        out.push_str("</table>\n");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn markdown_tables_become_html_tables() {
+        let h = super::html("# T\n\n| a | b |\n|---|---|\n| 1 | <2> |\n\n![f](figures/x.png)\n");
+        assert!(h.contains("<h1>T</h1>"));
+        assert!(h.contains("<tr><th>a</th><th>b</th></tr>"));
+        assert!(h.contains("<tr><td>1</td><td>&lt;2&gt;</td></tr>"));
+        assert!(h.contains("<img alt=\"f\" src=\"figures/x.png\">"));
+    }
+}

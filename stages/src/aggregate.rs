@@ -56,6 +56,30 @@ fn axis_columns(t: &RecordBatch) -> Vec<String> {
         .collect()
 }
 
+/// Each row's cells: its axis values, `n`, and every metric as `mean <pm> sd` in %.
+fn rows(t: &RecordBatch, axes: &[String], pm: &str) -> Option<Vec<Vec<String>>> {
+    let n = crate::table::col::<arrow::array::Int64Array>(t, "n").ok()?;
+    let mut out = Vec::with_capacity(t.num_rows());
+    for r in 0..t.num_rows() {
+        let mut cells: Vec<String> = axes
+            .iter()
+            .map(|a| {
+                str_col(t, a)
+                    .map(|c| c.value(r).to_string())
+                    .unwrap_or_default()
+            })
+            .collect();
+        cells.push(n.value(r).to_string());
+        for c in METRICS {
+            let m = f64_col(t, &format!("{c}_mean")).ok()?.value(r);
+            let s = f64_col(t, &format!("{c}_sd")).ok()?.value(r);
+            cells.push(format!("{:.2} {pm} {:.2}", 100.0 * m, 100.0 * s));
+        }
+        out.push(cells);
+    }
+    Some(out)
+}
+
 /// Mean and sample standard deviation (n - 1; 0 for one value).
 pub fn mean_sd(v: &[f64]) -> (f64, f64) {
     let n = v.len() as f64;
@@ -145,7 +169,6 @@ impl Stage for Aggregate {
     }
     fn markdown(&self, p: &Params, t: &RecordBatch) -> Option<String> {
         let axes = axis_columns(t);
-        let n = crate::table::col::<arrow::array::Int64Array>(t, "n").ok()?;
         let mut out = format!(
             "{} split, mean ± sd over `{}` (%)\n\n| {} | n | Acc | F1 (macro) | F1 (weighted) |\n|{}---|---|---|---|\n",
             p.str("split").ok()?,
@@ -153,21 +176,7 @@ impl Stage for Aggregate {
             axes.join(" | "),
             "---|".repeat(axes.len())
         );
-        for r in 0..t.num_rows() {
-            let mut cells: Vec<String> = axes
-                .iter()
-                .map(|a| {
-                    str_col(t, a)
-                        .map(|c| c.value(r).to_string())
-                        .unwrap_or_default()
-                })
-                .collect();
-            cells.push(n.value(r).to_string());
-            for c in METRICS {
-                let m = f64_col(t, &format!("{c}_mean")).ok()?.value(r);
-                let s = f64_col(t, &format!("{c}_sd")).ok()?.value(r);
-                cells.push(format!("{:.2} ± {:.2}", 100.0 * m, 100.0 * s));
-            }
+        for cells in rows(t, &axes, "±")? {
             out.push_str(&format!("| {} |\n", cells.join(" | ")));
         }
         Some(out)
@@ -180,22 +189,7 @@ impl Stage for Aggregate {
             p.str("over").ok()?,
             axes.join("  ")
         );
-        let n = crate::table::col::<arrow::array::Int64Array>(t, "n").ok()?;
-        for r in 0..t.num_rows() {
-            let mut line: Vec<String> = axes
-                .iter()
-                .map(|a| {
-                    str_col(t, a)
-                        .map(|c| c.value(r).to_string())
-                        .unwrap_or_default()
-                })
-                .collect();
-            line.push(n.value(r).to_string());
-            for c in METRICS {
-                let m = f64_col(t, &format!("{c}_mean")).ok()?.value(r);
-                let s = f64_col(t, &format!("{c}_sd")).ok()?.value(r);
-                line.push(format!("{:.2} +- {:.2}", 100.0 * m, 100.0 * s));
-            }
+        for line in rows(t, &axes, "+-")? {
             out.push('\n');
             out.push_str(&line.join("  "));
         }

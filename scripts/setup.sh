@@ -21,6 +21,8 @@ if ((${#missing[@]})); then
   done
   DEBIAN_FRONTEND=noninteractive $sudo apt-get -o DPkg::Lock::Timeout=600 install -y -q \
     --no-install-recommends "${missing[@]}"
+  # The downloaded .deb files are several hundred MB that nothing reads again.
+  $sudo apt-get clean
 fi
 
 # The demo dataset generator: numpy + Pillow in a venv (pinned: the same versions give the same
@@ -32,7 +34,7 @@ if [ ! -f "$venv/.ok" ] || [ "$(cat "$venv/.ok")" != "$want" ]; then
   echo "setup: python venv for the demo generator ($want)"
   rm -rf "$venv"
   python3 -m venv "$venv"
-  for i in 1 2 3; do "$venv/bin/pip" install -q $want && break; sleep $((i * 5)); done
+  for i in 1 2 3; do "$venv/bin/pip" install -q --no-cache-dir $want && break; sleep $((i * 5)); done
   echo "$want" > "$venv/.ok"
 fi
 PYTHON="$venv/bin/python" "$root/scripts/demo/fetch-assets.sh" "$root/data/assets"

@@ -21,7 +21,7 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 py=${PYTHON:-python3}
 retry() { for i in 1 2 3; do "$@" && return 0; sleep $((i * 5)); done; return 1; }
-retry "$py" -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.11 \
+retry "$py" -m pip download --quiet --no-cache-dir --no-deps --only-binary=:all: --python-version 3.11 \
   --platform manylinux_2_28_x86_64 scikit-image==0.26.0 -d "$tmp"
 (cd "$tmp" && unzip -q -o scikit_image-*.whl 'skimage/data/*')
 for f in astronaut.png camera.png lfw_subset.npy coffee.png brick.png; do

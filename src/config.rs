@@ -10,7 +10,7 @@
 //!   train:
 //!     kind: train_fusion
 //!     inputs: [features]
-//!     matrix: {fusion: [concat, conformer], seed: 1..5}
+//!     matrix: {fusion: [concat, conformer], seed: 1..5}   # or seed: ${seeds}
 //! ```
 //! Everything that can be wrong with a pipeline is found here, before anything runs, and
 //! reported with file, line and a hint.
@@ -285,7 +285,7 @@ pub fn parse(
                 let mut axes = Vec::new();
                 for (ak, av) in m {
                     let a = key_str(ak);
-                    let vals = matrix_values(av).map_err(|e| {
+                    let vals = matrix_values(av, &vars).map_err(|e| {
                         err(&["matrix", &a], format!("matrix axis `{a}`: {e}"), None)
                     })?;
                     axes.push((a, vals));
@@ -802,7 +802,25 @@ fn lookup(
     Ok(cur.clone())
 }
 
-fn matrix_values(v: &Y) -> Result<Vec<J>, String> {
+/// An axis's values: a list, an integer range `a..b`, or `${var}` naming either, so that
+/// `--set vars.seeds=1..2` shrinks a grid from the command line.
+fn matrix_values(v: &Y, vars: &J) -> Result<Vec<J>, String> {
+    if let Some(name) = v
+        .as_str()
+        .and_then(|s| s.strip_prefix("${"))
+        .and_then(|s| s.strip_suffix('}'))
+    {
+        let val = vars
+            .get(name)
+            .ok_or_else(|| format!("`${{{name}}}` is not defined under vars"))?;
+        let y: Y = serde_json::from_value(val.clone()).map_err(|e| e.to_string())?;
+        // One value is a one-value axis: `--set vars.seeds=3`.
+        if matches!(y, Y::Number(_) | Y::Bool(_)) || matches!(&y, Y::String(s) if !s.contains(".."))
+        {
+            return Ok(vec![val.clone()]);
+        }
+        return matrix_values(&y, &J::Null).map_err(|e| format!("vars.{name} = {val}: {e}"));
+    }
     match v {
         Y::Sequence(s) if !s.is_empty() => Ok(s.iter().map(to_json).collect()),
         Y::String(s) if s.contains("..") => {
@@ -919,13 +937,37 @@ mod tests {
     use super::*;
 
     fn plan(y: &str) -> Result<Plan, ConfigError> {
+        plan_with_sets(y, &[])
+    }
+
+    fn plan_with_sets(y: &str, sets: &[String]) -> Result<Plan, ConfigError> {
         parse(
             Path::new("p.yaml"),
             y,
             Path::new("."),
-            &[],
+            sets,
             &Registry::new(),
         )
+    }
+
+    #[test]
+    fn matrix_axes_from_vars() {
+        let yaml = "vars: {seeds: 1..3, methods: [ratio]}\nstages:\n  ingest:\n    kind: ingest\n    params: {root: d}\n  s:\n    kind: split\n    inputs: [ingest]\n    matrix: {seed: \"${seeds}\", method: \"${methods}\"}\n";
+        let names = |p: &Plan| -> Vec<String> {
+            p.stages
+                .iter()
+                .map(|s| s.name.clone())
+                .filter(|n| n.starts_with("s["))
+                .collect()
+        };
+        let p = plan(yaml).unwrap();
+        assert_eq!(names(&p).len(), 3);
+        let one = plan_with_sets(yaml, &["vars.seeds=2".to_string()]).unwrap();
+        assert_eq!(names(&one), vec!["s[seed=2,method=ratio]".to_string()]);
+        let e = plan(&yaml.replace("${methods}", "${nothing}"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`${nothing}` is not defined under vars"), "{e}");
     }
 
     #[test]

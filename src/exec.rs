@@ -356,13 +356,22 @@ pub fn run(env: &Env, opts: &RunOpts, rep: &Reporter) -> Result<i32> {
 }
 
 /// The stages' own accounts of what they produced (dataset counts, metrics), in plan order,
-/// for every selected stage that finished, whether it ran now or was cached.
+/// for every selected stage that finished, whether it ran now or was cached. On a terminal a
+/// grid's variants are left out where several of one stage ran (their aggregates, and
+/// `pipeline report --variants`, cover them); JSON output has them all.
 fn print_reports(
     env: &Env,
     db: &Db,
     results: &BTreeMap<usize, Finished>,
     rep: &Reporter,
 ) -> Result<()> {
+    let mut per_base: HashMap<&str, usize> = HashMap::new();
+    for idx in results.keys() {
+        *per_base
+            .entry(env.plan.stages[*idx].base.as_str())
+            .or_default() += 1;
+    }
+    let mut skipped = 0;
     for (idx, (name, key, r)) in results {
         let (Ok(_), Some(key)) = (r, key) else {
             continue;
@@ -371,6 +380,10 @@ fn print_reports(
         let Some(stage) = env.reg.get(&s.kind) else {
             continue;
         };
+        if !rep.is_json() && s.name != s.base && per_base[s.base.as_str()] > 1 {
+            skipped += usize::from(stage.reports());
+            continue;
+        }
         // Loading the table costs a read, so only for kinds that report at all.
         if !stage.reports() {
             continue;
@@ -384,6 +397,11 @@ fn print_reports(
                 println!("{name}:\n{text}");
             }
         }
+    }
+    if skipped > 0 {
+        println!(
+            "({skipped} matrix variants' reports left out: `pipeline report --variants` has them)"
+        );
     }
     Ok(())
 }

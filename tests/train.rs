@@ -40,9 +40,14 @@ stages:
     kind: train_fusion
     inputs: [uni_v, uni_a, uni_t, sv, sa, st, labels, split]
     params: {{fusion: concat, epochs: 2, pretrained: false}}
-    matrix: {{seed: [1, 2]}}
-  eval_s: {{kind: evaluate, inputs: [fusion_s], matrix: {{seed: [1, 2]}}}}
-  agg: {{kind: aggregate, inputs: [eval_s], params: {{split: valid}}}}
+    matrix: {{seed: [1, 2], multitask: [false, true]}}
+  eval_s: {{kind: evaluate, inputs: [fusion_s], matrix: {{seed: [1, 2], multitask: [false, true]}}}}
+  agg: {{kind: aggregate, inputs: [eval_s], params: {{split: valid, columns: multitask}}}}
+  fusion_r:
+    kind: train_fusion
+    inputs: [uni_v, uni_a, uni_t, sv, sa, st, labels, split]
+    params: {{fusion: concat, epochs: 3, label: y}}
+  eval_r: {{kind: evaluate, inputs: [fusion_r]}}
 ",
         m = m.display()
     )
@@ -99,26 +104,62 @@ fn two_stage_training_is_deterministic_and_reruns_only_what_changed() {
             "{s:?}"
         );
     }
-    // Mean and sample sd over the two seeds' valid accuracy.
-    let accs: Vec<f64> = ["eval_s[seed=1]", "eval_s[seed=2]"]
-        .iter()
-        .map(|n| {
-            let t = p.table(n);
-            let s = strs(&t, "split");
-            let k = s
-                .iter()
-                .position(|x| x.as_deref() == Some("valid"))
-                .unwrap();
-            f64s(&t, "acc")[k].unwrap()
-        })
-        .collect();
+    // Mean and sample sd over the two seeds' valid accuracy, one row per multi-task setting.
+    let accs: Vec<f64> = [
+        "eval_s[seed=1,multitask=true]",
+        "eval_s[seed=2,multitask=true]",
+    ]
+    .iter()
+    .map(|n| {
+        let t = p.table(n);
+        let s = strs(&t, "split");
+        let k = s
+            .iter()
+            .position(|x| x.as_deref() == Some("valid"))
+            .unwrap();
+        f64s(&t, "acc")[k].unwrap()
+    })
+    .collect();
     let agg = p.table("agg");
-    assert_eq!(agg.num_rows(), 1);
-    assert_eq!(typed::<Int64Array>(&agg, "n").value(0), 2);
+    assert_eq!(agg.num_rows(), 2);
+    assert_eq!(strs(&agg, "multitask")[1].as_deref(), Some("true"));
+    assert_eq!(typed::<Int64Array>(&agg, "n").value(1), 2);
     let m = (accs[0] + accs[1]) / 2.0;
-    assert!((f64s(&agg, "acc_mean")[0].unwrap() - m).abs() < 1e-12);
+    assert!((f64s(&agg, "acc_mean")[1].unwrap() - m).abs() < 1e-12);
     let sd = ((accs[0] - m).powi(2) + (accs[1] - m).powi(2)).sqrt();
-    assert!((f64s(&agg, "acc_sd")[0].unwrap() - sd).abs() < 1e-12);
+    assert!((f64s(&agg, "acc_sd")[1].unwrap() - sd).abs() < 1e-12);
+    assert!(
+        agg.column_by_name("mae_mean").is_none(),
+        "classification has no MMSA regression metrics"
+    );
+
+    // Regression on the continuous label: scores in the table, MMSA's metrics from them.
+    let fr = p.table("fusion_r");
+    let (score, pred_score) = (f64s(&fr, "score"), f64s(&fr, "pred_score"));
+    let fsplit = strs(&fr, "split");
+    let test: Vec<usize> = rows_of(&fr, "prediction")
+        .into_iter()
+        .filter(|&r| fsplit[r].as_deref() == Some("test"))
+        .collect();
+    assert!(!test.is_empty());
+    let mae = test
+        .iter()
+        .map(|&r| {
+            (score[r].unwrap().clamp(-1.0, 1.0) - pred_score[r].unwrap().clamp(-1.0, 1.0)).abs()
+        })
+        .sum::<f64>()
+        / test.len() as f64;
+    let er = p.table("eval_r");
+    let k = strs(&er, "split")
+        .iter()
+        .position(|s| s.as_deref() == Some("test"))
+        .unwrap();
+    assert!((f64s(&er, "mae")[k].unwrap() - mae).abs() < 1e-9);
+    for c in ["acc2", "acc3", "acc5", "f1_acc2"] {
+        let v = f64s(&er, c)[k].unwrap();
+        assert!((0.0..=1.0).contains(&v), "{c} {v}");
+    }
+    assert!(f64s(&er, "acc7")[k].is_none(), "CH-SIMS has no Acc-7");
     // The report: Markdown and HTML tables, PNG figures (confusion matrix, PCA of H_T).
     let out = p.run(&["report", "-o", "rep"]);
     assert!(
@@ -129,12 +170,20 @@ fn two_stage_training_is_deterministic_and_reruns_only_what_changed() {
     let md = std::fs::read_to_string(p.root().join("rep/report.md")).unwrap();
     assert!(md.contains("## agg (aggregate)"), "{md}");
     assert!(
-        md.contains("| n | Acc | F1 (macro) | F1 (weighted) |"),
+        md.contains("| multitask | n | Acc | F1 (macro) | F1 (weighted) |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| multitask=false | multitask=true |"),
+        "pivoted table: {md}"
+    );
+    assert!(
+        md.contains("| Acc-2 |") && md.contains("| MAE | Corr |"),
         "{md}"
     );
     assert!(md.contains("## evaluate (evaluate)"), "{md}");
     assert!(
-        !md.contains("eval_s[seed=1]"),
+        !md.contains("eval_s[seed=1,multitask=false]"),
         "matrix variants only with --variants"
     );
     for fig in ["evaluate-confusion-test.png", "hidden_t-hidden-pca.png"] {

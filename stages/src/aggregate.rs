@@ -1,8 +1,9 @@
 //! `aggregate`: mean and standard deviation over seeds (or any matrix axis) of the `evaluate`
-//! variants it gathers, one row per remaining combination of axes.
+//! variants it gathers, one row per remaining combination of axes, over every metric the
+//! inputs carry (classification and MMSA regression alike). Its report can pivot one axis into
+//! columns, which is how the papers lay out their tables (rows: models, columns: IUA | IMA).
 
-use std::collections::BTreeMap;
-
+use arrow::array::Array;
 use arrow::record_batch::RecordBatch;
 
 use crate::params::{ParamSpec, ParamType};
@@ -24,9 +25,61 @@ const PARAMS: &[ParamSpec] = &[
         Some("\"test\""),
         "which split's metrics",
     ),
+    ParamSpec::new(
+        "columns",
+        ParamType::Str,
+        Some("\"\""),
+        "report: a matrix axis whose values become the table's columns (the papers' IUA | IMA)",
+    ),
+    ParamSpec::new(
+        "metric",
+        ParamType::Str,
+        Some("\"acc\""),
+        "report: the metric in the cells of a `columns` table",
+    ),
 ];
 
-const METRICS: [&str; 3] = ["acc", "f1_macro", "f1_weighted"];
+/// (column, header, shown in %): every metric an `evaluate` table may carry.
+pub type Metric = (&'static str, &'static str, bool);
+
+pub const METRICS: [Metric; 11] = [
+    ("acc", "Acc", true),
+    ("f1_macro", "F1 (macro)", true),
+    ("f1_weighted", "F1 (weighted)", true),
+    ("acc2", "Acc-2", true),
+    ("acc2_pos", "Acc-2 (non-0)", true),
+    ("acc3", "Acc-3", true),
+    ("acc5", "Acc-5", true),
+    ("acc7", "Acc-7", true),
+    ("f1_acc2", "F1 (Acc-2)", true),
+    ("mae", "MAE", false),
+    ("corr", "Corr", false),
+];
+
+/// The metrics with a value in every row of `t` (column name + `suffix`).
+pub fn present_metrics(t: &RecordBatch, suffix: Option<&str>) -> Vec<Metric> {
+    METRICS
+        .iter()
+        .filter(|m| {
+            t.column_by_name(&format!("{}{}", m.0, suffix.unwrap_or("")))
+                .is_some_and(|c| !c.is_empty() && c.null_count() == 0)
+        })
+        .copied()
+        .collect()
+}
+
+/// A metric value as reported: fractions in % with two decimals, MAE and r with three.
+pub fn fmt_metric(m: &Metric, v: f64) -> String {
+    if m.2 {
+        format!("{:.2}", 100.0 * v)
+    } else {
+        format!("{v:.3}")
+    }
+}
+
+fn fmt_pm(m: &Metric, mean: f64, sd: f64, pm: &str) -> String {
+    format!("{} {pm} {}", fmt_metric(m, mean), fmt_metric(m, sd))
+}
 
 /// `name[a=1,b=x]` -> (name, [(a, 1), (b, x)]).
 pub fn parse_variant(name: &str) -> (String, Vec<(String, String)>) {
@@ -56,28 +109,92 @@ fn axis_columns(t: &RecordBatch) -> Vec<String> {
         .collect()
 }
 
-/// Each row's cells: its axis values, `n`, and every metric as `mean <pm> sd` in %.
-fn rows(t: &RecordBatch, axes: &[String], pm: &str) -> Option<Vec<Vec<String>>> {
+/// Cell text of axis `a` in row `r`.
+fn axis_value(t: &RecordBatch, a: &str, r: usize) -> String {
+    str_col(t, a)
+        .map(|c| c.value(r).to_string())
+        .unwrap_or_default()
+}
+
+/// Each row's cells: its axis values, `n`, and every metric as `mean <pm> sd`.
+fn rows(
+    t: &RecordBatch,
+    axes: &[String],
+    metrics: &[Metric],
+    pm: &str,
+) -> Option<Vec<Vec<String>>> {
     let n = crate::table::col::<arrow::array::Int64Array>(t, "n").ok()?;
     let mut out = Vec::with_capacity(t.num_rows());
     for r in 0..t.num_rows() {
-        let mut cells: Vec<String> = axes
-            .iter()
-            .map(|a| {
-                str_col(t, a)
-                    .map(|c| c.value(r).to_string())
-                    .unwrap_or_default()
-            })
-            .collect();
+        let mut cells: Vec<String> = axes.iter().map(|a| axis_value(t, a, r)).collect();
         cells.push(n.value(r).to_string());
-        for c in METRICS {
-            let m = f64_col(t, &format!("{c}_mean")).ok()?.value(r);
-            let s = f64_col(t, &format!("{c}_sd")).ok()?.value(r);
-            cells.push(format!("{:.2} {pm} {:.2}", 100.0 * m, 100.0 * s));
+        for m in metrics {
+            let mean = f64_col(t, &format!("{}_mean", m.0)).ok()?.value(r);
+            let sd = f64_col(t, &format!("{}_sd", m.0)).ok()?.value(r);
+            cells.push(fmt_pm(m, mean, sd, pm));
         }
         out.push(cells);
     }
     Some(out)
+}
+
+/// The aggregate as a two-way table: the other axes down, the values of `across` along, one
+/// metric's `mean <pm> sd` in the cells (blank where a combination was not run).
+fn pivot(
+    t: &RecordBatch,
+    across: &str,
+    metric: &str,
+    pm: &str,
+) -> Option<(Vec<String>, Vec<Vec<String>>)> {
+    let m = METRICS.iter().find(|m| m.0 == metric)?;
+    let axes: Vec<String> = axis_columns(t)
+        .into_iter()
+        .filter(|a| a != across)
+        .collect();
+    str_col(t, across).ok()?;
+    let mean = f64_col(t, &format!("{metric}_mean")).ok()?;
+    let sd = f64_col(t, &format!("{metric}_sd")).ok()?;
+    let mut cols: Vec<String> = Vec::new();
+    let mut keys: Vec<Vec<String>> = Vec::new();
+    let mut cells: std::collections::HashMap<(usize, usize), String> = Default::default();
+    for r in 0..t.num_rows() {
+        let c = axis_value(t, across, r);
+        let ci = cols.iter().position(|x| *x == c).unwrap_or_else(|| {
+            cols.push(c);
+            cols.len() - 1
+        });
+        let k: Vec<String> = axes.iter().map(|a| axis_value(t, a, r)).collect();
+        let ki = keys.iter().position(|x| *x == k).unwrap_or_else(|| {
+            keys.push(k);
+            keys.len() - 1
+        });
+        if !mean.is_null(r) {
+            cells.insert((ki, ci), fmt_pm(m, mean.value(r), sd.value(r), pm));
+        }
+    }
+    let mut header = axes;
+    header.extend(cols.iter().map(|c| format!("{across}={c}")));
+    let body = keys
+        .into_iter()
+        .enumerate()
+        .map(|(ki, mut k)| {
+            k.extend((0..cols.len()).map(|ci| cells.remove(&(ki, ci)).unwrap_or_default()));
+            k
+        })
+        .collect();
+    Some((header, body))
+}
+
+fn md_table(header: &[String], body: &[Vec<String>]) -> String {
+    let mut out = format!(
+        "| {} |\n|{}\n",
+        header.join(" | "),
+        "---|".repeat(header.len())
+    );
+    for cells in body {
+        out.push_str(&format!("| {} |\n", cells.join(" | ")));
+    }
+    out
 }
 
 /// Mean and sample standard deviation (n - 1; 0 for one value).
@@ -93,12 +210,14 @@ pub fn mean_sd(v: &[f64]) -> (f64, f64) {
     )
 }
 
+type Group = (Vec<(String, String)>, Vec<[Option<f64>; METRICS.len()]>);
+
 impl Stage for Aggregate {
     fn kind(&self) -> &'static str {
         "aggregate"
     }
     fn version(&self) -> u32 {
-        1
+        2
     }
     fn about(&self) -> &'static str {
         "mean +- sd over seeds of gathered evaluate variants"
@@ -112,50 +231,78 @@ impl Stage for Aggregate {
     fn run(&self, ctx: &RunCtx) -> Result<Output, StageError> {
         let over = ctx.params.str("over")?;
         let want = ctx.params.str("split")?;
-        // Group key: the other axes, in name order.
-        let mut groups: BTreeMap<Vec<(String, String)>, Vec<[f64; 3]>> = BTreeMap::new();
-        for (t, name) in ctx.inputs.iter().zip(ctx.input_names) {
+        // Inputs from several stages (Table 2: one per modality) get a `stage` axis.
+        let bases: Vec<String> = ctx.input_names.iter().map(|n| parse_variant(n).0).collect();
+        let several = bases.iter().any(|b| *b != bases[0]);
+        // Groups in the order their first variant comes, which is the matrix's own order.
+        let mut groups: Vec<Group> = Vec::new();
+        for ((t, name), base) in ctx.inputs.iter().zip(ctx.input_names).zip(&bases) {
             let (_, axes) = parse_variant(name);
-            let key: Vec<(String, String)> = axes.into_iter().filter(|(k, _)| k != over).collect();
+            let mut key: Vec<(String, String)> = Vec::new();
+            if several {
+                key.push(("stage".into(), base.clone()));
+            }
+            key.extend(axes.into_iter().filter(|(k, _)| k != over));
             let split = str_col(t, "split")?;
             let row = (0..t.num_rows())
                 .find(|&r| split.value(r) == want)
                 .ok_or_else(|| StageError::Input(format!("{name} has no `{want}` split")))?;
-            let mut m = [0.0; 3];
+            let mut m = [None; METRICS.len()];
             for (k, c) in METRICS.iter().enumerate() {
-                m[k] = f64_col(t, c)?.value(row);
+                m[k] = f64_col(t, c.0)
+                    .ok()
+                    .filter(|a| !a.is_null(row))
+                    .map(|a| a.value(row));
             }
-            groups.entry(key).or_default().push(m);
+            match groups.iter_mut().find(|g| g.0 == key) {
+                Some(g) => g.1.push(m),
+                None => groups.push((key, vec![m])),
+            }
         }
-        let axes: Vec<String> = groups
-            .keys()
-            .next()
-            .map(|k| k.iter().map(|(a, _)| a.clone()).collect())
-            .unwrap_or_default();
+        // Axis names in first-seen order over all groups (stages may have different axes).
+        let mut axes: Vec<String> = Vec::new();
+        for (k, _) in &groups {
+            for (a, _) in k {
+                if !axes.contains(a) {
+                    axes.push(a.clone());
+                }
+            }
+        }
         let mut cols: Vec<(String, arrow::array::ArrayRef)> = Vec::new();
-        for (i, a) in axes.iter().enumerate() {
+        for a in &axes {
             let v: Vec<String> = groups
-                .keys()
-                .map(|k| k.get(i).map(|x| x.1.clone()).unwrap_or_default())
+                .iter()
+                .map(|(k, _)| {
+                    k.iter()
+                        .find(|x| x.0 == *a)
+                        .map(|x| x.1.clone())
+                        .unwrap_or_default()
+                })
                 .collect();
             cols.push((a.clone(), strings(&v)));
         }
         cols.push((
             "n".into(),
-            i64s(groups.values().map(|v| Some(v.len() as i64)).collect()),
+            i64s(groups.iter().map(|g| Some(g.1.len() as i64)).collect()),
         ));
         for (k, c) in METRICS.iter().enumerate() {
-            let stats: Vec<(f64, f64)> = groups
-                .values()
-                .map(|v| mean_sd(&v.iter().map(|m| m[k]).collect::<Vec<_>>()))
+            if !groups.iter().any(|g| g.1.iter().any(|m| m[k].is_some())) {
+                continue;
+            }
+            let stats: Vec<Option<(f64, f64)>> = groups
+                .iter()
+                .map(|g| {
+                    let v: Vec<f64> = g.1.iter().filter_map(|m| m[k]).collect();
+                    (!v.is_empty()).then(|| mean_sd(&v))
+                })
                 .collect();
             cols.push((
-                format!("{c}_mean"),
-                f64s(stats.iter().map(|s| Some(s.0)).collect()),
+                format!("{}_mean", c.0),
+                f64s(stats.iter().map(|s| s.map(|s| s.0)).collect()),
             ));
             cols.push((
-                format!("{c}_sd"),
-                f64s(stats.iter().map(|s| Some(s.1)).collect()),
+                format!("{}_sd", c.0),
+                f64s(stats.iter().map(|s| s.map(|s| s.1)).collect()),
             ));
         }
         let table = batch(cols.iter().map(|(n, a)| (n.as_str(), a.clone())).collect())?;
@@ -169,29 +316,73 @@ impl Stage for Aggregate {
     }
     fn markdown(&self, p: &Params, t: &RecordBatch) -> Option<String> {
         let axes = axis_columns(t);
+        let metrics = present_metrics(t, Some("_mean"));
         let mut out = format!(
-            "{} split, mean ± sd over `{}` (%)\n\n| {} | n | Acc | F1 (macro) | F1 (weighted) |\n|{}---|---|---|---|\n",
+            "{} split, mean ± sd over `{}`{}\n\n",
             p.str("split").ok()?,
             p.str("over").ok()?,
-            axes.join(" | "),
-            "---|".repeat(axes.len())
+            if metrics.iter().any(|m| m.2) {
+                " (%)"
+            } else {
+                ""
+            }
         );
-        for cells in rows(t, &axes, "±")? {
-            out.push_str(&format!("| {} |\n", cells.join(" | ")));
+        let across = p.str("columns").ok()?;
+        if !across.is_empty() {
+            let metric = p.str("metric").ok()?;
+            if let Some((header, body)) = pivot(t, across, metric, "±") {
+                let name = METRICS
+                    .iter()
+                    .find(|m| m.0 == metric)
+                    .map_or(metric, |m| m.1);
+                out.push_str(&format!("{name}:\n\n"));
+                out.push_str(&md_table(&header, &body));
+                out.push_str("\nAll metrics:\n\n");
+            }
         }
+        let mut header = axes.clone();
+        header.push("n".into());
+        header.extend(metrics.iter().map(|m| m.1.to_string()));
+        out.push_str(&md_table(&header, &rows(t, &axes, &metrics, "±")?));
         Some(out)
     }
     fn report(&self, p: &Params, t: &RecordBatch) -> Option<String> {
-        let axes = axis_columns(t);
+        let across = p.str("columns").ok()?;
+        let (header, body) = if across.is_empty() {
+            let axes = axis_columns(t);
+            let metrics = present_metrics(t, Some("_mean"));
+            let mut header = axes.clone();
+            header.push("n".into());
+            header.extend(metrics.iter().map(|m| m.1.to_string()));
+            (header, rows(t, &axes, &metrics, "+-")?)
+        } else {
+            pivot(t, across, p.str("metric").ok()?, "+-")?
+        };
+        let mut width = vec![0; header.len()];
+        for cells in std::iter::once(&header).chain(&body) {
+            for (w, c) in width.iter_mut().zip(cells) {
+                *w = (*w).max(c.chars().count());
+            }
+        }
+        let line = |cells: &[String]| -> String {
+            cells
+                .iter()
+                .zip(&width)
+                .map(|(c, w)| format!("{c:<w$}"))
+                .collect::<Vec<_>>()
+                .join("  ")
+                .trim_end()
+                .to_string()
+        };
         let mut out = format!(
-            "{} split, mean +- sd over `{}`\n{}  n  acc              F1(macro)        F1(weighted)",
+            "{} split, mean +- sd over `{}`\n{}",
             p.str("split").ok()?,
             p.str("over").ok()?,
-            axes.join("  ")
+            line(&header)
         );
-        for line in rows(t, &axes, "+-")? {
+        for cells in &body {
             out.push('\n');
-            out.push_str(&line.join("  "));
+            out.push_str(&line(cells));
         }
         Some(out)
     }

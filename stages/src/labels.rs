@@ -206,12 +206,98 @@ impl Stage for Labels {
 /// CH-SIMS's `annotation` classes (MMSA's three-way edges); MOSI by the sign of the score.
 pub fn three_way(scale: &str, y: f64) -> &'static str {
     const NAMES: [&str; 3] = ["Negative", "Neutral", "Positive"];
+    NAMES[three_way_id(scale, y) as usize]
+}
+
+/// [`three_way`] as a class id: 0 negative, 1 neutral, 2 positive.
+pub fn three_way_id(scale: &str, y: f64) -> i64 {
     match scale {
-        "sims" => NAMES[sims_bin(y, SIMS3) as usize],
-        _ if y < 0.0 => NAMES[0],
-        _ if y > 0.0 => NAMES[2],
-        _ => NAMES[1],
+        "sims" => sims_bin(y, SIMS3),
+        _ if y < 0.0 => 0,
+        _ if y > 0.0 => 2,
+        _ => 1,
     }
+}
+
+/// Names of [`mmsa_metrics`]'s values, in order.
+pub const MMSA_METRICS: [&str; 8] = [
+    "acc2", "acc2_pos", "acc3", "acc5", "acc7", "f1_acc2", "mae", "corr",
+];
+
+/// MMSA's regression metrics (metricsTop.py) of predicted against true scores: Acc-2
+/// (negative/non-negative; CH-SIMS: y <= 0 / y > 0), Acc-2 on non-zero labels (MOSI), Acc-3
+/// (CH-SIMS), Acc-5, Acc-7 (MOSI), the weighted F1 of Acc-2, MAE and Pearson's r. CH-SIMS clips
+/// both to [-1, 1] before everything, as MMSA does; MOSI's MAE and r use the raw predictions.
+/// None where the scale does not define a metric (or r is undefined: constant predictions).
+pub fn mmsa_metrics(scale: &str, truth: &[f64], pred: &[f64]) -> [Option<f64>; 8] {
+    let clip = |v: &[f64]| -> Vec<f64> {
+        if scale == "sims" {
+            v.iter().map(|x| x.clamp(-1.0, 1.0)).collect()
+        } else {
+            v.to_vec()
+        }
+    };
+    let (t, p) = (clip(truth), clip(pred));
+    let mut out = [None; 8];
+    let ct: Vec<[Option<i64>; 5]> = t.iter().map(|&y| classes(scale, y)).collect();
+    let cp: Vec<[Option<i64>; 5]> = p.iter().map(|&y| classes(scale, y)).collect();
+    for k in 0..5 {
+        // A prediction of exactly 0 is "not positive" for the non-zero Acc-2, as in MMSA.
+        let pairs: Vec<(i64, i64)> = ct
+            .iter()
+            .zip(&cp)
+            .filter_map(|(a, b)| a[k].map(|x| (x, b[k].unwrap_or(0))))
+            .collect();
+        if !pairs.is_empty() {
+            let right = pairs.iter().filter(|(a, b)| a == b).count();
+            out[k] = Some(right as f64 / pairs.len() as f64);
+        }
+    }
+    let (a2t, a2p): (Vec<i64>, Vec<i64>) = ct
+        .iter()
+        .zip(&cp)
+        .filter_map(|(a, b)| a[0].map(|x| (x, b[0].unwrap_or(0))))
+        .unzip();
+    if !a2t.is_empty() {
+        out[5] = Some(weighted_f1(&a2t, &a2p));
+    }
+    let n = t.len() as f64;
+    if n > 0.0 {
+        out[6] = Some(t.iter().zip(&p).map(|(a, b)| (a - b).abs()).sum::<f64>() / n);
+        let (mt, mp) = (t.iter().sum::<f64>() / n, p.iter().sum::<f64>() / n);
+        let cov: f64 = t.iter().zip(&p).map(|(a, b)| (a - mt) * (b - mp)).sum();
+        let vt: f64 = t.iter().map(|a| (a - mt).powi(2)).sum();
+        let vp: f64 = p.iter().map(|b| (b - mp).powi(2)).sum();
+        if vt > 0.0 && vp > 0.0 {
+            out[7] = Some(cov / (vt * vp).sqrt());
+        }
+    }
+    out
+}
+
+/// sklearn's `f1_score(average="weighted")` over the classes that occur in `t`.
+fn weighted_f1(t: &[i64], p: &[i64]) -> f64 {
+    let mut labels: Vec<i64> = t.iter().chain(p).copied().collect();
+    labels.sort_unstable();
+    labels.dedup();
+    let n = t.len() as f64;
+    labels
+        .iter()
+        .map(|&c| {
+            let support = t.iter().filter(|&&x| x == c).count() as f64;
+            let predicted = p.iter().filter(|&&x| x == c).count() as f64;
+            let tp = t
+                .iter()
+                .zip(p)
+                .filter(|(a, b)| **a == c && **b == c)
+                .count() as f64;
+            if support + predicted > 0.0 {
+                support / n * 2.0 * tp / (support + predicted)
+            } else {
+                0.0
+            }
+        })
+        .sum()
 }
 
 fn categorical(ctx: &RunCtx) -> Result<Output, StageError> {
@@ -271,6 +357,41 @@ fn categorical(ctx: &RunCtx) -> Result<Output, StageError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mmsa_metrics_on_fixed_vectors() {
+        // CH-SIMS: truth [-0.8, -0.2, 0, 0.6, 1.0], predictions [-0.9, 0.05, 0.2, 0.8, 1.4]
+        // (clipped to 1.0). Acc-2 classes: t [0,0,0,1,1], p [0,1,1,1,1] -> 3/5. Acc-3: t
+        // [0,0,1,2,2], p [0,1,2,2,2] -> 3/5. Acc-5: t [0,1,2,3,4], p [0,2,3,4,4] -> 2/5.
+        // MAE: (0.1 + 0.25 + 0.2 + 0.2 + 0)/5 = 0.15. Weighted F1 of Acc-2: class 0 (support 3,
+        // predicted 1, tp 1): F1 0.5; class 1 (support 2, predicted 4, tp 2): F1 2/3;
+        // 3/5 * 0.5 + 2/5 * 2/3 = 0.5666...
+        let m = mmsa_metrics(
+            "sims",
+            &[-0.8, -0.2, 0.0, 0.6, 1.0],
+            &[-0.9, 0.05, 0.2, 0.8, 1.4],
+        );
+        let close = |a: Option<f64>, b: f64| (a.unwrap() - b).abs() < 1e-12;
+        assert!(close(m[0], 0.6) && close(m[2], 0.6) && close(m[3], 0.4));
+        assert!(m[1].is_none() && m[4].is_none());
+        assert!(close(m[5], 0.3 + 0.8 / 3.0));
+        assert!(close(m[6], 0.15));
+        // numpy.corrcoef of the clipped vectors.
+        assert!(
+            (m[7].unwrap() - 0.9799574437169486).abs() < 1e-12,
+            "{:?}",
+            m[7]
+        );
+        // MOSI: Acc-2 (y >= 0) t [0,1,1,1], p [0,1,1,1]; the non-zero Acc-2 leaves out the zero
+        // label and counts a zero prediction as negative: t [0,1,1], p [0,0,1]. Acc-5: t
+        // [0,2,3,4], p [1,2,2,4] (0.5 rounds to 0, 3.2 clips to 2). Acc-7: t [1,3,4,6], p
+        // [2,3,3,6]. MAE and r on the raw values: 0.775, numpy.corrcoef 0.8911739584486796.
+        let m = mmsa_metrics("mosi", &[-2.0, 0.0, 1.0, 2.6], &[-1.0, 0.5, 0.0, 3.2]);
+        assert!(close(m[0], 1.0) && close(m[1], 2.0 / 3.0));
+        assert!(m[2].is_none() && close(m[3], 0.5) && close(m[4], 0.5));
+        assert!((m[6].unwrap() - 0.775).abs() < 1e-12);
+        assert!((m[7].unwrap() - 0.8911739584486796).abs() < 1e-12);
+    }
 
     #[test]
     fn sims_bins_match_mmsa() {

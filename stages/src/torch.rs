@@ -12,6 +12,32 @@ use tch::{CModule, Device};
 /// training holds this from seeding to its last step (libtorch already uses every core).
 pub static RNG: Mutex<()> = Mutex::new(());
 
+/// One training's hold on libtorch: the generator, seeded, and the intra-op thread count,
+/// put back when dropped.
+pub struct Training {
+    _rng: std::sync::MutexGuard<'static, ()>,
+    threads: i32,
+}
+
+/// Seeds libtorch for a training and runs its ops on `threads` threads. The Uni2Mul models
+/// are small enough that a second thread costs more in hand-offs than it computes.
+pub fn training(seed: i64, threads: i64) -> Training {
+    let rng = RNG.lock().unwrap_or_else(|e| e.into_inner());
+    let before = tch::get_num_threads();
+    tch::set_num_threads(threads.max(1) as i32);
+    tch::manual_seed(seed);
+    Training {
+        _rng: rng,
+        threads: before,
+    }
+}
+
+impl Drop for Training {
+    fn drop(&mut self) {
+        tch::set_num_threads(self.threads);
+    }
+}
+
 /// `auto` takes the first CUDA device when libtorch sees one, else the CPU.
 pub fn device(name: &str) -> Result<Device, String> {
     let cuda = tch::Cuda::is_available();

@@ -3,11 +3,17 @@
 //!
 //! A training stage's table is long-format, one artifact per trained model:
 //! - `part = curve`: one row per epoch (`epoch`, `train_loss`, `valid_loss`, `valid_acc`,
-//!   `valid_f1`, `best`);
+//!   `valid_f1`, `best`). No timings: the same key gives the same bytes;
 //! - `part = checkpoint`: one row, the best-on-valid weights as safetensors bytes
 //!   (`checkpoint`) and the model's shape (`config`, JSON);
 //! - `part = prediction`: one row per clip (`clip_id`, `split`, `y`, `pred`, `probs`,
-//!   `hidden`) from the best weights.
+//!   `score`, `pred_score`, `hidden`) from the best weights.
+//!
+//! `label` picks the task. An integer column of the labels table (acc3, acc2, class, ...) is
+//! classification on cross-entropy. The continuous `y` is MMSA-style regression: one output, L1
+//! loss, the best epoch by validation loss; `score`/`pred_score` hold the true and predicted
+//! values, and `y`/`pred` their three-way classes (CH-SIMS's edges, MOSI's sign) so that
+//! confusion matrices and plots work for both.
 //!
 //! So `df[df.part == "curve"]` is the training curve, and the checkpoint file is
 //! `open("m.safetensors", "wb").write(df.checkpoint.dropna().iloc[0])`.
@@ -36,7 +42,11 @@ use crate::{Output, Params, RunCtx, Stage, StageError};
 pub struct Dataset {
     pub ids: Vec<String>,
     pub split: Vec<String>,
-    pub y: Vec<i64>,
+    pub task: Task,
+    /// The target: a class id, or a continuous score.
+    pub y: Vec<f64>,
+    /// Class ids: the target's, or the score's three-way class.
+    pub cls: Vec<i64>,
     /// One `[N, T, D]` tensor per feature input.
     pub x: Vec<Tensor>,
 }
@@ -88,6 +98,97 @@ fn matrices(ctx: &RunCtx, input: usize) -> Result<Matrices, StageError> {
     Ok((index, t_, d, values))
 }
 
+/// What a model learns: classes (cross-entropy) or a continuous score (L1 loss, as MMSA trains
+/// CH-SIMS and MOSI regression) on a scale's range.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Task {
+    Classify { classes: i64 },
+    Regress { scale: &'static str },
+}
+
+impl Task {
+    /// The labels table's column `label`: integers are classes, floats a score. A score table
+    /// with Acc-3 classes is CH-SIMS's [-1, 1], otherwise MOSI's [-3, 3].
+    fn of(lt: &RecordBatch, label: &str, classes: i64) -> Result<Task, StageError> {
+        let c = lt.column_by_name(label).ok_or_else(|| {
+            StageError::param("label", format!("the labels table has no column `{label}`"))
+        })?;
+        match c.data_type() {
+            arrow::datatypes::DataType::Int64 => Ok(Task::Classify { classes }),
+            arrow::datatypes::DataType::Float64 => {
+                let sims = col::<Int64Array>(lt, "acc3").is_ok_and(|a| a.null_count() < a.len());
+                Ok(Task::Regress {
+                    scale: if sims { "sims" } else { "mosi" },
+                })
+            }
+            t => Err(StageError::param(
+                "label",
+                format!("column `{label}` is {t}, not a class id or a score"),
+            )),
+        }
+    }
+    /// Width of the model's output layer.
+    pub fn outputs(self) -> i64 {
+        match self {
+            Task::Classify { classes } => classes,
+            Task::Regress { .. } => 1,
+        }
+    }
+    /// Classes of [`Dataset::cls`] and of predictions.
+    pub fn classes(self) -> usize {
+        match self {
+            Task::Classify { classes } => classes.max(1) as usize,
+            Task::Regress { .. } => 3,
+        }
+    }
+    fn class_of(self, y: f64) -> i64 {
+        match self {
+            Task::Classify { .. } => y as i64,
+            Task::Regress { scale } => crate::labels::three_way_id(scale, y),
+        }
+    }
+    fn target(self, y: &[f64]) -> Tensor {
+        match self {
+            Task::Classify { .. } => {
+                Tensor::from_slice(&y.iter().map(|&v| v as i64).collect::<Vec<_>>())
+            }
+            Task::Regress { .. } => {
+                Tensor::from_slice(&y.iter().map(|&v| v as f32).collect::<Vec<_>>())
+            }
+        }
+    }
+    fn loss(self, out: &Tensor, y: &Tensor) -> Tensor {
+        match self {
+            Task::Classify { .. } => out.cross_entropy_for_logits(y),
+            Task::Regress { .. } => out.squeeze_dim(-1).l1_loss(y, tch::Reduction::Mean),
+        }
+    }
+    /// Per clip: class probabilities, or the one predicted score.
+    fn outputs_of(self, out: &Tensor) -> Tensor {
+        match self {
+            Task::Classify { .. } => out.softmax(-1, Kind::Float),
+            Task::Regress { .. } => out.to_kind(Kind::Float),
+        }
+    }
+    /// Predicted class from one row of [`Task::outputs_of`].
+    fn predict(self, out: &[f32]) -> i64 {
+        match self {
+            Task::Classify { .. } => out
+                .iter()
+                .enumerate()
+                .max_by(|a, b| a.1.total_cmp(b.1))
+                .map_or(0, |x| x.0 as i64),
+            Task::Regress { .. } => self.class_of(out.first().copied().unwrap_or(0.0) as f64),
+        }
+    }
+    fn config(self) -> serde_json::Value {
+        match self {
+            Task::Classify { classes } => json!({"task": "classify", "classes": classes}),
+            Task::Regress { scale } => json!({"task": "regress", "scale": scale, "classes": 3}),
+        }
+    }
+}
+
 /// Joins feature inputs `feats`, the labels table (rows of `target`, column `label`) and the
 /// split table on clip id. Clips missing from any of them are left out.
 pub fn dataset(
@@ -97,7 +198,9 @@ pub fn dataset(
     split: usize,
     target: &str,
     label: &str,
+    classes: i64,
 ) -> Result<Dataset, StageError> {
+    let task = Task::of(&ctx.inputs[labels], label, classes)?;
     let y = label_map(&ctx.inputs[labels], target, label)?;
     let st = &ctx.inputs[split];
     let sid = str_col(st, "clip_id")?;
@@ -109,7 +212,9 @@ pub fn dataset(
     let mut ds = Dataset {
         ids: vec![],
         split: vec![],
+        task,
         y: vec![],
+        cls: vec![],
         x: vec![],
     };
     let mut rows: Vec<Vec<usize>> = Vec::new();
@@ -121,6 +226,7 @@ pub fn dataset(
         ds.ids.push(id.to_string());
         ds.split.push(ssplit.value(r).to_string());
         ds.y.push(label);
+        ds.cls.push(task.class_of(label));
         rows.push(idx);
     }
     for (k, (_, t, d, values)) in mats.iter().enumerate() {
@@ -141,20 +247,28 @@ pub fn dataset(
     Ok(ds)
 }
 
-/// Clip id -> class for one target (`m`, `t`, `a`, `v`) of a labels table.
+/// Clip id -> label (a class id or a score) for one target (`m`, `t`, `a`, `v`) of a labels
+/// table.
 fn label_map(
     lt: &RecordBatch,
     target: &str,
     label: &str,
-) -> Result<HashMap<String, i64>, StageError> {
+) -> Result<HashMap<String, f64>, StageError> {
     let lid = str_col(lt, "clip_id")?;
     let ltarget = str_col(lt, "target")?;
-    let lval = col::<Int64Array>(lt, label).map_err(|_| {
-        StageError::param(
-            "label",
-            format!("the labels table has no integer column `{label}`"),
-        )
-    })?;
+    let lval = lt
+        .column_by_name(label)
+        .and_then(|c| arrow::compute::cast(c, &arrow::datatypes::DataType::Float64).ok())
+        .ok_or_else(|| {
+            StageError::param(
+                "label",
+                format!("the labels table has no numeric column `{label}`"),
+            )
+        })?;
+    let lval = lval
+        .as_any()
+        .downcast_ref::<arrow::array::Float64Array>()
+        .expect("cast to f64");
     let mut y = HashMap::new();
     for r in 0..lt.num_rows() {
         if ltarget.value(r) == target && !lval.is_null(r) {
@@ -246,16 +360,20 @@ impl TrainCfg {
 /// auxiliary (logits, labels) terms for multi-task training.
 pub type Forward<'a> = dyn Fn(&[Tensor], bool) -> (Tensor, Vec<(f64, Tensor, usize)>) + 'a;
 
+/// epoch, train loss, valid loss, valid acc, valid macro F1.
+pub type Epoch = (i64, f64, f64, f64, f64);
+
 pub struct Trained {
-    pub curve: Vec<(i64, f64, f64, f64, f64)>,
+    pub curve: Vec<Epoch>,
     pub best_epoch: i64,
     pub checkpoint: Vec<u8>,
-    /// Per clip: predicted class, class probabilities, hidden vector.
-    pub probs: Vec<Vec<f32>>,
+    /// Per clip: class probabilities, or the predicted score.
+    pub outputs: Vec<Vec<f32>>,
 }
 
-/// Adam on cross-entropy; keeps the weights of the epoch with the best validation accuracy
-/// (lower validation loss breaks ties). `aux_y[k]` are the labels of auxiliary head k.
+/// Adam on the task's loss; keeps the weights of the epoch with the best validation accuracy
+/// (lower validation loss breaks ties), for regression the lowest validation loss. `aux_y[k]`
+/// are the labels of auxiliary head k.
 pub fn fit(
     vs: &mut nn::VarStore,
     ds: &Dataset,
@@ -267,7 +385,8 @@ pub fn fit(
     let mut opt = nn::Adam::default()
         .build(vs, cfg.lr)
         .map_err(|e| StageError::Other(format!("optimizer: {e}")))?;
-    let y = Tensor::from_slice(&ds.y);
+    let task = ds.task;
+    let y = task.target(&ds.y);
     let idx_of = |s: &str| -> Vec<i64> {
         ds.split
             .iter()
@@ -277,7 +396,8 @@ pub fn fit(
             .collect()
     };
     let train_idx = idx_of("train");
-    let valid = Tensor::from_slice(&idx_of("valid"));
+    let valid_idx = idx_of("valid");
+    let valid = Tensor::from_slice(&valid_idx);
     let mut shuffle =
         Shuffle(0x9e37_79b9_7f4a_7c15 ^ (cfg.seed as u64).wrapping_mul(0x1000_0000_01b3));
     let mut curve = Vec::new();
@@ -293,27 +413,28 @@ pub fn fit(
             let ids: Vec<i64> = chunk.iter().map(|&k| train_idx[k]).collect();
             let idx = Tensor::from_slice(&ids);
             let (logits, aux) = forward(&take(&idx), true);
-            let mut loss = logits.cross_entropy_for_logits(&y.index_select(0, &idx)) * main_weight;
+            let mut loss = task.loss(&logits, &y.index_select(0, &idx)) * main_weight;
             for (w, l, k) in aux {
-                loss += l.cross_entropy_for_logits(&aux_y[k].index_select(0, &idx)) * w;
+                loss += task.loss(&l, &aux_y[k].index_select(0, &idx)) * w;
             }
             opt.backward_step(&loss);
             total += loss.double_value(&[]) * ids.len() as f64;
         }
         let (vloss, vacc, vf1) = tch::no_grad(|| {
             let (logits, _) = forward(&take(&valid), false);
-            let yv = y.index_select(0, &valid);
-            let loss = logits.cross_entropy_for_logits(&yv).double_value(&[]);
-            let pred: Vec<i64> = Vec::try_from(logits.argmax(-1, false)).unwrap_or_default();
-            let truth: Vec<i64> = Vec::try_from(yv).unwrap_or_default();
-            let classes = logits.size()[1] as usize;
-            let (acc, f1, _, _) = metrics(&truth, &pred, classes);
+            let loss = task
+                .loss(&logits, &y.index_select(0, &valid))
+                .double_value(&[]);
+            let pred = predictions(task, &logits);
+            let truth: Vec<i64> = valid_idx.iter().map(|&i| ds.cls[i as usize]).collect();
+            let (acc, f1, _, _) = metrics(&truth, &pred, task.classes());
             (loss, acc, f1)
         });
         curve.push((epoch, total / train_idx.len() as f64, vloss, vacc, vf1));
-        let better = best
-            .as_ref()
-            .is_none_or(|b| vacc > b.0 || (vacc == b.0 && vloss < b.1));
+        let better = best.as_ref().is_none_or(|b| match task {
+            Task::Classify { .. } => vacc > b.0 || (vacc == b.0 && vloss < b.1),
+            Task::Regress { .. } => vloss < b.1,
+        });
         if better {
             let snap = vs
                 .variables()
@@ -334,20 +455,27 @@ pub fn fit(
     });
     let checkpoint = safetensors_bytes(&snap)?;
     let all = Tensor::arange(ds.ids.len() as i64, (Kind::Int64, Device::Cpu));
-    let probs = tch::no_grad(|| {
-        let (logits, _) = forward(&take(&all), false);
-        logits.softmax(-1, Kind::Float)
-    });
-    let n = probs.size()[0];
-    let probs: Vec<Vec<f32>> = (0..n)
-        .map(|i| Vec::try_from(probs.get(i)).unwrap_or_default())
-        .collect();
+    let out = tch::no_grad(|| task.outputs_of(&forward(&take(&all), false).0));
     Ok(Trained {
         curve,
         best_epoch,
         checkpoint,
-        probs,
+        outputs: rows_of(&out),
     })
+}
+
+fn rows_of(t: &Tensor) -> Vec<Vec<f32>> {
+    (0..t.size()[0])
+        .map(|i| Vec::try_from(t.get(i)).unwrap_or_default())
+        .collect()
+}
+
+/// Predicted classes of a batch of model outputs.
+fn predictions(task: Task, out: &Tensor) -> Vec<i64> {
+    rows_of(&task.outputs_of(out))
+        .iter()
+        .map(|o| task.predict(o))
+        .collect()
 }
 
 fn safetensors_bytes(vars: &[(String, Tensor)]) -> Result<Vec<u8>, StageError> {
@@ -397,7 +525,7 @@ fn model_table(
     let mut part = vec!["curve"; nc];
     part.push("checkpoint");
     part.extend(std::iter::repeat_n("prediction", np));
-    let curve_f = |f: fn(&(i64, f64, f64, f64, f64)) -> f64| -> ArrayRef {
+    let curve_f = |f: fn(&Epoch) -> f64| -> ArrayRef {
         let mut v: Vec<Option<f64>> = t.curve.iter().map(|c| Some(f(c))).collect();
         v.resize(n, None);
         f64s(v)
@@ -407,6 +535,10 @@ fn model_table(
     let mut best: Vec<Option<bool>> = t.curve.iter().map(|c| Some(c.0 == t.best_epoch)).collect();
     best.resize(n, None);
     let mut ckpt = BinaryBuilder::new();
+    let mut config = config;
+    if let (Some(c), serde_json::Value::Object(t)) = (config.as_object_mut(), ds.task.config()) {
+        c.extend(t);
+    }
     let mut cfg: Vec<Option<String>> = vec![None; n];
     cfg[nc] = Some(config.to_string());
     for r in 0..n {
@@ -421,20 +553,23 @@ fn model_table(
         out.extend(v);
         out
     };
-    let pred: Vec<i64> = t
-        .probs
-        .iter()
-        .map(|p| {
-            p.iter()
-                .enumerate()
-                .max_by(|a, b| a.1.total_cmp(b.1))
-                .map_or(0, |x| x.0 as i64)
-        })
-        .collect();
+    let task = ds.task;
+    let regress = matches!(task, Task::Regress { .. });
     let mut ys: Vec<Option<i64>> = vec![None; nc + 1];
-    ys.extend(ds.y.iter().map(|&y| Some(y)));
+    ys.extend(ds.cls.iter().map(|&y| Some(y)));
     let mut preds: Vec<Option<i64>> = vec![None; nc + 1];
-    preds.extend(pred.into_iter().map(Some));
+    preds.extend(t.outputs.iter().map(|o| Some(task.predict(o))));
+    let mut score: Vec<Option<f64>> = vec![None; nc + 1];
+    let mut pred_score: Vec<Option<f64>> = vec![None; nc + 1];
+    for (y, o) in ds.y.iter().zip(&t.outputs) {
+        score.push(regress.then_some(*y));
+        pred_score.push(regress.then(|| o.first().copied().unwrap_or(0.0) as f64));
+    }
+    let probs = if regress {
+        vec![Vec::new(); np]
+    } else {
+        t.outputs.clone()
+    };
     let lists = |rows: Vec<Vec<f32>>| -> ArrayRef {
         let mut all = vec![Vec::new(); nc + 1];
         all.extend(rows);
@@ -466,7 +601,9 @@ fn model_table(
         ),
         ("y", i64s(ys)),
         ("pred", i64s(preds)),
-        ("probs", lists(t.probs.clone())),
+        ("probs", lists(probs)),
+        ("score", f64s(score)),
+        ("pred_score", f64s(pred_score)),
         ("hidden", lists(hidden_rows)),
     ])
 }
@@ -488,14 +625,19 @@ fn checkpoint_of(t: &RecordBatch) -> Result<(Vec<u8>, serde_json::Value), StageE
     ))
 }
 
-const COMMON: [ParamSpec; 6] = [
+const COMMON: [ParamSpec; 7] = [
     ParamSpec::new(
         "label",
         ParamType::Str,
         Some("\"acc3\""),
-        "labels column to predict (acc2, acc3, acc5, acc7, class)",
+        "labels column to predict: classes (acc2, acc3, acc5, acc7, class) or the score `y` (MMSA regression)",
     ),
-    ParamSpec::new("classes", ParamType::Int, Some("3"), "number of classes"),
+    ParamSpec::new(
+        "classes",
+        ParamType::Int,
+        Some("3"),
+        "number of classes (classification)",
+    ),
     ParamSpec::new("lr", ParamType::Float, Some("0.0001"), "Adam learning rate"),
     ParamSpec::new(
         "epochs",
@@ -509,6 +651,12 @@ const COMMON: [ParamSpec; 6] = [
         ParamType::Int,
         Some("1"),
         "weight init and batch order",
+    ),
+    ParamSpec::new(
+        "threads",
+        ParamType::Int,
+        Some("1"),
+        "libtorch threads; these small models train fastest on one",
     ),
 ];
 
@@ -535,6 +683,7 @@ const UNI_PARAMS: &[ParamSpec] = &[
     COMMON[3],
     COMMON[4],
     COMMON[5],
+    COMMON[6],
 ];
 
 impl Stage for TrainUnimodal {
@@ -542,7 +691,7 @@ impl Stage for TrainUnimodal {
         "train_unimodal"
     }
     fn version(&self) -> u32 {
-        1
+        2
     }
     fn about(&self) -> &'static str {
         "stage one: an encoder + classifier on one modality's features (inputs: features, labels, split)"
@@ -556,20 +705,26 @@ impl Stage for TrainUnimodal {
     fn run(&self, ctx: &RunCtx) -> Result<Output, StageError> {
         let p = ctx.params;
         let cfg = TrainCfg::from(p)?;
-        let _rng = crate::torch::RNG.lock().unwrap_or_else(|e| e.into_inner());
-        tch::manual_seed(cfg.seed);
-        let ds = dataset(ctx, &[0], 1, 2, p.str("modality")?, p.str("label")?)?;
-        let (t, d) = (ds.x[0].size()[1], ds.x[0].size()[2]);
+        let _torch = crate::torch::training(cfg.seed, p.i64("threads")?);
         let classes = p.i64("classes")?;
+        let ds = dataset(
+            ctx,
+            &[0],
+            1,
+            2,
+            p.str("modality")?,
+            p.str("label")?,
+            classes,
+        )?;
+        let (t, d) = (ds.x[0].size()[1], ds.x[0].size()[2]);
         let arch = p.str("model")?;
         let mut vs = nn::VarStore::new(Device::Cpu);
-        let enc = Encoder::new(&vs.root(), arch, t, d, classes)
+        let enc = Encoder::new(&vs.root(), arch, t, d, ds.task.outputs())
             .map_err(|e| StageError::param("model", e))?;
         let fwd = |x: &[Tensor], train: bool| (enc.forward_t(&x[0], train), Vec::new());
         let trained = fit(&mut vs, &ds, &cfg, 1.0, &[], &fwd)?;
         let hidden = tch::no_grad(|| enc.hidden_t(&ds.x[0], false));
-        let config =
-            json!({"model": arch, "steps": t, "dim": d, "classes": classes, "hidden": enc.hidden});
+        let config = json!({"model": arch, "steps": t, "dim": d, "outputs": ds.task.outputs(), "hidden": enc.hidden});
         Ok(Output {
             table: model_table(&ds, &trained, config, Some(&hidden))?,
             errors: vec![],
@@ -741,6 +896,7 @@ const FUSION_PARAMS: &[ParamSpec] = &[
     COMMON[3],
     COMMON[4],
     COMMON[5],
+    COMMON[6],
 ];
 
 impl Stage for TrainFusion {
@@ -748,7 +904,7 @@ impl Stage for TrainFusion {
         "train_fusion"
     }
     fn version(&self) -> u32 {
-        1
+        2
     }
     fn about(&self) -> &'static str {
         "stage two: fuse three encoders' H vectors (inputs: train_unimodal V, A, T; their features V, A, T; labels; split)"
@@ -762,11 +918,11 @@ impl Stage for TrainFusion {
     fn run(&self, ctx: &RunCtx) -> Result<Output, StageError> {
         let p = ctx.params;
         let cfg = TrainCfg::from(p)?;
-        let _rng = crate::torch::RNG.lock().unwrap_or_else(|e| e.into_inner());
-        tch::manual_seed(cfg.seed);
+        let _torch = crate::torch::training(cfg.seed, p.i64("threads")?);
         let label = p.str("label")?;
-        let ds = dataset(ctx, &[3, 4, 5], 6, 7, "m", label)?;
         let classes = p.i64("classes")?;
+        let ds = dataset(ctx, &[3, 4, 5], 6, 7, "m", label, classes)?;
+        let outputs = ds.task.outputs();
         let pretrained = p.bool("pretrained")?;
         let multitask = p.bool("multitask")?;
         let w = p.f64_list("weights")?;
@@ -777,12 +933,12 @@ impl Stage for TrainFusion {
         let mut aux_y = Vec::new();
         for target in ["v", "a", "t"] {
             let by = label_map(&ctx.inputs[6], target, label)?;
-            let ys: Vec<i64> = ds
+            let ys: Vec<f64> = ds
                 .ids
                 .iter()
-                .map(|i| by.get(i).copied().unwrap_or(0))
+                .map(|i| by.get(i).copied().unwrap_or(0.0))
                 .collect();
-            aux_y.push(Tensor::from_slice(&ys));
+            aux_y.push(ds.task.target(&ys));
         }
         let mut vs = nn::VarStore::new(Device::Cpu);
         let mut frozen = nn::VarStore::new(Device::Cpu);
@@ -800,7 +956,10 @@ impl Stage for TrainFusion {
                 )));
             }
             let store = if pretrained { &frozen } else { &vs };
-            let enc = Encoder::new(&(store.root() / *name), &arch, t, d, classes)
+            // Only H is used here, so stage one may have had another task (classes for a
+            // regression fusion); its own head keeps its shape to load.
+            let enc_out = c["outputs"].as_i64().unwrap_or(outputs);
+            let enc = Encoder::new(&(store.root() / *name), &arch, t, d, enc_out)
                 .map_err(StageError::Input)?;
             encoders.push((bytes, enc));
         }
@@ -815,7 +974,7 @@ impl Stage for TrainFusion {
                     c["model"].as_str().unwrap_or_default(),
                     ds.x[k].size()[1],
                     ds.x[k].size()[2],
-                    classes,
+                    c["outputs"].as_i64().unwrap_or(outputs),
                 )
                 .map_err(StageError::Input)?;
                 load_safetensors(&mut one, &encoders[k].0)?;
@@ -834,7 +993,7 @@ impl Stage for TrainFusion {
             frozen.freeze();
         }
         let features: i64 = encoders.iter().map(|e| e.1.hidden).sum();
-        let fusion = Fusion::new(&(vs.root() / "fusion"), p.str("fusion")?, features, classes)
+        let fusion = Fusion::new(&(vs.root() / "fusion"), p.str("fusion")?, features, outputs)
             .map_err(StageError::Input)?;
         // Multi-task heads on each H; with frozen encoders these are new, trainable heads.
         let heads: Vec<nn::Linear> = encoders
@@ -844,7 +1003,7 @@ impl Stage for TrainFusion {
                 nn::linear(
                     vs.root() / "aux" / n,
                     e.1.hidden,
-                    classes,
+                    outputs,
                     Default::default(),
                 )
             })
@@ -878,7 +1037,7 @@ impl Stage for TrainFusion {
                 .collect();
             Tensor::cat(&hs, 1)
         });
-        let config = json!({"fusion": p.str("fusion")?, "features": features, "classes": classes,
+        let config = json!({"fusion": p.str("fusion")?, "features": features, "outputs": outputs,
                             "encoders": encoders.iter().map(|e| e.1.hidden).collect::<Vec<_>>()});
         Ok(Output {
             table: model_table(&ds, &trained, config, Some(&xm))?,
@@ -893,18 +1052,17 @@ impl Stage for TrainFusion {
     }
 }
 
-const EVAL_PARAMS: &[ParamSpec] = &[
-    ParamSpec::new("classes", ParamType::Int, Some("3"), "number of classes"),
-    ParamSpec::new(
-        "names",
-        ParamType::StrList,
-        Some(r#"["Negative", "Neutral", "Positive"]"#),
-        "class names in figures",
-    ),
-];
+const EVAL_PARAMS: &[ParamSpec] = &[ParamSpec::new(
+    "names",
+    ParamType::StrList,
+    Some(r#"["Negative", "Neutral", "Positive"]"#),
+    "class names in figures",
+)];
 
 /// `evaluate`: accuracy, macro and weighted F1 and the confusion matrix per split, from a
-/// training stage's predictions.
+/// training stage's predictions; for a regression model also MMSA's metrics of the scores
+/// (`acc2`, `acc2_pos`, `acc3`, `acc5`, `acc7`, `f1_acc2`, `mae`, `corr`; null where the
+/// scale has none). The class count and scale come from the model's checkpoint config.
 pub struct Evaluate;
 
 impl Stage for Evaluate {
@@ -912,7 +1070,7 @@ impl Stage for Evaluate {
         "evaluate"
     }
     fn version(&self) -> u32 {
-        1
+        2
     }
     fn about(&self) -> &'static str {
         "per split: Acc, macro/weighted F1, confusion matrix of a train_unimodal/train_fusion stage"
@@ -924,21 +1082,29 @@ impl Stage for Evaluate {
         (1, 1)
     }
     fn run(&self, ctx: &RunCtx) -> Result<Output, StageError> {
-        let classes = ctx.params.i64("classes")?.max(1) as usize;
         let t = &ctx.inputs[0];
+        let (_, config) = checkpoint_of(t)?;
+        let classes = config["classes"].as_i64().unwrap_or(3).max(1) as usize;
+        let scale = config["scale"]
+            .as_str()
+            .filter(|_| config["task"] == "regress");
         let part = str_col(t, "part")?;
         let split = str_col(t, "split")?;
         let y = col::<Int64Array>(t, "y")?;
         let pred = col::<Int64Array>(t, "pred")?;
+        let score = crate::table::f64_col(t, "score")?;
+        let pred_score = crate::table::f64_col(t, "pred_score")?;
         let mut rows = Vec::new();
+        let mut mmsa: Vec<[Option<f64>; 8]> = Vec::new();
         for s in ["train", "valid", "test"] {
-            let (ys, ps): (Vec<i64>, Vec<i64>) = (0..t.num_rows())
+            let keep: Vec<usize> = (0..t.num_rows())
                 .filter(|&r| part.value(r) == "prediction" && split.value(r) == s)
-                .map(|r| (y.value(r), pred.value(r)))
-                .unzip();
-            if ys.is_empty() {
+                .collect();
+            if keep.is_empty() {
                 continue;
             }
+            let ys: Vec<i64> = keep.iter().map(|&r| y.value(r)).collect();
+            let ps: Vec<i64> = keep.iter().map(|&r| pred.value(r)).collect();
             let (acc, f1, wf1, cm) = metrics(&ys, &ps, classes);
             rows.push((
                 s,
@@ -948,12 +1114,23 @@ impl Stage for Evaluate {
                 wf1,
                 cm.into_iter().flatten().collect::<Vec<i64>>(),
             ));
+            mmsa.push(match scale {
+                Some(scale) => crate::labels::mmsa_metrics(
+                    scale,
+                    &keep.iter().map(|&r| score.value(r)).collect::<Vec<_>>(),
+                    &keep
+                        .iter()
+                        .map(|&r| pred_score.value(r))
+                        .collect::<Vec<_>>(),
+                ),
+                None => [None; 8],
+            });
         }
         let cms: Vec<Vec<f32>> = rows
             .iter()
             .map(|r| r.5.iter().map(|&v| v as f32).collect())
             .collect();
-        let table = batch(vec![
+        let mut cols = vec![
             (
                 "split",
                 strings(&rows.iter().map(|r| r.0).collect::<Vec<_>>()),
@@ -967,7 +1144,11 @@ impl Stage for Evaluate {
             ),
             ("classes", i64s(vec![Some(classes as i64); rows.len()])),
             ("confusion", f32_lists(cms)),
-        ])?;
+        ];
+        for (k, name) in crate::labels::MMSA_METRICS.iter().enumerate() {
+            cols.push((name, f64s(mmsa.iter().map(|m| m[k]).collect())));
+        }
+        let table = batch(cols)?;
         Ok(Output {
             table,
             errors: vec![],
@@ -979,20 +1160,27 @@ impl Stage for Evaluate {
     fn markdown(&self, _p: &Params, t: &RecordBatch) -> Option<String> {
         let split = str_col(t, "split").ok()?;
         let n = col::<Int64Array>(t, "clips").ok()?;
-        let acc = crate::table::f64_col(t, "acc").ok()?;
-        let f1 = crate::table::f64_col(t, "f1_macro").ok()?;
-        let wf1 = crate::table::f64_col(t, "f1_weighted").ok()?;
-        let mut s = String::from(
-            "| split | clips | Acc | F1 (macro) | F1 (weighted) |\n|---|---|---|---|---|\n",
+        let metrics = crate::aggregate::present_metrics(t, None);
+        let mut s = format!(
+            "| split | clips | {} |\n|---|---|{}\n",
+            metrics.iter().map(|m| m.1).collect::<Vec<_>>().join(" | "),
+            "---|".repeat(metrics.len())
         );
         for r in 0..t.num_rows() {
+            let cells: Vec<String> = metrics
+                .iter()
+                .map(|m| {
+                    Some(crate::aggregate::fmt_metric(
+                        m,
+                        crate::table::f64_col(t, m.0).ok()?.value(r),
+                    ))
+                })
+                .collect::<Option<_>>()?;
             s.push_str(&format!(
-                "| {} | {} | {:.2} | {:.2} | {:.2} |\n",
+                "| {} | {} | {} |\n",
                 split.value(r),
                 n.value(r),
-                100.0 * acc.value(r),
-                100.0 * f1.value(r),
-                100.0 * wf1.value(r)
+                cells.join(" | ")
             ));
         }
         Some(s)
@@ -1025,18 +1213,21 @@ impl Stage for Evaluate {
     }
     fn report(&self, _p: &Params, t: &RecordBatch) -> Option<String> {
         let split = str_col(t, "split").ok()?;
-        let acc = crate::table::f64_col(t, "acc").ok()?;
-        let f1 = crate::table::f64_col(t, "f1_macro").ok()?;
-        let wf1 = crate::table::f64_col(t, "f1_weighted").ok()?;
-        let mut s = String::from("split   acc     F1(macro)  F1(weighted)");
+        let metrics = crate::aggregate::present_metrics(t, None);
+        let mut s = format!(
+            "{:<7} {}",
+            "split",
+            metrics
+                .iter()
+                .map(|m| format!("{:>13}", m.1))
+                .collect::<String>()
+        );
         for r in 0..t.num_rows() {
-            s.push_str(&format!(
-                "\n{:<7} {:.4}  {:.4}     {:.4}",
-                split.value(r),
-                acc.value(r),
-                f1.value(r),
-                wf1.value(r)
-            ));
+            s.push_str(&format!("\n{:<7} ", split.value(r)));
+            for m in &metrics {
+                let v = crate::table::f64_col(t, m.0).ok()?.value(r);
+                s.push_str(&format!("{:>13}", crate::aggregate::fmt_metric(m, v)));
+            }
         }
         Some(s)
     }

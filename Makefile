@@ -39,8 +39,13 @@ $(MODELS_STAMP): scripts/models/export.py scripts/models/setup-torch.sh tests/da
 	.venv-torch/bin/python scripts/models/export.py clip-image --model data/models/tiny/clip-vision-tiny --out data/models/tiny/clip.pt
 	touch $@
 
+# The default pipeline (media and features), then the Uni2Mul study with its results tables.
+# SEEDS=1..5 runs the paper's five seeds (about 30 min on 2 cores; 1..2 about 12).
+SEEDS ?= 1..2
 run: build demo-data models
 	$(BIN) run all
+	$(BIN) run all -p pipeline/uni2mul.yaml --set vars.seeds=$(SEEDS)
+	$(BIN) report -p pipeline/uni2mul.yaml --set vars.seeds=$(SEEDS) -o report/uni2mul
 
 test: setup models
 	cargo test --workspace --all-targets
@@ -56,6 +61,7 @@ bench: build demo-data models
 	scripts/bench-noop.sh
 	scripts/bench-media.sh
 	scripts/bench-embed.sh
+	scripts/bench-train.sh
 
 clean:
 	rm -rf target cache bench/out

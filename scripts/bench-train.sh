@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Uni2Mul training on the demo data (pipeline/uni2mul.yaml, one variant):
-# 1. a cold run of one Conformer fusion and everything under it, then the rerun after the
-#    fusion type changes (only the fusion and its evaluation run again);
+# 1. a cold run of one Conformer fusion and everything under it, then the same with the fusion
+#    type changed to a transformer (only that fusion and its evaluation run);
 # 2. seconds per training epoch of the audio model and of the Conformer fusion, against the same
 #    models in PyTorch (scripts/bench/train_peer.py) on the same features, on 1 and 2 threads.
 #    The pipeline's epoch time is (stage time at 12 epochs - at 2 epochs) / 10, so loading,
@@ -25,7 +25,7 @@ secs() { "$py" -c "import json,sys; print(sum(e.get('secs',0) for e in map(json.
 wall() { local f=$1 s e; shift; s=$(date +%s%N); "$@" > "$f"; e=$(date +%s%N); awk -v d=$((e - s)) 'BEGIN {printf "%.2f", d / 1e9}'; }
 
 cold=$(wall "$out/cold.jsonl" "$BIN" "${P[@]}" run "${R[@]}" "$(one evaluate conformer)")
-rerun=$(wall "$out/rerun.jsonl" "$BIN" "${P[@]}" run "${R[@]}" --set 'vars.fusions=transformer' "$(one evaluate transformer)")
+rerun=$(wall "$out/rerun.jsonl" "$BIN" "${P[@]}" run "${R[@]}" "$(one evaluate transformer)")
 ran_rerun=$("$py" -c "import json,sys; print(', '.join(e['stage'] for e in map(json.loads, open(sys.argv[1])) if e.get('event')=='stage_done' and e.get('outcome')=='ran'))" "$out/rerun.jsonl")
 ran_cold=$("$py" -c "import json,sys; print(sum(1 for e in map(json.loads, open(sys.argv[1])) if e.get('event')=='stage_done' and e.get('outcome')=='ran'))" "$out/cold.jsonl")
 
@@ -56,7 +56,7 @@ peer = {th: json.load(open(f"{out}/peer-{th}.json")) for th in (1, 2)}
 p = peer[1]
 lines = [f"## Uni2Mul training, {n} demo clips ({p['train']} train, {p['valid']} valid), CPU, torch 2.13 on both sides", "",
          f"One Conformer fusion (IUA, seed 1, multi-task, pre-trained) and all it needs, cold: {float(cold):.1f} s "
-         f"({ran_cold} stages ran). After `--set vars.fusions=transformer`: {float(rerun):.1f} s; ran: {ran_rerun}.", "",
+         f"({ran_cold} stages ran). The same with fusion=transformer: {float(rerun):.1f} s; ran: {ran_rerun}.", "",
          "Seconds per training epoch (training steps + validation pass + best-weights snapshot):", "",
          "| model | threads | pipeline (tch) | PyTorch | pipeline / PyTorch |", "|---|---|---|---|---|"]
 for name, key in (("audio CNN-ATTN-BiLSTM, 128 x D", "audio"), ("Conformer fusion, frozen encoders, multi-task", "conformer")):

@@ -2,15 +2,9 @@
 # The embed stage (TorchScript through tch) per modality on demo clips, against the same models
 # run by their own Python packages in PyTorch (scripts/bench/embed_peers.py), on the same
 # inputs (the pipeline's own waveforms, face crops and transcripts), cores and torch version.
-set -euo pipefail
-cd "$(dirname "$0")/.."
-N=${BENCH_N:-120}
-BIN=$PWD/target/release/pipeline
-out=$PWD/bench/out/embed; mkdir -p "$out"
-data=$out/demo-$N
-[ -f "$data/.made" ] || { rm -rf "$data"; scripts/demo/make-demo.sh "$data" "$N" 1 >/dev/null; touch "$data/.made"; }
-py=$PWD/.venv-torch/bin/python
-"$py" -c "import pyarrow" 2>/dev/null || "$PWD/.venv-torch/bin/pip" install -q pyarrow
+. "$(dirname "$0")/bench/common.sh"
+bench_init embed
+bench_torch_python
 m=$PWD/data/models/embed
 
 proj=$out/project; rm -rf "$proj" "$out/cache"; mkdir -p "$proj/pipeline"

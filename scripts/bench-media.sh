@@ -2,13 +2,8 @@
 # The media front half (decode + audio split, faces, log-mel/MFCC) on demo clips, against the
 # same work done with the Python tools researchers use today (scripts/bench/peers.py), on the
 # same clips and cores. Also the pipeline's peak RSS.
-set -euo pipefail
-cd "$(dirname "$0")/.."
-N=${BENCH_N:-120}
-BIN=$PWD/target/release/pipeline
-out=$PWD/bench/out/media; mkdir -p "$out"
-data=$out/demo-$N
-[ -f "$data/.made" ] || { rm -rf "$data"; scripts/demo/make-demo.sh "$data" "$N" 1 >/dev/null; touch "$data/.made"; }
+. "$(dirname "$0")/bench/common.sh"
+bench_init media
 
 venv=$PWD/.venv-bench
 # facenet-pytorch pins an old torch, so it goes in without its dependencies next to a current

@@ -6,15 +6,9 @@
 #    models in PyTorch (scripts/bench/train_peer.py) on the same features, on 1 and 2 threads.
 #    The pipeline's epoch time is (stage time at 12 epochs - at 2 epochs) / 10, so loading,
 #    set-up and storing the artifact are not counted; the peer's is the median epoch.
-set -euo pipefail
-cd "$(dirname "$0")/.."
-N=${BENCH_N:-120}
-BIN=$PWD/target/release/pipeline
-out=$PWD/bench/out/train; mkdir -p "$out"
-data=$out/demo-$N
-[ -f "$data/.made" ] || { rm -rf "$data"; scripts/demo/make-demo.sh "$data" "$N" 1 >/dev/null; touch "$data/.made"; }
-py=$PWD/.venv-torch/bin/python
-"$py" -c "import pyarrow" 2>/dev/null || "$PWD/.venv-torch/bin/pip" install -q pyarrow
+. "$(dirname "$0")/bench/common.sh"
+bench_init train
+bench_torch_python
 cache=$out/cache; rm -rf "$cache"
 P=(--cache "$cache")
 R=(-p pipeline/uni2mul.yaml --set "vars.data=$data" --set vars.seeds=1 --json)

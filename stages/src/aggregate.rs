@@ -374,8 +374,15 @@ impl Stage for Aggregate {
                 .trim_end()
                 .to_string()
         };
+        let what = if across.is_empty() {
+            String::new()
+        } else {
+            let metric = p.str("metric").ok()?;
+            let m = METRICS.iter().find(|m| m.0 == metric)?;
+            format!("{}{}, ", m.1, if m.2 { " (%)" } else { "" })
+        };
         let mut out = format!(
-            "{} split, mean +- sd over `{}`\n{}",
+            "{} split, {what}mean +- sd over `{}`\n{}",
             p.str("split").ok()?,
             p.str("over").ok()?,
             line(&header)

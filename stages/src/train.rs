@@ -1219,14 +1219,14 @@ impl Stage for Evaluate {
             "split",
             metrics
                 .iter()
-                .map(|m| format!("{:>13}", m.1))
+                .map(|m| format!("{:>15}", m.1))
                 .collect::<String>()
         );
         for r in 0..t.num_rows() {
             s.push_str(&format!("\n{:<7} ", split.value(r)));
             for m in &metrics {
                 let v = crate::table::f64_col(t, m.0).ok()?.value(r);
-                s.push_str(&format!("{:>13}", crate::aggregate::fmt_metric(m, v)));
+                s.push_str(&format!("{:>15}", crate::aggregate::fmt_metric(m, v)));
             }
         }
         Some(s)

@@ -40,7 +40,7 @@ $(MODELS_STAMP): scripts/models/export.py scripts/models/setup-torch.sh tests/da
 	touch $@
 
 # The default pipeline (media and features), then the Uni2Mul study with its results tables.
-# SEEDS=1..5 runs the paper's five seeds (about 30 min on 2 cores; 1..2 about 12).
+# SEEDS=1..5 runs the paper's five seeds (about 45 min of training on 2 cores; 1..2 about 15).
 SEEDS ?= 1..2
 run: build demo-data models
 	$(BIN) run all

@@ -3,9 +3,12 @@
 # already there. Safe to run again.
 set -euo pipefail
 
+# munge + slurm*: the single-node Slurm cluster that tests `pipeline submit`
+# (scripts/slurm/local-cluster.sh); nothing starts them on install.
 debs=(ffmpeg libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libswresample-dev
       libavfilter-dev libavdevice-dev clang libclang-dev pkg-config
-      espeak-ng python3-venv unzip libopencv-dev fonts-dejavu-core)
+      espeak-ng python3-venv unzip libopencv-dev fonts-dejavu-core
+      munge slurmctld slurmd slurm-client)
 missing=()
 for d in "${debs[@]}"; do
   dpkg-query -W -f='${Status}' "$d" 2>/dev/null | grep -q "install ok installed" || missing+=("$d")

@@ -179,11 +179,11 @@ pub fn parse(
     };
     for k in top.keys() {
         let k = key_str(k);
-        if k != "vars" && k != "stages" {
+        if k != "vars" && k != "stages" && k != "resources" {
             return Err(cx.err(
                 &[&k],
                 format!("unknown top-level key `{k}`"),
-                Some("a pipeline has `vars:` and `stages:`".into()),
+                Some("a pipeline has `vars:`, `stages:` and optional `resources:`".into()),
             ));
         }
     }
@@ -193,6 +193,16 @@ pub fn parse(
         None | Some(Y::Null) => J::Object(Default::default()),
         Some(v @ Y::Mapping(_)) => to_json(v),
         Some(_) => return Err(cx.err(&["vars"], "`vars` must be a mapping", None)),
+    };
+    // Cluster resources every stage gets unless it says otherwise (`pipeline submit`).
+    let default_resources = match doc.get("resources") {
+        None | Some(Y::Null) => BTreeMap::new(),
+        Some(v @ Y::Mapping(_)) => {
+            let m = json_map(to_json(v));
+            check_resources(&m).map_err(|(k, msg)| cx.err(&["resources", &k], msg, None))?;
+            m
+        }
+        Some(_) => return Err(cx.err(&["resources"], "`resources` must be a mapping", None)),
     };
     let Some(Y::Mapping(stage_map)) = doc.get("stages") else {
         return Err(cx.err(
@@ -305,12 +315,16 @@ pub fn parse(
             Some(Y::Mapping(m)) => m.clone(),
             Some(_) => return Err(err(&["params"], "`params` must be a mapping".into(), None)),
         };
-        let resources: BTreeMap<String, J> = match spec.get("resources") {
-            None | Some(Y::Null) => BTreeMap::new(),
-            Some(v @ Y::Mapping(_)) => match to_json(v) {
-                J::Object(m) => m.into_iter().collect(),
-                _ => BTreeMap::new(),
-            },
+        let mut resources = default_resources.clone();
+        match spec.get("resources") {
+            None | Some(Y::Null) => {}
+            Some(v @ Y::Mapping(_)) => {
+                let own = json_map(to_json(v));
+                check_resources(&own).map_err(|(k, msg)| {
+                    err(&["resources", &k], format!("stage `{base}`: {msg}"), None)
+                })?;
+                resources.extend(own);
+            }
             Some(_) => {
                 return Err(err(
                     &["resources"],
@@ -318,7 +332,7 @@ pub fn parse(
                     None,
                 ))
             }
-        };
+        }
         let desc = spec
             .get("desc")
             .and_then(|d| d.as_str())
@@ -874,6 +888,72 @@ pub fn scalar_text(v: &J) -> String {
         J::String(s) => s.clone(),
         other => other.to_string(),
     }
+}
+
+fn json_map(v: J) -> BTreeMap<String, J> {
+    match v {
+        J::Object(m) => m.into_iter().collect(),
+        _ => BTreeMap::new(),
+    }
+}
+
+/// What a stage may ask of a cluster, and the form each value takes.
+pub const RESOURCE_KEYS: &[(&str, &str)] = &[
+    ("cpus", "CPUs per task, an integer >= 1"),
+    ("mem", "memory per node, such as 4G or 500M"),
+    ("time", "a time limit: minutes, or [D-]HH:MM:SS"),
+    ("gpus", "GPUs per node, an integer >= 0"),
+    ("partition", "the partition's name"),
+    (
+        "shards",
+        "array tasks a per-clip stage is split into, an integer >= 1",
+    ),
+    ("parallel", "array tasks running at once, an integer >= 1"),
+];
+
+fn check_resources(m: &BTreeMap<String, J>) -> Result<(), (String, String)> {
+    for (k, v) in m {
+        let Some((_, what)) = RESOURCE_KEYS.iter().find(|(n, _)| n == k) else {
+            let names: Vec<&str> = RESOURCE_KEYS.iter().map(|(n, _)| *n).collect();
+            return Err((
+                k.clone(),
+                format!(
+                    "unknown resource `{k}`{}; resources are {}",
+                    did_you_mean(k, names.iter().copied())
+                        .map(|h| format!(" ({h})"))
+                        .unwrap_or_default(),
+                    names.join(", ")
+                ),
+            ));
+        };
+        let ok = match k.as_str() {
+            "cpus" | "shards" | "parallel" => v.as_u64().is_some_and(|n| n >= 1),
+            "gpus" => v.as_u64().is_some(),
+            "mem" => v.as_u64().is_some() || v.as_str().is_some_and(valid_mem),
+            "time" => v.as_u64().is_some() || v.as_str().is_some_and(valid_time),
+            _ => v.as_str().is_some_and(|s| !s.is_empty()),
+        };
+        if !ok {
+            return Err((k.clone(), format!("resource `{k}` = {v}: expected {what}")));
+        }
+    }
+    Ok(())
+}
+
+fn valid_mem(s: &str) -> bool {
+    let digits = s.trim_end_matches(['K', 'M', 'G', 'T', 'k', 'm', 'g', 't']);
+    !digits.is_empty() && digits.len() + 1 >= s.len() && digits.parse::<u64>().is_ok()
+}
+
+fn valid_time(s: &str) -> bool {
+    let (days, hms) = match s.split_once('-') {
+        Some((d, rest)) => (Some(d), rest),
+        None => (None, s),
+    };
+    days.is_none_or(|d| d.parse::<u32>().is_ok())
+        && !hms.is_empty()
+        && hms.split(':').count() <= 3
+        && hms.split(':').all(|p| p.parse::<u32>().is_ok())
 }
 
 fn key_str(k: &Y) -> String {

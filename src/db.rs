@@ -8,7 +8,8 @@
 //!
 //! What it holds: stage key -> object, per-item results, per-item errors, the stat cache
 //! (path, size, mtime, inode -> content hash), the last state of each stage for `status`
-//! reasons, and run history.
+//! reasons, run history, and the cluster jobs `pipeline submit` sent (id, key, dependencies,
+//! last state seen).
 
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -33,6 +34,34 @@ pub struct Artifact {
     pub schema: String,
     pub failed_items: i64,
     pub created: f64,
+}
+
+/// One batch job sent to a cluster: a stage, or the array of a stage's shards.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub id: String,
+    pub key: String,
+    pub stage: String,
+    pub pipeline: String,
+    /// `stage` (computes and records the artifact) or `shards` (an array computing items).
+    pub role: String,
+    pub tasks: i64,
+    /// Ids of the jobs this one waits for, comma-separated.
+    pub deps: String,
+    pub log: String,
+    pub submitted: f64,
+    /// The scheduler's last word: PENDING, RUNNING, COMPLETED, FAILED, CANCELLED, ...
+    pub state: String,
+    pub reason: String,
+    pub done_tasks: i64,
+}
+
+/// Present when the cache is used by processes on several hosts.
+const SHARED_MARK: &str = "index.journal";
+
+fn shared_index(cache: &Path) -> bool {
+    std::env::var("PIPELINE_INDEX_JOURNAL").is_ok_and(|v| v.eq_ignore_ascii_case("delete"))
+        || cache.join(SHARED_MARK).exists()
 }
 
 pub fn now() -> f64 {
@@ -63,6 +92,12 @@ CREATE TABLE IF NOT EXISTS run_stages(
   run_id INTEGER NOT NULL, stage TEXT NOT NULL, key TEXT, outcome TEXT NOT NULL, secs REAL,
   computed INTEGER, reused INTEGER, failed INTEGER, message TEXT);
 CREATE INDEX IF NOT EXISTS run_stages_run ON run_stages(run_id);
+CREATE TABLE IF NOT EXISTS jobs(
+  id TEXT PRIMARY KEY, key TEXT NOT NULL, stage TEXT NOT NULL, pipeline TEXT NOT NULL,
+  role TEXT NOT NULL, tasks INTEGER NOT NULL, deps TEXT NOT NULL, log TEXT NOT NULL,
+  submitted REAL NOT NULL, state TEXT NOT NULL, reason TEXT NOT NULL, done_tasks INTEGER NOT NULL,
+  updated REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS jobs_key ON jobs(key);
 CREATE TABLE IF NOT EXISTS stage_state(
   pipeline TEXT NOT NULL, stage TEXT NOT NULL, key TEXT NOT NULL, manifest TEXT NOT NULL,
   updated REAL NOT NULL, PRIMARY KEY(pipeline, stage)) WITHOUT ROWID;
@@ -74,14 +109,48 @@ impl Db {
         let conn = Connection::open(&path)
             .with_context(|| format!("opening run index {}", path.display()))?;
         conn.busy_timeout(Duration::from_secs(120))?;
-        // WAL: readers never block the writer; NORMAL sync: a commit survives a process crash
-        // (kill -9), only the last commits can be lost on a power cut, and artifacts are
-        // fsynced on their own before they are recorded.
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        if shared_index(cache) {
+            // Processes on several hosts (cluster jobs on a shared file system): WAL's
+            // shared-memory index only works within one host, the rollback journal works
+            // wherever POSIX locks do. FULL sync, because in this mode NORMAL can lose the
+            // database, not just the last commits, on a power cut.
+            conn.pragma_update(None, "journal_mode", "DELETE")?;
+            conn.pragma_update(None, "synchronous", "FULL")?;
+        } else {
+            // WAL: readers never block the writer; NORMAL sync: a commit survives a process
+            // crash (kill -9), only the last commits can be lost on a power cut, and artifacts
+            // are fsynced on their own before they are recorded.
+            conn.pragma_update(None, "journal_mode", "WAL")?;
+            conn.pragma_update(None, "synchronous", "NORMAL")?;
+        }
         let db = Db { conn };
         db.with_retry(|c| c.execute_batch(SCHEMA))?;
         Ok(db)
+    }
+
+    /// Switches this cache's index to the multi-host mode for good (`pipeline submit` does
+    /// this): every process that opens it afterwards uses the rollback journal.
+    pub fn make_shared(cache: &Path) -> Result<()> {
+        if shared_index(cache) {
+            return Ok(());
+        }
+        let path = cache.join("index.sqlite");
+        let conn = Connection::open(&path)
+            .with_context(|| format!("opening run index {}", path.display()))?;
+        conn.busy_timeout(Duration::from_secs(30))?;
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode=DELETE", [], |r| r.get(0))
+            .context("switching the run index to the rollback journal")?;
+        if !mode.eq_ignore_ascii_case("delete") {
+            anyhow::bail!(
+                "could not switch {} to the rollback journal (it is `{mode}`): stop other \
+                 `pipeline` processes on this cache and submit again",
+                path.display()
+            );
+        }
+        drop(conn);
+        crate::store::write_atomic(&cache.join(SHARED_MARK), b"delete\n")?;
+        Ok(())
     }
 
     /// Schema set-up by two processes at once can meet a lock that busy_timeout does not wait
@@ -297,6 +366,66 @@ impl Db {
             .query_map([n], |r| r.get(0))?
             .collect::<rusqlite::Result<Vec<String>>>()?;
         Ok(rows)
+    }
+}
+
+impl Db {
+    pub fn put_job(&self, j: &Job) -> Result<()> {
+        self.conn
+            .prepare_cached(
+                "INSERT OR REPLACE INTO jobs VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+            )?
+            .execute(params![
+                j.id,
+                j.key,
+                j.stage,
+                j.pipeline,
+                j.role,
+                j.tasks,
+                j.deps,
+                j.log,
+                j.submitted,
+                j.state,
+                j.reason,
+                j.done_tasks,
+                now()
+            ])?;
+        Ok(())
+    }
+
+    /// Every job recorded, oldest first.
+    pub fn jobs(&self) -> Result<Vec<Job>> {
+        let mut st = self.conn.prepare(
+            "SELECT id, key, stage, pipeline, role, tasks, deps, log, submitted, state, reason, done_tasks FROM jobs ORDER BY submitted, rowid",
+        )?;
+        let rows = st
+            .query_map([], |r| {
+                Ok(Job {
+                    id: r.get(0)?,
+                    key: r.get(1)?,
+                    stage: r.get(2)?,
+                    pipeline: r.get(3)?,
+                    role: r.get(4)?,
+                    tasks: r.get(5)?,
+                    deps: r.get(6)?,
+                    log: r.get(7)?,
+                    submitted: r.get(8)?,
+                    state: r.get(9)?,
+                    reason: r.get(10)?,
+                    done_tasks: r.get(11)?,
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
+    }
+
+    pub fn set_job_state(&self, id: &str, state: &str, reason: &str, done: i64) -> Result<()> {
+        self.conn
+            .prepare_cached(
+                "UPDATE jobs SET state = ?2, reason = ?3, done_tasks = ?4, updated = ?5 WHERE id = ?1",
+            )?
+            .execute(params![id, state, reason, done, now()])?;
+        Ok(())
     }
 }
 

@@ -224,7 +224,7 @@ pub fn run(env: &Env, opts: &RunOpts, rep: &Reporter) -> Result<i32> {
                         inputs.iter().map(|j| keyof[j].key.clone()).collect();
                     let tables = &tables;
                     scope.spawn(move || {
-                        let result = execute(env, rep, idx, &key, &input_keys, tables)
+                        let result = execute(env, rep, idx, &key, &input_keys, tables, None)
                             .map_err(|e| format!("{e:#}"));
                         let _ = tx.send(Done { idx, result });
                     });
@@ -406,6 +406,125 @@ fn print_reports(
     Ok(())
 }
 
+/// `pipeline exec`: one stage, on its own, whose inputs are already in the cache: what a
+/// cluster job runs. With `shard`, only that shard's items are computed and cached; the
+/// stage's own job gathers them into the artifact afterwards. A partial stage (some items
+/// failed) exits 0, so that jobs depending on it start; its errors are in the artifact's
+/// record as with `run`.
+pub fn exec_stage(
+    env: &Env,
+    name: &str,
+    expect_key: Option<&str>,
+    shard: Option<Shard>,
+    rep: &Reporter,
+) -> Result<i32> {
+    let plan = env.plan;
+    let Some(&idx) = plan.index.get(name) else {
+        let names: Vec<&str> = plan.stages.iter().map(|s| s.name.as_str()).collect();
+        anyhow::bail!(
+            "no stage `{name}` in {}{}",
+            plan.file.display(),
+            crate::config::did_you_mean(name, names.into_iter())
+                .map(|h| format!(" ({h})"))
+                .unwrap_or_default()
+        );
+    };
+    let selected = plan.select(&[name.to_string()]).map_err(|e| anyhow!(e))?;
+    let mut db = Db::open(&env.cache)?;
+    let planned = env.plan_state(&mut db, &selected)?;
+    let mut keyof: HashMap<usize, StageKey> = HashMap::new();
+    let mut present: HashMap<usize, bool> = HashMap::new();
+    for p in planned {
+        let k = p
+            .key
+            .map_err(|e| anyhow!("{}: cannot compute its key: {e}", plan.stages[p.idx].name))?;
+        present.insert(p.idx, p.artifact.is_some());
+        keyof.insert(p.idx, k);
+    }
+    let key = keyof[&idx].clone();
+    if let Some(want) = expect_key {
+        if want != key.key {
+            anyhow::bail!(
+                "{name}: its key is now {} but the job was submitted for {}: the pipeline, its \
+                 params or its input files changed after `submit`; submit again",
+                short(&key.key),
+                short(want)
+            );
+        }
+    }
+    let s = &plan.stages[idx];
+    let mut input_keys = Vec::new();
+    for n in &s.inputs {
+        let j = plan.index[n];
+        if !present[&j] {
+            anyhow::bail!(
+                "{name}: input `{n}` (key {}) is not in the cache at {}; run or submit it first",
+                short(&keyof[&j].key),
+                env.cache.display()
+            );
+        }
+        input_keys.push(keyof[&j].key.clone());
+    }
+    let run_id = db.begin_run(
+        &env.pipeline_id,
+        &std::env::args().collect::<Vec<_>>().join(" "),
+    )?;
+    if present[&idx] && shard.is_none() {
+        rep.stage_done(name, "cached", &json!({"key": key.key}), "");
+        db.record_stage(run_id, name, Some(&key.key), "cached", 0.0, (0, 0, 0), None)?;
+        db.end_run(run_id, EXIT_OK)?;
+        return Ok(EXIT_OK);
+    }
+    let tables = Mutex::new(HashMap::new());
+    let res = execute(env, rep, idx, &key, &input_keys, &tables, shard);
+    let label = match shard {
+        Some(sh) => format!("{name} shard {}/{}", sh.index, sh.count),
+        None => name.to_string(),
+    };
+    let code = match &res {
+        Ok(sr) => {
+            rep.stage_done(
+                &label,
+                sr.outcome,
+                &json!({"secs": sr.secs, "computed": sr.computed, "reused": sr.reused, "failed": sr.errors.len(), "key": key.key}),
+                &format!(
+                    "{:.2}s  {} computed, {} reused, {} failed",
+                    sr.secs,
+                    sr.computed,
+                    sr.reused,
+                    sr.errors.len()
+                ),
+            );
+            db.record_stage(
+                run_id,
+                name,
+                Some(&key.key),
+                sr.outcome,
+                sr.secs,
+                (sr.computed, sr.reused, sr.errors.len()),
+                None,
+            )?;
+            EXIT_OK
+        }
+        Err(e) => {
+            let msg = format!("{e:#}");
+            rep.stage_done(&label, "failed", &json!({"error": msg}), &msg);
+            db.record_stage(
+                run_id,
+                name,
+                Some(&key.key),
+                "failed",
+                0.0,
+                (0, 0, 0),
+                Some(&msg),
+            )?;
+            EXIT_FAILED
+        }
+    };
+    db.end_run(run_id, code)?;
+    Ok(code)
+}
+
 fn update_state(db: &Db, pipeline: &str, stage: &str, k: &StageKey) -> Result<()> {
     match db.stage_state(pipeline, stage)? {
         Some((old, _)) if old == k.key => Ok(()),
@@ -437,13 +556,17 @@ fn execute(
     key: &StageKey,
     input_keys: &[String],
     tables: &Mutex<HashMap<String, Arc<RecordBatch>>>,
+    shard: Option<Shard>,
 ) -> Result<StageRun> {
     let t0 = Instant::now();
     let s = &env.plan.stages[idx];
     let stage = env.reg.get(&s.kind).expect("validated kind");
     let mut db = Db::open(&env.cache)?;
+    // Shards of one stage run side by side; only whoever records the artifact takes the lock.
     let lock = File::create(env.store.lock_path(&key.key))?;
-    lock.lock().context("locking the stage key")?;
+    if shard.is_none() {
+        lock.lock().context("locking the stage key")?;
+    }
     if db
         .artifact(&key.key)?
         .is_some_and(|a| env.store.object_path(&a.object).exists())
@@ -484,7 +607,15 @@ fn execute(
         files: &key.files,
         shards: &shards,
     };
-    let (table, errors, computed, reused) = match stage.mode(&s.params) {
+    let mode = stage.mode(&s.params);
+    if shard.is_some() && matches!(mode, StageMode::Table) {
+        anyhow::bail!(
+            "{}: a `{}` stage computes one table, not per-clip items, so it cannot be split into shards",
+            s.name,
+            s.kind
+        );
+    }
+    let (table, errors, computed, reused) = match mode {
         StageMode::Table => {
             rep.stage_start(&s.name, &key.key, None);
             let out = stage
@@ -493,7 +624,7 @@ fn execute(
             (out.table, out.errors, 0, 0)
         }
         StageMode::PerItem { id_column, reads } => run_items(
-            stage, &ctx, &mut db, rep, &s.name, key, id_column, reads, None,
+            stage, &ctx, &mut db, rep, &s.name, key, id_column, reads, None, shard,
         )?,
         StageMode::Sharded { id_column, reads } => run_items(
             stage,
@@ -505,8 +636,19 @@ fn execute(
             id_column,
             reads,
             Some(&env.store),
+            shard,
         )?,
     };
+    if shard.is_some() {
+        // The items are in the index; the job that gathers them records the artifact.
+        return Ok(StageRun {
+            outcome: "shard",
+            secs: t0.elapsed().as_secs_f64(),
+            computed,
+            reused,
+            errors,
+        });
+    }
     if matches!(stage.mode(&s.params), StageMode::Table) {
         // Per-item stages report their failures as they happen.
         for e in &errors {
@@ -586,6 +728,7 @@ fn run_items(
     id_column: &str,
     reads: &[&str],
     shard_store: Option<&Store>,
+    shard: Option<Shard>,
 ) -> Result<(RecordBatch, Vec<ItemError>, usize, usize)> {
     let t = ctx
         .inputs
@@ -615,86 +758,49 @@ fn run_items(
             None => missing.push(r),
         }
     }
+    if let Some(sh) = shard {
+        missing.retain(|&r| sh.owns(r));
+        // A shard computes its own rows and reports only on them.
+        let mine = (0..n).filter(|&r| sh.owns(r)).count();
+        rep.stage_start(name, &key.key, Some(mine));
+        let reused = mine - missing.len();
+        let computed = compute_rows(
+            stage,
+            ctx,
+            db,
+            rep,
+            name,
+            key,
+            (ids, id_column),
+            &hashes,
+            &missing,
+            shard_store,
+            (reused, mine),
+        );
+        let computed_ok = computed.iter().filter(|(_, r)| r.is_ok()).count();
+        let errors = computed.into_iter().filter_map(|(_, r)| r.err()).collect();
+        return Ok((
+            RecordBatch::new_empty(t.schema()),
+            errors,
+            computed_ok,
+            reused,
+        ));
+    }
     let reused = n - missing.len();
     rep.stage_start(name, &key.key, Some(n));
-    let done = AtomicUsize::new(reused);
-    rep.progress(name, reused, n);
-    let delay = test_item_delay();
-    let writer = Mutex::new(db);
-    let catch = |rows: &[usize], f: &dyn Fn() -> Vec<Result<RecordBatch, ItemError>>| {
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|p| {
-            let msg = p
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_default();
-            rows.iter()
-                .map(|_| Err(ItemError::new("", "", format!("stage panicked: {msg}"))))
-                .collect()
-        })
-    };
-    // Stores one computed item and reports it; runs on the thread pool.
-    let finish = |r: usize, res: Result<RecordBatch, ItemError>| {
-        let id = ids.value(r).to_string();
-        let res = res.map_err(|mut e| {
-            if e.item.is_empty() {
-                e.item = id.clone();
-            }
-            e
-        });
-        if let Some(d) = delay {
-            std::thread::sleep(d);
-        }
-        let res = match res {
-            Ok(b) => match store_item(shard_store, &writer, key, &hashes[r], &id, id_column, b) {
-                Ok(b) => Ok(b),
-                Err(e) => Err(ItemError::new(
-                    &id,
-                    "",
-                    format!("could not store the item: {e:#}"),
-                )),
-            },
-            Err(e) => {
-                rep.item_error(name, &e);
-                Err(e)
-            }
-        };
-        let d = done.fetch_add(1, Ordering::Relaxed) + 1;
-        rep.progress(name, d, n);
-        (r, res)
-    };
-    let computed: Vec<(usize, Result<RecordBatch, ItemError>)> = match stage.batch_items(ctx.params)
-    {
-        None => missing
-            .par_iter()
-            .map(|&r| {
-                let res = catch(&[r], &|| vec![stage.run_item(ctx, r)])
-                    .pop()
-                    .expect("one result");
-                finish(r, res)
-            })
-            .collect(),
-        Some(b) => {
-            let mut out = Vec::with_capacity(missing.len());
-            for rows in missing.chunks(b.max(1)) {
-                let mut res = catch(rows, &|| stage.run_batch(ctx, rows));
-                if res.len() != rows.len() {
-                    res = rows
-                        .iter()
-                        .map(|_| Err(ItemError::new("", "", "the stage lost items of a batch")))
-                        .collect();
-                }
-                let pairs: Vec<_> = rows.iter().copied().zip(res).collect();
-                out.extend(
-                    pairs
-                        .into_par_iter()
-                        .map(|(r, res)| finish(r, res))
-                        .collect::<Vec<_>>(),
-                );
-            }
-            out
-        }
-    };
+    let computed = compute_rows(
+        stage,
+        ctx,
+        db,
+        rep,
+        name,
+        key,
+        (ids, id_column),
+        &hashes,
+        &missing,
+        shard_store,
+        (reused, n),
+    );
     let computed_ok = computed.iter().filter(|(_, r)| r.is_ok()).count();
     for (r, res) in computed {
         slots[r] = Some(res);
@@ -777,6 +883,130 @@ fn index_row(obj: &str, rows: usize, size: u64) -> Result<RecordBatch> {
             Arc::new(arrow::array::UInt64Array::from(vec![size])) as ArrayRef,
         ),
     ])?)
+}
+
+/// Computes the given rows on the thread pool (in batches where the stage batches), caching
+/// each finished item at once and reporting progress from `done.0` of `done.1`.
+#[allow(clippy::too_many_arguments)]
+fn compute_rows(
+    stage: &dyn Stage,
+    ctx: &RunCtx,
+    db: &mut Db,
+    rep: &Reporter,
+    name: &str,
+    key: &StageKey,
+    (ids, id_column): (&StringArray, &str),
+    hashes: &[String],
+    missing: &[usize],
+    shard_store: Option<&Store>,
+    (reused, n): (usize, usize),
+) -> Vec<(usize, Result<RecordBatch, ItemError>)> {
+    let done = AtomicUsize::new(reused);
+    rep.progress(name, reused, n);
+    let delay = test_item_delay();
+    let writer = Mutex::new(db);
+    let catch = |rows: &[usize], f: &dyn Fn() -> Vec<Result<RecordBatch, ItemError>>| {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|p| {
+            let msg = p
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            rows.iter()
+                .map(|_| Err(ItemError::new("", "", format!("stage panicked: {msg}"))))
+                .collect()
+        })
+    };
+    // Stores one computed item and reports it; runs on the thread pool.
+    let finish = |r: usize, res: Result<RecordBatch, ItemError>| {
+        let id = ids.value(r).to_string();
+        let res = res.map_err(|mut e| {
+            if e.item.is_empty() {
+                e.item = id.clone();
+            }
+            e
+        });
+        if let Some(d) = delay {
+            std::thread::sleep(d);
+        }
+        let res = match res {
+            Ok(b) => match store_item(shard_store, &writer, key, &hashes[r], &id, id_column, b) {
+                Ok(b) => Ok(b),
+                Err(e) => Err(ItemError::new(
+                    &id,
+                    "",
+                    format!("could not store the item: {e:#}"),
+                )),
+            },
+            Err(e) => {
+                rep.item_error(name, &e);
+                Err(e)
+            }
+        };
+        let d = done.fetch_add(1, Ordering::Relaxed) + 1;
+        rep.progress(name, d, n);
+        (r, res)
+    };
+    match stage.batch_items(ctx.params) {
+        None => missing
+            .par_iter()
+            .map(|&r| {
+                let res = catch(&[r], &|| vec![stage.run_item(ctx, r)])
+                    .pop()
+                    .expect("one result");
+                finish(r, res)
+            })
+            .collect(),
+        Some(b) => {
+            let mut out = Vec::with_capacity(missing.len());
+            for rows in missing.chunks(b.max(1)) {
+                let mut res = catch(rows, &|| stage.run_batch(ctx, rows));
+                if res.len() != rows.len() {
+                    res = rows
+                        .iter()
+                        .map(|_| Err(ItemError::new("", "", "the stage lost items of a batch")))
+                        .collect();
+                }
+                let pairs: Vec<_> = rows.iter().copied().zip(res).collect();
+                out.extend(
+                    pairs
+                        .into_par_iter()
+                        .map(|(r, res)| finish(r, res))
+                        .collect::<Vec<_>>(),
+                );
+            }
+            out
+        }
+    }
+}
+
+/// Shard `index` of `count`: the rows whose position modulo `count` is `index`, so long and
+/// short clips spread evenly and each row's owner does not depend on what is cached.
+#[derive(Clone, Copy, Debug)]
+pub struct Shard {
+    pub index: usize,
+    pub count: usize,
+}
+
+impl Shard {
+    fn owns(&self, row: usize) -> bool {
+        row % self.count == self.index
+    }
+}
+
+impl std::str::FromStr for Shard {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Shard, String> {
+        let (i, k) = s
+            .split_once('/')
+            .ok_or_else(|| format!("`{s}`: a shard is INDEX/COUNT, such as 0/4"))?;
+        let index: usize = i.trim().parse().map_err(|_| format!("`{s}`: bad index"))?;
+        let count: usize = k.trim().parse().map_err(|_| format!("`{s}`: bad count"))?;
+        if count == 0 || index >= count {
+            return Err(format!("`{s}`: the index must be below the count"));
+        }
+        Ok(Shard { index, count })
+    }
 }
 
 struct StoreShards<'a>(&'a Store);

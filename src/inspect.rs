@@ -13,6 +13,9 @@ pub fn status(env: &Env, targets: &[String], as_json: bool) -> Result<i32> {
     let selected = env.plan.select(targets).map_err(|e| anyhow!(e))?;
     let mut db = Db::open(&env.cache)?;
     let planned = env.plan_state(&mut db, &selected)?;
+    // Cluster jobs: only asked about when some were submitted and are not finished.
+    let refreshed = crate::submit::refresh(&db);
+    let jobs = crate::submit::latest_jobs(&db)?;
     let mut rows = Vec::new();
     for p in &planned {
         let s = &env.plan.stages[p.idx];
@@ -43,17 +46,37 @@ pub fn status(env: &Env, targets: &[String], as_json: bool) -> Result<i32> {
                 )
             }
         };
-        rows.push((s.name.clone(), state, reasons, key));
+        // A stage not in the cache that was submitted: what its job is doing.
+        let (state, reasons, job) = match key.as_ref().and_then(|k| jobs.get(k)) {
+            Some(j) if state != "fresh" => {
+                let w = crate::submit::word(j);
+                let mut r = reasons;
+                r.insert(0, crate::submit::describe(j));
+                let st = if w == "done" { state } else { w };
+                (st, r, Some(j))
+            }
+            _ => (state, reasons, None),
+        };
+        rows.push((s.name.clone(), state, reasons, key, job.cloned()));
+    }
+    if let Err(e) = &refreshed {
+        eprintln!("warning: could not ask the cluster about submitted jobs: {e:#}");
     }
     if as_json {
         let stages: Vec<_> = rows
             .iter()
-            .map(|(n, st, r, k)| json!({"name": n, "state": st, "reasons": r, "key": k}))
+            .map(|(n, st, r, k, j)| {
+                let job = j.as_ref().map(|j| {
+                    json!({"id": j.id, "role": j.role, "state": j.state, "reason": j.reason,
+                           "done_tasks": j.done_tasks, "tasks": j.tasks, "log": j.log})
+                });
+                json!({"name": n, "state": st, "reasons": r, "key": k, "job": job})
+            })
             .collect();
         println!("{}", json!({"stages": stages}));
     } else {
         let w = rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
-        for (n, st, r, k) in &rows {
+        for (n, st, r, k, _) in &rows {
             let k = k.as_deref().map(short).unwrap_or("-");
             println!("{n:<w$}  {st:<9}  {k}");
             for reason in r {

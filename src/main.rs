@@ -11,7 +11,9 @@ mod maint;
 mod registry;
 mod report;
 mod results;
+mod slurm;
 mod store;
+mod submit;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -70,12 +72,58 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Each stage fresh / stale / never-run, with the reasons
+    /// Each stage fresh / stale / never-run with the reasons, and its cluster job if submitted
     Status {
         #[arg(default_value = "all")]
         targets: Vec<String>,
         #[command(flatten)]
         p: PipelineArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send stale stages to a Slurm cluster as batch jobs sharing this cache
+    Submit {
+        /// `all`, or stage names (with what they depend on)
+        #[arg(default_value = "all")]
+        targets: Vec<String>,
+        #[command(flatten)]
+        p: PipelineArgs,
+        /// Partition for every job (overrides `resources.partition`)
+        #[arg(long)]
+        partition: Option<String>,
+        /// Account to charge
+        #[arg(long)]
+        account: Option<String>,
+        /// Job tasks queued or running at once (array tasks count one each); the rest wait for
+        /// the next `submit`, or for room under --watch
+        #[arg(long, value_name = "N")]
+        max_jobs: Option<usize>,
+        /// `sbatch` calls per second at most
+        #[arg(long, value_name = "R", default_value_t = 10.0)]
+        submit_rate: f64,
+        /// Split per-clip stages that set no `resources.shards` into N array tasks
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+        shards: Option<u64>,
+        /// Print the batch scripts, submit nothing
+        #[arg(long)]
+        dry_run: bool,
+        /// Wait for the jobs, report progress, cancel what depends on a failure
+        #[arg(long)]
+        watch: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run one stage whose inputs are in the cache (what a cluster job runs)
+    Exec {
+        stage: String,
+        #[command(flatten)]
+        p: PipelineArgs,
+        /// Fail unless the stage's key is this one (the key it was submitted with)
+        #[arg(long, value_name = "KEY")]
+        expect_key: Option<String>,
+        /// Compute only shard INDEX/COUNT of a per-clip stage's items, and record no artifact
+        #[arg(long, value_name = "INDEX/COUNT")]
+        shard: Option<exec::Shard>,
         #[arg(long)]
         json: bool,
     },
@@ -226,6 +274,47 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Cmd::Status { targets, p, json } => {
             let l = load(&cli.cache, &p, &reg)?;
             inspect::status(&env(&l, &reg)?, &targets, json)
+        }
+        Cmd::Submit {
+            targets,
+            p,
+            partition,
+            account,
+            max_jobs,
+            submit_rate,
+            shards,
+            dry_run,
+            watch,
+            json,
+        } => {
+            let l = load(&cli.cache, &p, &reg)?;
+            let e = env(&l, &reg)?;
+            let opts = submit::SubmitOpts {
+                targets,
+                file: absolute(&p.file),
+                sets: p.sets.clone(),
+                partition,
+                account,
+                max_jobs,
+                submit_rate,
+                shards: shards.map(|n| n as usize),
+                dry_run,
+                watch,
+                json,
+            };
+            submit::submit(&e, &opts)
+        }
+        Cmd::Exec {
+            stage,
+            p,
+            expect_key,
+            shard,
+            json,
+        } => {
+            let l = load(&cli.cache, &p, &reg)?;
+            let e = env(&l, &reg)?;
+            let rep = report::Reporter::new(json);
+            exec::exec_stage(&e, &stage, expect_key.as_deref(), shard, &rep)
         }
         Cmd::Report { p, out, variants } => {
             let l = load(&cli.cache, &p, &reg)?;

@@ -1031,6 +1031,27 @@ mod tests {
     }
 
     #[test]
+    fn resources_default_per_pipeline_and_override_per_stage() {
+        let yaml = "resources: {cpus: 2, mem: 4G}\nstages:\n  ingest:\n    kind: ingest\n    params: {root: d}\n  s:\n    kind: split\n    inputs: [ingest]\n    resources: {cpus: 8, time: \"1-02:00:00\", shards: 4}\n";
+        let p = plan(yaml).unwrap();
+        let r = |n: &str| serde_json::to_string(&p.get(n).unwrap().resources).unwrap();
+        assert_eq!(r("ingest"), r#"{"cpus":2,"mem":"4G"}"#);
+        assert_eq!(
+            r("s"),
+            r#"{"cpus":8,"mem":"4G","shards":4,"time":"1-02:00:00"}"#
+        );
+        for (bad, msg) in [
+            ("cpus: 8", "cpus: 0"),
+            ("time: \"1-02:00:00\"", "time: \"2h\""),
+            ("shards: 4", "gpu: 1"),
+        ] {
+            let e = plan(&yaml.replace(bad, msg)).unwrap_err();
+            assert_eq!(e.line, 9, "{e}");
+            assert!(e.to_string().contains("resource"), "{e}");
+        }
+    }
+
+    #[test]
     fn matrix_axes_from_vars() {
         let yaml = "vars: {seeds: 1..3, methods: [ratio]}\nstages:\n  ingest:\n    kind: ingest\n    params: {root: d}\n  s:\n    kind: split\n    inputs: [ingest]\n    matrix: {seed: \"${seeds}\", method: \"${methods}\"}\n";
         let names = |p: &Plan| -> Vec<String> {

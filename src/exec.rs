@@ -1049,3 +1049,19 @@ pub fn project_root_of(pipeline: &Path) -> PathBuf {
         parent.to_path_buf()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Shard;
+
+    #[test]
+    fn shards_cover_every_row_once() {
+        let shards: Vec<Shard> = (0..3).map(|i| format!("{i}/3").parse().unwrap()).collect();
+        for r in 0..10 {
+            assert_eq!(shards.iter().filter(|s| s.owns(r)).count(), 1);
+        }
+        for bad in ["3/3", "1/0", "x/2", "2"] {
+            assert!(bad.parse::<Shard>().is_err(), "{bad}");
+        }
+    }
+}

@@ -168,3 +168,29 @@ fn which(cmd: &str) -> Option<std::path::PathBuf> {
             .find(|f| f.is_file())
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(state: &str) -> TaskState {
+        TaskState {
+            state: state.into(),
+            reason: String::new(),
+        }
+    }
+
+    #[test]
+    fn an_array_is_as_bad_as_its_worst_task() {
+        let s = |v: &[&str], n| summarize(&v.iter().map(|x| t(x)).collect::<Vec<_>>(), n);
+        assert_eq!(s(&["COMPLETED", "FAILED", "RUNNING"], 3).0, "FAILED");
+        assert_eq!(
+            s(&["COMPLETED", "PENDING", "RUNNING"], 3),
+            ("RUNNING".into(), String::new(), 1)
+        );
+        assert_eq!(s(&["COMPLETED", "PENDING"], 2).0, "PENDING");
+        assert_eq!(s(&["COMPLETED", "COMPLETED"], 2).0, "COMPLETED");
+        // A task the scheduler no longer lists, and that did not complete.
+        assert_eq!(s(&["COMPLETED"], 2).0, "LOST");
+    }
+}

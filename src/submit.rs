@@ -745,3 +745,30 @@ pub fn submit(env: &Env, opts: &SubmitOpts) -> Result<i32> {
     );
     Ok(code)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_quoting_survive_the_shell() {
+        assert_eq!(
+            slug("fusion[seed=1,fusion=concat]"),
+            "fusion.seed-1.fusion-concat"
+        );
+        assert_eq!(sh_quote("a=b"), "a=b");
+        assert_eq!(sh_quote("x[y=1]"), "'x[y=1]'");
+        assert_eq!(sh_quote("it's"), "'it'\\''s'");
+        let sh = |q: &str| {
+            let out = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(format!("printf %s {q}"))
+                .output()
+                .unwrap();
+            String::from_utf8(out.stdout).unwrap()
+        };
+        for s in ["it's a $HOME `x`", "fusion[a=1,b=2]", "vars.seeds=1..5"] {
+            assert_eq!(sh(&sh_quote(s)), s);
+        }
+    }
+}

@@ -758,36 +758,13 @@ fn run_items(
             None => missing.push(r),
         }
     }
+    // A shard computes its own rows and reports only on them.
     if let Some(sh) = shard {
         missing.retain(|&r| sh.owns(r));
-        // A shard computes its own rows and reports only on them.
-        let mine = (0..n).filter(|&r| sh.owns(r)).count();
-        rep.stage_start(name, &key.key, Some(mine));
-        let reused = mine - missing.len();
-        let computed = compute_rows(
-            stage,
-            ctx,
-            db,
-            rep,
-            name,
-            key,
-            (ids, id_column),
-            &hashes,
-            &missing,
-            shard_store,
-            (reused, mine),
-        );
-        let computed_ok = computed.iter().filter(|(_, r)| r.is_ok()).count();
-        let errors = computed.into_iter().filter_map(|(_, r)| r.err()).collect();
-        return Ok((
-            RecordBatch::new_empty(t.schema()),
-            errors,
-            computed_ok,
-            reused,
-        ));
     }
-    let reused = n - missing.len();
-    rep.stage_start(name, &key.key, Some(n));
+    let total = shard.map_or(n, |sh| (0..n).filter(|&r| sh.owns(r)).count());
+    let reused = total - missing.len();
+    rep.stage_start(name, &key.key, Some(total));
     let computed = compute_rows(
         stage,
         ctx,
@@ -799,8 +776,14 @@ fn run_items(
         &hashes,
         &missing,
         shard_store,
-        (reused, n),
+        (reused, total),
     );
+    if shard.is_some() {
+        let computed_ok = computed.iter().filter(|(_, r)| r.is_ok()).count();
+        let errors = computed.into_iter().filter_map(|(_, r)| r.err()).collect();
+        let empty = RecordBatch::new_empty(t.schema());
+        return Ok((empty, errors, computed_ok, reused));
+    }
     let computed_ok = computed.iter().filter(|(_, r)| r.is_ok()).count();
     for (r, res) in computed {
         slots[r] = Some(res);

@@ -694,7 +694,10 @@ fn execute(
 }
 
 /// Hash of the columns an item reads, in its row: the item's cache identity within the stage.
-fn item_hashes(t: &RecordBatch, reads: &[&str]) -> Result<Vec<String>> {
+/// A stage with further inputs (`concat`) reads each one's row of the same id too, so those rows
+/// are part of the identity; an input without the id column counts whole.
+fn item_hashes(inputs: &[Arc<RecordBatch>], id_column: &str, reads: &[&str]) -> Result<Vec<String>> {
+    let t = &inputs[0];
     let opts = FormatOptions::default().with_null("\u{0}null");
     let mut fmts = Vec::new();
     for c in reads {
@@ -703,6 +706,40 @@ fn item_hashes(t: &RecordBatch, reads: &[&str]) -> Result<Vec<String>> {
             .ok_or_else(|| anyhow!("input has no column `{c}` that this stage reads"))?;
         fmts.push((c, ArrayFormatter::try_new(col.as_ref(), &opts)?));
     }
+    let row_text = |t: &RecordBatch, r: usize| -> Result<String> {
+        let mut s = String::new();
+        for (f, c) in t.schema().fields().iter().zip(t.columns()) {
+            let v = ArrayFormatter::try_new(c.as_ref(), &opts)?.value(r).to_string();
+            s.push_str(&format!("{}\u{0}{v}\u{0}", f.name()));
+        }
+        Ok(s)
+    };
+    // Per further input: its rows' text by id, or the whole table's text.
+    let mut others: Vec<Result<HashMap<String, String>, String>> = Vec::new();
+    for u in &inputs[1..] {
+        match u
+            .column_by_name(id_column)
+            .and_then(|c| c.as_any().downcast_ref::<StringArray>())
+        {
+            Some(ids) => {
+                let mut m = HashMap::new();
+                for r in 0..u.num_rows() {
+                    m.insert(ids.value(r).to_string(), row_text(u, r)?);
+                }
+                others.push(Ok(m));
+            }
+            None => {
+                let mut all = String::new();
+                for r in 0..u.num_rows() {
+                    all.push_str(&row_text(u, r)?);
+                }
+                others.push(Err(all));
+            }
+        }
+    }
+    let ids = t
+        .column_by_name(id_column)
+        .and_then(|c| c.as_any().downcast_ref::<StringArray>());
     Ok((0..t.num_rows())
         .map(|r| {
             let mut h = blake3::Hasher::new();
@@ -711,6 +748,18 @@ fn item_hashes(t: &RecordBatch, reads: &[&str]) -> Result<Vec<String>> {
                 h.update(&[0]);
                 h.update(f.value(r).to_string().as_bytes());
                 h.update(&[0]);
+            }
+            for (k, o) in others.iter().enumerate() {
+                h.update(format!("\u{0}input{}\u{0}", k + 1).as_bytes());
+                match o {
+                    Ok(m) => {
+                        let row = ids.and_then(|i| m.get(i.value(r)));
+                        h.update(row.map_or("\u{0}absent", |s| s.as_str()).as_bytes());
+                    }
+                    Err(all) => {
+                        h.update(all.as_bytes());
+                    }
+                }
             }
             h.finalize().to_hex().to_string()
         })
@@ -739,7 +788,7 @@ fn run_items(
         .column_by_name(id_column)
         .and_then(|c| c.as_any().downcast_ref::<StringArray>())
         .ok_or_else(|| anyhow!("input has no string column `{id_column}`"))?;
-    let hashes = item_hashes(&t, reads)?;
+    let hashes = item_hashes(&ctx.inputs, id_column, reads)?;
     let n = t.num_rows();
     let mut slots: Vec<Option<Result<RecordBatch, ItemError>>> = vec![None; n];
     let mut missing = Vec::new();

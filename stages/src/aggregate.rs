@@ -42,7 +42,7 @@ const PARAMS: &[ParamSpec] = &[
 /// (column, header, shown in %): every metric an `evaluate` table may carry.
 pub type Metric = (&'static str, &'static str, bool);
 
-pub const METRICS: [Metric; 11] = [
+pub const METRICS: [Metric; 12] = [
     ("acc", "Acc", true),
     ("f1_macro", "F1 (macro)", true),
     ("f1_weighted", "F1 (weighted)", true),
@@ -52,6 +52,7 @@ pub const METRICS: [Metric; 11] = [
     ("acc5", "Acc-5", true),
     ("acc7", "Acc-7", true),
     ("f1_acc2", "F1 (Acc-2)", true),
+    ("f1_acc2_pos", "F1 (non-0)", true),
     ("mae", "MAE", false),
     ("corr", "Corr", false),
 ];

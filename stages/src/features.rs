@@ -190,8 +190,13 @@ pub struct Matrix {
 }
 
 pub fn read_matrix(ctx: &RunCtx, row: usize) -> Result<Matrix, ItemError> {
+    read_matrix_of(ctx, 0, row)
+}
+
+/// [`read_matrix`] of input `input`'s row `row`.
+pub fn read_matrix_of(ctx: &RunCtx, input: usize, row: usize) -> Result<Matrix, ItemError> {
     let fail = |reason: String| ItemError::new("", "features", reason);
-    let t = ctx.shard(0, row).map_err(fail)?;
+    let t = ctx.shard(input, row).map_err(fail)?;
     let bad = |e: StageError| fail(e.to_string());
     let frames = col::<Int64Array>(&t, "frames").map_err(bad)?;
     let dim = col::<Int64Array>(&t, "dim").map_err(bad)?;
@@ -316,9 +321,9 @@ const PAD_PARAMS: &[ParamSpec] = &[
     ParamSpec::new("steps", ParamType::Int, Some("32"), "output length"),
     ParamSpec::new(
         "method",
-        ParamType::Enum(&["zero", "resample"]),
+        ParamType::Enum(&["zero", "resample", "zero_or_resample"]),
         Some("\"zero\""),
-        "zero: pad with zeros or cut the end; resample: pick steps evenly spaced rows",
+        "zero: pad with zeros or cut the end; resample: pick steps evenly spaced rows; zero_or_resample: pad shorter sequences with zeros, resample longer ones (SMP)",
     ),
 ];
 
@@ -357,7 +362,13 @@ impl Stage for Pad {
         let steps = steps as usize;
         let m = read_matrix(ctx, row)?;
         let mut v = vec![0f32; steps * m.dim];
-        if ctx.params.str("method").map_err(p)? == "resample" && m.frames > 0 {
+        let method = ctx.params.str("method").map_err(p)?;
+        let resample = match method {
+            "resample" => true,
+            "zero_or_resample" => m.frames > steps,
+            _ => false,
+        };
+        if resample && m.frames > 0 {
             for (k, r) in uniform_rows(m.frames, steps).into_iter().enumerate() {
                 v[k * m.dim..(k + 1) * m.dim]
                     .copy_from_slice(&m.values[r * m.dim..(r + 1) * m.dim]);

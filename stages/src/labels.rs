@@ -220,16 +220,25 @@ pub fn three_way_id(scale: &str, y: f64) -> i64 {
 }
 
 /// Names of [`mmsa_metrics`]'s values, in order.
-pub const MMSA_METRICS: [&str; 8] = [
-    "acc2", "acc2_pos", "acc3", "acc5", "acc7", "f1_acc2", "mae", "corr",
+pub const MMSA_METRICS: [&str; 9] = [
+    "acc2",
+    "acc2_pos",
+    "acc3",
+    "acc5",
+    "acc7",
+    "f1_acc2",
+    "f1_acc2_pos",
+    "mae",
+    "corr",
 ];
 
 /// MMSA's regression metrics (metricsTop.py) of predicted against true scores: Acc-2
-/// (negative/non-negative; CH-SIMS: y <= 0 / y > 0), Acc-2 on non-zero labels (MOSI), Acc-3
-/// (CH-SIMS), Acc-5, Acc-7 (MOSI), the weighted F1 of Acc-2, MAE and Pearson's r. CH-SIMS clips
+/// (negative/non-negative, MMSA's `Has0_acc_2`; CH-SIMS: y <= 0 / y > 0), Acc-2 on non-zero
+/// labels (MOSI's `Non0_acc_2`), Acc-3 (CH-SIMS), Acc-5, Acc-7 (MOSI), the weighted F1 of both
+/// Acc-2s (`Has0_F1_score`, `Non0_F1_score`), MAE and Pearson's r. CH-SIMS clips
 /// both to [-1, 1] before everything, as MMSA does; MOSI's MAE and r use the raw predictions.
 /// None where the scale does not define a metric (or r is undefined: constant predictions).
-pub fn mmsa_metrics(scale: &str, truth: &[f64], pred: &[f64]) -> [Option<f64>; 8] {
+pub fn mmsa_metrics(scale: &str, truth: &[f64], pred: &[f64]) -> [Option<f64>; 9] {
     let clip = |v: &[f64]| -> Vec<f64> {
         if scale == "sims" {
             v.iter().map(|x| x.clamp(-1.0, 1.0)).collect()
@@ -238,7 +247,7 @@ pub fn mmsa_metrics(scale: &str, truth: &[f64], pred: &[f64]) -> [Option<f64>; 8
         }
     };
     let (t, p) = (clip(truth), clip(pred));
-    let mut out = [None; 8];
+    let mut out = [None; 9];
     let ct: Vec<[Option<i64>; 5]> = t.iter().map(|&y| classes(scale, y)).collect();
     let cp: Vec<[Option<i64>; 5]> = p.iter().map(|&y| classes(scale, y)).collect();
     for k in 0..5 {
@@ -253,23 +262,25 @@ pub fn mmsa_metrics(scale: &str, truth: &[f64], pred: &[f64]) -> [Option<f64>; 8
             out[k] = Some(right as f64 / pairs.len() as f64);
         }
     }
-    let (a2t, a2p): (Vec<i64>, Vec<i64>) = ct
-        .iter()
-        .zip(&cp)
-        .filter_map(|(a, b)| a[0].map(|x| (x, b[0].unwrap_or(0))))
-        .unzip();
-    if !a2t.is_empty() {
-        out[5] = Some(weighted_f1(&a2t, &a2p));
+    for (k, slot) in [(0, 5), (1, 6)] {
+        let (a2t, a2p): (Vec<i64>, Vec<i64>) = ct
+            .iter()
+            .zip(&cp)
+            .filter_map(|(a, b)| a[k].map(|x| (x, b[k].unwrap_or(0))))
+            .unzip();
+        if !a2t.is_empty() {
+            out[slot] = Some(weighted_f1(&a2t, &a2p));
+        }
     }
     let n = t.len() as f64;
     if n > 0.0 {
-        out[6] = Some(t.iter().zip(&p).map(|(a, b)| (a - b).abs()).sum::<f64>() / n);
+        out[7] = Some(t.iter().zip(&p).map(|(a, b)| (a - b).abs()).sum::<f64>() / n);
         let (mt, mp) = (t.iter().sum::<f64>() / n, p.iter().sum::<f64>() / n);
         let cov: f64 = t.iter().zip(&p).map(|(a, b)| (a - mt) * (b - mp)).sum();
         let vt: f64 = t.iter().map(|a| (a - mt).powi(2)).sum();
         let vp: f64 = p.iter().map(|b| (b - mp).powi(2)).sum();
         if vt > 0.0 && vp > 0.0 {
-            out[7] = Some(cov / (vt * vp).sqrt());
+            out[8] = Some(cov / (vt * vp).sqrt());
         }
     }
     out
@@ -375,12 +386,13 @@ mod tests {
         assert!(close(m[0], 0.6) && close(m[2], 0.6) && close(m[3], 0.4));
         assert!(m[1].is_none() && m[4].is_none());
         assert!(close(m[5], 0.3 + 0.8 / 3.0));
-        assert!(close(m[6], 0.15));
+        assert!(m[6].is_none(), "CH-SIMS has no non-zero Acc-2");
+        assert!(close(m[7], 0.15));
         // numpy.corrcoef of the clipped vectors.
         assert!(
-            (m[7].unwrap() - 0.9799574437169486).abs() < 1e-12,
+            (m[8].unwrap() - 0.9799574437169486).abs() < 1e-12,
             "{:?}",
-            m[7]
+            m[8]
         );
         // MOSI: Acc-2 (y >= 0) t [0,1,1,1], p [0,1,1,1]; the non-zero Acc-2 leaves out the zero
         // label and counts a zero prediction as negative: t [0,1,1], p [0,0,1]. Acc-5: t
@@ -389,8 +401,39 @@ mod tests {
         let m = mmsa_metrics("mosi", &[-2.0, 0.0, 1.0, 2.6], &[-1.0, 0.5, 0.0, 3.2]);
         assert!(close(m[0], 1.0) && close(m[1], 2.0 / 3.0));
         assert!(m[2].is_none() && close(m[3], 0.5) && close(m[4], 0.5));
-        assert!((m[6].unwrap() - 0.775).abs() < 1e-12);
-        assert!((m[7].unwrap() - 0.8911739584486796).abs() < 1e-12);
+        assert!((m[7].unwrap() - 0.775).abs() < 1e-12);
+        assert!((m[8].unwrap() - 0.8911739584486796).abs() < 1e-12);
+    }
+
+    /// MMSA's reference formulas (thuiar/MMSA, src/MMSA/utils/metricsTop.py:
+    /// `__eval_mosei_regression` for MOSI/MOSEI, `__eval_sims_regression` for CH-SIMS), run
+    /// with numpy 2.4 and scikit-learn 1.9 on these vectors, gave the values asserted here.
+    #[test]
+    fn mmsa_metrics_match_metricstop_py() {
+        let close = |a: Option<f64>, b: f64| (a.unwrap() - b).abs() < 1e-12;
+        // MOSI: Has0_acc_2 0.6, Has0_F1_score 0.6166666666666666, Non0_acc_2 0.625,
+        // Non0_F1_score 0.6309523809523809, Mult_acc_5 0.5, Mult_acc_7 0.4, MAE 1.0,
+        // Corr 0.5872074562267132.
+        let m = mmsa_metrics(
+            "mosi",
+            &[-2.4, -1.2, -0.6, 0.0, 0.0, 0.4, 1.0, 1.8, 2.6, 3.0],
+            &[-1.9, -0.2, 0.3, 0.0, -0.5, 1.1, -0.1, 2.7, -1.4, 3.4],
+        );
+        assert!(close(m[0], 0.6) && close(m[5], 0.6166666666666666));
+        assert!(close(m[1], 0.625) && close(m[6], 0.6309523809523809));
+        assert!(m[2].is_none() && close(m[3], 0.5) && close(m[4], 0.4));
+        assert!(close(m[7], 1.0) && close(m[8], 0.5872074562267132));
+        // CH-SIMS: Mult_acc_2 0.9, Mult_acc_3 0.7, Mult_acc_5 0.5, F1_score 0.901010101010101,
+        // MAE 0.23, Corr 0.8845437022941721 (predictions clipped to [-1, 1] first).
+        let m = mmsa_metrics(
+            "sims",
+            &[-1.0, -0.8, -0.4, -0.1, 0.0, 0.0, 0.2, 0.6, 0.8, 1.0],
+            &[-0.6, -1.3, 0.1, -0.05, 0.0, -0.2, 0.5, 0.65, 0.3, 0.9],
+        );
+        assert!(close(m[0], 0.9) && close(m[2], 0.7) && close(m[3], 0.5));
+        assert!(close(m[5], 0.901010101010101));
+        assert!((m[7].unwrap() - 0.23).abs() < 1e-12 && close(m[8], 0.8845437022941721));
+        assert!(m[1].is_none() && m[4].is_none() && m[6].is_none());
     }
 
     #[test]

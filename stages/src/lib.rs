@@ -7,16 +7,20 @@ pub mod table;
 
 pub mod aggregate;
 pub mod audio;
+pub mod channels;
+pub mod cmmsf;
 pub mod decode;
 pub mod embed;
 pub mod face;
 pub mod features;
 pub mod figures;
 pub mod ingest;
+pub mod joint;
 pub mod labels;
 pub mod mtcnn;
 pub mod nets;
 pub mod probe;
+pub mod smp;
 pub mod spectral;
 pub mod split;
 pub mod summary;
@@ -96,7 +100,8 @@ pub enum Mode {
     /// One call over the whole input.
     Table,
     /// One call per row of the first input. The engine caches each item by the hash of the
-    /// `reads` columns of its row, so a change to any other column does not recompute it.
+    /// `reads` columns of its row (and of further inputs' rows with the same id), so a change
+    /// to any other column does not recompute it.
     PerItem {
         id_column: &'static str,
         reads: &'static [&'static str],
@@ -241,11 +246,14 @@ pub fn registry() -> Vec<Box<dyn Stage>> {
         Box::new(features::Mfcc),
         Box::new(features::Segment),
         Box::new(features::Pad),
+        Box::new(channels::FaceGeometry),
+        Box::new(channels::Concat),
         Box::new(summary::Summary),
         Box::new(embed::Embed::default()),
         Box::new(train::TrainUnimodal),
         Box::new(train::ExportHidden),
         Box::new(train::TrainFusion),
+        Box::new(joint::TrainJoint),
         Box::new(train::Evaluate),
         Box::new(aggregate::Aggregate),
     ]

@@ -68,7 +68,7 @@ fn bilstm_last(lstm: &nn::LSTM, x: &Tensor) -> Tensor {
     Tensor::cat(&[h.get(0), h.get(1)], 1)
 }
 
-fn bilstm(vs: nn::Path, i: i64, h: i64) -> nn::LSTM {
+pub(crate) fn bilstm(vs: nn::Path, i: i64, h: i64) -> nn::LSTM {
     nn::lstm(
         vs,
         i,
@@ -235,9 +235,10 @@ impl FeedForward {
     }
 }
 
-/// Multi-head self-attention with its own projections.
+/// Multi-head attention with its own Q, K, V and output projections; queries and keys/values may
+/// come from different sequences (cross-modal attention) of different lengths and widths.
 #[derive(Debug)]
-struct Mhsa {
+pub struct Mha {
     heads: i64,
     q: nn::Linear,
     k: nn::Linear,
@@ -245,32 +246,72 @@ struct Mhsa {
     o: nn::Linear,
 }
 
-impl Mhsa {
-    fn new(vs: nn::Path, d: i64, heads: i64) -> Self {
-        let l = |n: &str| nn::linear(&vs / n, d, d, Default::default());
-        Mhsa {
+impl Mha {
+    /// Queries of width `d`, keys/values of width `kv`; output width `d`.
+    pub fn new(vs: nn::Path, d: i64, kv: i64, heads: i64) -> Self {
+        let l = |n: &str, i: i64| nn::linear(&vs / n, i, d, Default::default());
+        Mha {
             heads,
-            q: l("q"),
-            k: l("k"),
-            v: l("v"),
-            o: l("o"),
+            q: l("q", d),
+            k: l("k", kv),
+            v: l("v", kv),
+            o: l("o", d),
         }
     }
-    fn forward_t(&self, x: &Tensor, p: f64, train: bool) -> Tensor {
-        let (b, t, d) = x.size3().expect("[B, T, D]");
+    /// `x` `[B, Tq, d]` attends over `y` `[B, Tk, kv]`; `key_mask` `[B, Tk]` (1 = attend), if
+    /// any, hides padded steps.
+    pub fn forward_t(
+        &self,
+        x: &Tensor,
+        y: &Tensor,
+        key_mask: Option<&Tensor>,
+        p: f64,
+        train: bool,
+    ) -> Tensor {
+        let (b, tq, d) = x.size3().expect("[B, T, D]");
+        let tk = y.size()[1];
         let dh = d / self.heads;
-        let split = |y: Tensor| y.view([b, t, self.heads, dh]).transpose(1, 2);
+        let split = |z: Tensor, t: i64| z.view([b, t, self.heads, dh]).transpose(1, 2);
         let (q, k, v) = (
-            split(self.q.forward(x)),
-            split(self.k.forward(x)),
-            split(self.v.forward(x)),
+            split(self.q.forward(x), tq),
+            split(self.k.forward(y), tk),
+            split(self.v.forward(y), tk),
         );
-        let a = (q.matmul(&k.transpose(-2, -1)) / (dh as f64).sqrt())
-            .softmax(-1, Kind::Float)
-            .dropout(p, train);
-        let y = a.matmul(&v).transpose(1, 2).contiguous().view([b, t, d]);
-        self.o.forward(&y)
+        let mut s = q.matmul(&k.transpose(-2, -1)) / (dh as f64).sqrt();
+        if let Some(m) = key_mask {
+            let hide = m.view([b, 1, 1, tk]).le(0.0);
+            s = s.masked_fill(&hide, -1e9);
+        }
+        let a = s.softmax(-1, Kind::Float).dropout(p, train);
+        let z = a.matmul(&v).transpose(1, 2).contiguous().view([b, tq, d]);
+        self.o.forward(&z)
     }
+}
+
+/// Multi-head self-attention.
+#[derive(Debug)]
+struct Mhsa(Mha);
+
+impl Mhsa {
+    fn new(vs: nn::Path, d: i64, heads: i64) -> Self {
+        Mhsa(Mha::new(vs, d, d, heads))
+    }
+    fn forward_t(&self, x: &Tensor, p: f64, train: bool) -> Tensor {
+        self.0.forward_t(x, x, None, p, train)
+    }
+}
+
+/// The Transformer's sine-cosine position table `[t, d]`: PE(pos, 2i) = sin(pos / 10000^(2i/d)),
+/// PE(pos, 2i+1) = cos(pos / 10000^(2i/d)).
+pub fn sinusoid(t: i64, d: i64) -> Tensor {
+    let mut v = vec![0f32; (t * d) as usize];
+    for pos in 0..t {
+        for i in 0..d {
+            let angle = pos as f64 / 10000f64.powf((2 * (i / 2)) as f64 / d as f64);
+            v[(pos * d + i) as usize] = if i % 2 == 0 { angle.sin() } else { angle.cos() } as f32;
+        }
+    }
+    Tensor::from_slice(&v).view([t, d])
 }
 
 /// Stage-two fusion over X_M `[B, F]` (F = sum of the encoders' hidden sizes).

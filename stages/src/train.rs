@@ -336,15 +336,19 @@ pub struct TrainCfg {
     pub epochs: i64,
     pub batch: i64,
     pub seed: i64,
+    /// Reduce-on-plateau: (factor, patience) on the validation loss, as PyTorch's
+    /// `ReduceLROnPlateau(mode="min", threshold=1e-4)`.
+    pub plateau: Option<(f64, i64)>,
 }
 
 impl TrainCfg {
-    fn from(p: &Params) -> Result<Self, StageError> {
+    pub(crate) fn from(p: &Params) -> Result<Self, StageError> {
         let c = TrainCfg {
             lr: p.f64("lr")?,
             epochs: p.i64("epochs")?,
             batch: p.i64("batch_size")?,
             seed: p.i64("seed")?,
+            plateau: None,
         };
         if c.epochs < 1 || c.batch < 1 || c.lr <= 0.0 {
             return Err(StageError::param(
@@ -406,6 +410,7 @@ pub fn fit(
     let mut best: Option<Best> = None;
     let take =
         |idx: &Tensor| -> Vec<Tensor> { ds.x.iter().map(|x| x.index_select(0, idx)).collect() };
+    let (mut lr, mut plateau_best, mut bad_epochs) = (cfg.lr, f64::INFINITY, 0i64);
     for epoch in 1..=cfg.epochs {
         let order = shuffle.permute(train_idx.len());
         let mut total = 0.0;
@@ -431,6 +436,18 @@ pub fn fit(
             (loss, acc, f1)
         });
         curve.push((epoch, total / train_idx.len() as f64, vloss, vacc, vf1));
+        if let Some((factor, patience)) = cfg.plateau {
+            if vloss < plateau_best * (1.0 - 1e-4) {
+                (plateau_best, bad_epochs) = (vloss, 0);
+            } else {
+                bad_epochs += 1;
+                if bad_epochs > patience {
+                    lr *= factor;
+                    opt.set_lr(lr);
+                    bad_epochs = 0;
+                }
+            }
+        }
         let better = best.as_ref().is_none_or(|b| match task {
             Task::Classify { .. } => vacc > b.0 || (vacc == b.0 && vloss < b.1),
             Task::Regress { .. } => vloss < b.1,
@@ -513,7 +530,7 @@ fn tempfile_dir() -> Result<std::path::PathBuf, StageError> {
 }
 
 /// The long-format table of a trained model (see the module docs).
-fn model_table(
+pub(crate) fn model_table(
     ds: &Dataset,
     t: &Trained,
     config: serde_json::Value,
@@ -738,7 +755,7 @@ impl Stage for TrainUnimodal {
     }
 }
 
-fn curve_report(t: &RecordBatch) -> Option<String> {
+pub(crate) fn curve_report(t: &RecordBatch) -> Option<String> {
     let part = str_col(t, "part").ok()?;
     let best = col::<BooleanArray>(t, "best").ok()?;
     let acc = crate::table::f64_col(t, "valid_acc").ok()?;
@@ -1061,7 +1078,7 @@ const EVAL_PARAMS: &[ParamSpec] = &[ParamSpec::new(
 
 /// `evaluate`: accuracy, macro and weighted F1 and the confusion matrix per split, from a
 /// training stage's predictions; for a regression model also MMSA's metrics of the scores
-/// (`acc2`, `acc2_pos`, `acc3`, `acc5`, `acc7`, `f1_acc2`, `mae`, `corr`; null where the
+/// (`acc2`, `acc2_pos`, `acc3`, `acc5`, `acc7`, `f1_acc2`, `f1_acc2_pos`, `mae`, `corr`; null where the
 /// scale has none). The class count and scale come from the model's checkpoint config.
 pub struct Evaluate;
 
@@ -1070,7 +1087,7 @@ impl Stage for Evaluate {
         "evaluate"
     }
     fn version(&self) -> u32 {
-        2
+        3
     }
     fn about(&self) -> &'static str {
         "per split: Acc, macro/weighted F1, confusion matrix of a train_unimodal/train_fusion stage"
@@ -1095,7 +1112,7 @@ impl Stage for Evaluate {
         let score = crate::table::f64_col(t, "score")?;
         let pred_score = crate::table::f64_col(t, "pred_score")?;
         let mut rows = Vec::new();
-        let mut mmsa: Vec<[Option<f64>; 8]> = Vec::new();
+        let mut mmsa: Vec<[Option<f64>; 9]> = Vec::new();
         for s in ["train", "valid", "test"] {
             let keep: Vec<usize> = (0..t.num_rows())
                 .filter(|&r| part.value(r) == "prediction" && split.value(r) == s)
@@ -1123,7 +1140,7 @@ impl Stage for Evaluate {
                         .map(|&r| pred_score.value(r))
                         .collect::<Vec<_>>(),
                 ),
-                None => [None; 8],
+                None => [None; 9],
             });
         }
         let cms: Vec<Vec<f32>> = rows

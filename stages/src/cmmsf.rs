@@ -397,3 +397,110 @@ impl CmMsf {
             .forward(&self.hidden_t(xs, train).dropout(self.cfg.dropout, train))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nets::n_params;
+    use tch::Device;
+
+    fn lin(i: i64, o: i64) -> i64 {
+        i * o + o
+    }
+    fn bilstm(i: i64, h: i64) -> i64 {
+        2 * (4 * h * i + 4 * h * h + 8 * h)
+    }
+
+    fn cfg(layers: i64) -> CmMsfCfg {
+        CmMsfCfg {
+            d: 100,
+            heads: 5,
+            layers,
+            encoder_layers: 5,
+            encoder_heads: 5,
+            dropout: 0.3,
+            cascade_lstm: true,
+            mgf: true,
+            mask_threshold: 0.5,
+            encoders: vec![
+                vec!["linear".into(), "transformer".into()],
+                vec!["transformer".into(), "bigru".into()],
+                vec!["linear".into(), "lstm".into()],
+            ],
+        }
+    }
+
+    #[test]
+    fn cm_msf_has_the_derived_parameter_count_and_shapes() {
+        // Widths: vision 256 (face CNN), audio 64 (log-mel bands), text 384 (MiniLM); d 100.
+        let (dv, da, dt, d) = (256, 64, 384, 100);
+        let mha = 4 * lin(d, d);
+        // Transformer encoder layer: MHA + LN + FFN 100 -> 400 -> 100 + LN = 121,300.
+        let tlayer = mha + 2 * d + lin(d, 4 * d) + lin(4 * d, d) + 2 * d;
+        assert_eq!(tlayer, 121_300);
+        let transformer = |i: i64| lin(i, d) + 5 * tlayer;
+        let lstm = |i: i64| 4 * d * i + 4 * d * d + 8 * d;
+        let bigru = |i: i64| 2 * (3 * d * i + 3 * d * d + 6 * d);
+        // Two encoders' alignment (two MHAs + W on [C_a : C_b]), then W_o and FC.
+        let uni = |enc: i64| enc + 2 * mha + lin(2 * d, d) + 2 * lin(d, d);
+        let (uv, ua, ut) = (
+            uni(lin(dv, d) + transformer(dv)),
+            uni(transformer(da) + bigru(da)),
+            uni(lin(dt, d) + lstm(dt)),
+        );
+        assert_eq!((uv, ua, ut), (779_000, 833_700, 354_000));
+        // Cascade layer: MHA + LN + Conv1d(100, 100, 3) + LN + BiLSTM(100, 100) = 232,500.
+        let layer = mha + 2 * d + (d * d * 3 + d) + 2 * d + bilstm(d, d);
+        assert_eq!(layer, 232_500);
+        // Per modality: merge of its two pair outputs (200 -> 100), gate (100 -> 100) and a
+        // GRU(100, 100); fusion 300 -> 100, output 100 -> 1.
+        let per_mod = lin(2 * d, d) + lin(d, d) + (3 * d * d * 2 + 6 * d);
+        for (n, total) in [(2, 5_059_301), (8, 13_429_301)] {
+            let want = uv + ua + ut + 6 * n * layer + 3 * per_mod + lin(3 * d, d) + lin(d, 1);
+            assert_eq!(want, total, "N = {n}");
+            let vs = nn::VarStore::new(Device::Cpu);
+            CmMsf::new(&vs.root(), &['v', 'a', 't'], &[dv, da, dt], 1, &cfg(n)).unwrap();
+            assert_eq!(n_params(&vs), want, "N = {n}");
+        }
+        // Table 6's "(-) BiLSTM" drops the cascade's BiLSTMs; "(-) MGF" the gates and GRUs.
+        let vs = nn::VarStore::new(Device::Cpu);
+        let c = CmMsfCfg {
+            cascade_lstm: false,
+            mgf: false,
+            ..cfg(2)
+        };
+        let m = CmMsf::new(&vs.root(), &['v', 'a', 't'], &[dv, da, dt], 1, &c).unwrap();
+        let want = 5_059_301 - 12 * bilstm(d, d) - 3 * (lin(d, d) + 3 * d * d * 2 + 6 * d);
+        assert_eq!(n_params(&vs), want);
+        // Lengths may differ per modality (15 Hz video, 12.5 Hz audio, tokens).
+        let xs = vec![
+            Tensor::randn([3, 15, dv], (Kind::Float, Device::Cpu)),
+            Tensor::randn([3, 12, da], (Kind::Float, Device::Cpu)),
+            Tensor::randn([3, 20, dt], (Kind::Float, Device::Cpu)),
+        ];
+        assert_eq!(m.forward_t(&xs, true).size(), [3, 1]);
+        assert_eq!(m.hidden_t(&xs, false).size(), [3, d]);
+    }
+
+    #[test]
+    fn masks_follow_tokens_and_the_adaptive_threshold() {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let c = CmMsfCfg {
+            encoders: vec![vec!["linear".into()], vec!["linear".into()]],
+            ..cfg(1)
+        };
+        let m = CmMsf::new(&vs.root(), &['a', 't'], &[2, 2], 3, &c).unwrap();
+        // Audio step norms 1, 3, 0.1, 4: mean 2.025, threshold 1.0125 -> steps 2 and 4 kept.
+        let a = Tensor::from_slice(&[1f32, 0., 3., 0., 0.1, 0., 0., 4.]).view([1, 4, 2]);
+        let got: Vec<f32> = Vec::try_from(m.mask(0, &a).view([-1])).unwrap();
+        assert_eq!(got, vec![0., 1., 0., 1.]);
+        // Text: a step is kept when it holds a token vector (padding is all zeros).
+        let t = Tensor::from_slice(&[0.2f32, 0., 0., 0., 0., 0.01, 0., 0.]).view([1, 4, 2]);
+        let got: Vec<f32> = Vec::try_from(m.mask(1, &t).view([-1])).unwrap();
+        assert_eq!(got, vec![1., 0., 1., 0.]);
+        // A silent clip keeps all of its steps.
+        let z = Tensor::zeros([1, 3, 2], (Kind::Float, Device::Cpu));
+        let got: Vec<f32> = Vec::try_from(m.mask(0, &z).view([-1])).unwrap();
+        assert_eq!(got, vec![1., 1., 1.]);
+    }
+}

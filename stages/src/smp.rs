@@ -233,3 +233,81 @@ impl Smp {
             .forward(&self.hidden_t(xs, train).dropout(self.dropout, train))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nets::n_params;
+    use tch::{Device, Kind};
+
+    // PyTorch-layout counts: Linear(i, o) i*o + o; Conv1d(i, o, k) i*o*k + o; LayerNorm(d) 2d;
+    // BiLSTM(i, h) 2 x (4h*i + 4h*h + 8h).
+    fn lin(i: i64, o: i64) -> i64 {
+        i * o + o
+    }
+    fn bilstm(i: i64, h: i64) -> i64 {
+        2 * (4 * h * i + 4 * h * h + 8 * h)
+    }
+
+    const CFG: SmpCfg = SmpCfg {
+        d: 64,
+        heads: 4,
+        ffn: 128,
+        hidden: 64,
+        kernel: 3,
+        dropout: 0.1,
+        terms: Terms::All,
+    };
+
+    #[test]
+    fn smp_has_the_derived_parameter_count_and_shapes() {
+        // Widths of the SMP pipeline: vision 256 (face CNN) + 20 (geometry), audio 40 (MFCC)
+        // + 256 (speaker encoder), text 384 (MiniLM); d 64, 4 heads, FFN 128, BiLSTM 64.
+        let (dv, da, dt, d, h) = (276, 296, 384, 64, 64);
+        // Attention-BiLSTM: BiLSTM + W (128 x 128) + u (128, no bias).
+        let attn = |i: i64| bilstm(i, h) + lin(2 * h, 2 * h) + 2 * h;
+        // Branch: MHCA + MHSA (4 projections each) + 3 LayerNorms + FFN 64 -> 128 -> 64.
+        let branch = 2 * 4 * lin(d, d) + 3 * 2 * d + lin(d, 128) + lin(128, d);
+        assert_eq!(branch, 50_240);
+        // SMP module: two input projections, left and right branches, conv 128 -> 64 (k 3).
+        let module = |x: i64, y: i64| lin(x, d) + lin(y, d) + 2 * branch + (2 * d * d * 3 + d);
+        // FC on [F_v, F_a, F_t (128 each), F_va, F_vt, F_at (64 each)] -> 1 score.
+        let want = attn(dv)
+            + attn(da)
+            + attn(dt)
+            + module(dv, da)
+            + module(dv, dt)
+            + module(da, dt)
+            + lin(3 * 128 + 3 * 64, 1);
+        // 191,744 + 201,984 + 247,040 + 161,856 + 167,488 + 168,768 + 577 = 1,139,457.
+        assert_eq!(want, 1_139_457);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let m = Smp::new(&vs.root(), &['v', 'a', 't'], &[dv, da, dt], 1, &CFG).unwrap();
+        assert_eq!(n_params(&vs), want);
+        let xs: Vec<Tensor> = [dv, da, dt]
+            .iter()
+            .map(|&w| Tensor::randn([4, 32, w], (Kind::Float, Device::Cpu)))
+            .collect();
+        assert_eq!(m.hidden_t(&xs, false).size(), [4, 576]);
+        assert_eq!(m.forward_t(&xs, true).size(), [4, 1]);
+
+        // Table V's bimodal V+A: F_va alone (161,856 + 65 = 161,921) or F_v + F_a + F_va
+        // (191,744 + 201,984 + 161,856 + 321 = 555,905).
+        for (terms, want) in [(Terms::Pairs, 161_921), (Terms::All, 555_905)] {
+            let vs = nn::VarStore::new(Device::Cpu);
+            let c = SmpCfg { terms, ..CFG };
+            let m = Smp::new(&vs.root(), &['v', 'a'], &[dv, da], 1, &c).unwrap();
+            assert_eq!(n_params(&vs), want, "{terms:?}");
+            assert_eq!(m.forward_t(&xs[..2], false).size(), [4, 1]);
+        }
+    }
+
+    #[test]
+    fn smp_rejects_sizes_that_do_not_fit() {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let c = SmpCfg { heads: 5, ..CFG };
+        assert!(Smp::new(&vs.root(), &['v', 'a'], &[8, 8], 3, &c).is_err());
+        let c = SmpCfg { kernel: 2, ..CFG };
+        assert!(Smp::new(&vs.root(), &['v', 'a'], &[8, 8], 3, &c).is_err());
+    }
+}

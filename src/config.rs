@@ -170,6 +170,13 @@ pub fn parse(
         msg: format!("invalid YAML: {e}"),
         hint: Some("check indentation and quoting around this line".into()),
     })?;
+    // YAML merge keys (`params: {<<: *base, mgf: false}`) let ablations share a stage's params.
+    doc.apply_merge().map_err(|e| ConfigError {
+        file: file.to_path_buf(),
+        line: e.location().map(|l| l.line()).unwrap_or(0),
+        msg: format!("YAML merge key: {e}"),
+        hint: Some("`<<` takes an alias of a mapping (`<<: *name`) or a list of them".into()),
+    })?;
     let Some(top) = doc.as_mapping_mut() else {
         return Err(cx.err(
             &[],
@@ -1069,6 +1076,23 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("`${nothing}` is not defined under vars"), "{e}");
+    }
+
+    #[test]
+    fn merge_keys_share_params_between_stages() {
+        let yaml = "stages:\n  ingest:\n    kind: ingest\n    params: {root: d}\n  a:\n    kind: split\n    inputs: [ingest]\n    params: &base {method: ratio, seed: 3}\n  b:\n    kind: split\n    inputs: [ingest]\n    params: {<<: *base, seed: 4}\n";
+        let p = plan(yaml).unwrap();
+        let get = |n: &str| {
+            p.stages
+                .iter()
+                .find(|s| s.name == n)
+                .unwrap()
+                .params
+                .clone()
+        };
+        assert_eq!(get("a").i64("seed").unwrap(), 3);
+        assert_eq!(get("b").i64("seed").unwrap(), 4);
+        assert_eq!(get("b").str("method").unwrap(), "ratio");
     }
 
     #[test]

@@ -696,7 +696,11 @@ fn execute(
 /// Hash of the columns an item reads, in its row: the item's cache identity within the stage.
 /// A stage with further inputs (`concat`) reads each one's row of the same id too, so those rows
 /// are part of the identity; an input without the id column counts whole.
-fn item_hashes(inputs: &[Arc<RecordBatch>], id_column: &str, reads: &[&str]) -> Result<Vec<String>> {
+fn item_hashes(
+    inputs: &[Arc<RecordBatch>],
+    id_column: &str,
+    reads: &[&str],
+) -> Result<Vec<String>> {
     let t = &inputs[0];
     let opts = FormatOptions::default().with_null("\u{0}null");
     let mut fmts = Vec::new();
@@ -709,7 +713,9 @@ fn item_hashes(inputs: &[Arc<RecordBatch>], id_column: &str, reads: &[&str]) -> 
     let row_text = |t: &RecordBatch, r: usize| -> Result<String> {
         let mut s = String::new();
         for (f, c) in t.schema().fields().iter().zip(t.columns()) {
-            let v = ArrayFormatter::try_new(c.as_ref(), &opts)?.value(r).to_string();
+            let v = ArrayFormatter::try_new(c.as_ref(), &opts)?
+                .value(r)
+                .to_string();
             s.push_str(&format!("{}\u{0}{v}\u{0}", f.name()));
         }
         Ok(s)

@@ -172,11 +172,7 @@ fn kept(p: &Params, input_names: &[String]) -> Result<Vec<usize>, StageError> {
     if names.len() != input_names.len() {
         return Err(StageError::param(
             "names",
-            format!(
-                "{} names for {} inputs",
-                names.len(),
-                input_names.len()
-            ),
+            format!("{} names for {} inputs", names.len(), input_names.len()),
         ));
     }
     let keep = p.str("keep")?;
@@ -266,7 +262,13 @@ mod tests {
 
     #[test]
     fn geometry_ignores_position_scale_and_roll() {
-        let lm = [[30.0, 40.0], [70.0, 40.0], [50.0, 60.0], [35.0, 80.0], [65.0, 80.0]];
+        let lm = [
+            [30.0, 40.0],
+            [70.0, 40.0],
+            [50.0, 60.0],
+            [35.0, 80.0],
+            [65.0, 80.0],
+        ];
         let g = geometry(&lm, [10.0, 10.0, 90.0, 110.0], 0.99);
         // Nose at (0, 0.5), mouth corners at (-0.375, 1) and (0.375, 1) in eye-distance units.
         let want = [0.0, 0.5, -0.375, 1.0, 0.375, 1.0];

@@ -89,7 +89,10 @@ impl SeqEncoder {
                         }
                     })
                     .collect();
-                SeqEncoder::Transformer(nn::linear(&vs / "proj", dim, d, Default::default()), layers)
+                SeqEncoder::Transformer(
+                    nn::linear(&vs / "proj", dim, d, Default::default()),
+                    layers,
+                )
             }
             o => {
                 return Err(format!(
@@ -106,7 +109,8 @@ impl SeqEncoder {
             SeqEncoder::BiGru(g) => {
                 let (y, _) = g.seq(x);
                 let (b, t, w) = y.size3().expect("[B, T, 2d]");
-                y.view([b, t, 2, w / 2]).sum_dim_intlist(2, false, Kind::Float)
+                y.view([b, t, 2, w / 2])
+                    .sum_dim_intlist(2, false, Kind::Float)
             }
             SeqEncoder::Transformer(proj, layers) => {
                 let (t, d) = (x.size()[1], proj.ws.size()[0]);
@@ -206,17 +210,15 @@ impl CascadeLayer {
                 },
             ),
             ln2: nn::layer_norm(&vs / "ln2", vec![d], Default::default()),
-            lstm: c.cascade_lstm.then(|| crate::nets::bilstm(&vs / "lstm", d, d)),
+            lstm: c
+                .cascade_lstm
+                .then(|| crate::nets::bilstm(&vs / "lstm", d, d)),
         }
     }
     fn forward_t(&self, x: &Tensor, y: &Tensor, ymask: &Tensor, p: f64, train: bool) -> Tensor {
         let a = self.attn.forward_t(x, y, Some(ymask), p, train);
         let z = self.ln1.forward(&(x + a.dropout(p, train)));
-        let cz = self
-            .conv
-            .forward(&z.transpose(1, 2))
-            .transpose(1, 2)
-            .relu();
+        let cz = self.conv.forward(&z.transpose(1, 2)).transpose(1, 2).relu();
         let z = self.ln2.forward(&(&z + cz.dropout(p, train)));
         match &self.lstm {
             Some(l) => {
@@ -343,7 +345,9 @@ impl CmMsf {
             return norm.gt(0.0).to_kind(Kind::Float);
         }
         let mean = norm.mean_dim(1, true, Kind::Float);
-        let m = norm.gt_tensor(&(mean * self.cfg.mask_threshold)).to_kind(Kind::Float);
+        let m = norm
+            .gt_tensor(&(mean * self.cfg.mask_threshold))
+            .to_kind(Kind::Float);
         // A silent clip keeps every step rather than none.
         let none = m.sum_dim_intlist(1, true, Kind::Float).eq(0.0);
         m.where_self(&none.logical_not(), &m.ones_like())
@@ -352,7 +356,11 @@ impl CmMsf {
     /// F `[B, d]` before the output layer.
     pub fn hidden_t(&self, xs: &[Tensor], train: bool) -> Tensor {
         let p = self.cfg.dropout;
-        let masks: Vec<Tensor> = xs.iter().enumerate().map(|(k, x)| self.mask(k, x)).collect();
+        let masks: Vec<Tensor> = xs
+            .iter()
+            .enumerate()
+            .map(|(k, x)| self.mask(k, x))
+            .collect();
         let us: Vec<Tensor> = self
             .uni
             .iter()

@@ -95,13 +95,19 @@ fn used(p: &Params, inputs: usize) -> Result<Vec<(usize, char)>, StageError> {
         ));
     }
     if let Some(c) = names.iter().find(|c| !"vat".contains(**c)) {
-        return Err(StageError::param("names", format!("`{c}` is not one of v, a, t")));
+        return Err(StageError::param(
+            "names",
+            format!("`{c}` is not one of v, a, t"),
+        ));
     }
     let want = p.str("modalities")?;
     if let Some(c) = want.chars().find(|c| !names.contains(c)) {
         return Err(StageError::param(
             "modalities",
-            format!("`{c}` is not among the inputs' modalities `{}`", p.str("names")?),
+            format!(
+                "`{c}` is not among the inputs' modalities `{}`",
+                p.str("names")?
+            ),
         ));
     }
     Ok(names
@@ -119,7 +125,13 @@ enum Net {
 }
 
 impl Net {
-    fn build(vs: &nn::Path, p: &Params, names: &[char], dims: &[i64], outputs: i64) -> Result<Net, StageError> {
+    fn build(
+        vs: &nn::Path,
+        p: &Params,
+        names: &[char],
+        dims: &[i64],
+        outputs: i64,
+    ) -> Result<Net, StageError> {
         let or = |v: i64, d: i64| if v > 0 { v } else { d };
         let bad = |e: String| StageError::param("model", e);
         match p.str("model")? {
@@ -132,9 +144,12 @@ impl Net {
                     hidden: p.i64("hidden")?,
                     kernel: p.i64("kernel")?,
                     dropout: p.f64("dropout")?,
-                    terms: Terms::parse(p.str("terms")?).map_err(|e| StageError::param("terms", e))?,
+                    terms: Terms::parse(p.str("terms")?)
+                        .map_err(|e| StageError::param("terms", e))?,
                 };
-                Smp::new(vs, names, dims, outputs, &c).map(Net::Smp).map_err(bad)
+                Smp::new(vs, names, dims, outputs, &c)
+                    .map(Net::Smp)
+                    .map_err(bad)
             }
             _ => {
                 let encoders = names
@@ -145,7 +160,10 @@ impl Net {
                             'a' => "audio_encoders",
                             _ => "vision_encoders",
                         };
-                        Ok(p.str(key)?.split('+').map(|s| s.trim().to_string()).collect())
+                        Ok(p.str(key)?
+                            .split('+')
+                            .map(|s| s.trim().to_string())
+                            .collect())
                     })
                     .collect::<Result<Vec<Vec<String>>, StageError>>()?;
                 let c = CmMsfCfg {
@@ -160,7 +178,9 @@ impl Net {
                     mask_threshold: p.f64("mask_threshold")?,
                     encoders,
                 };
-                CmMsf::new(vs, names, dims, outputs, &c).map(Net::CmMsf).map_err(bad)
+                CmMsf::new(vs, names, dims, outputs, &c)
+                    .map(Net::CmMsf)
+                    .map_err(bad)
             }
         }
     }
@@ -206,7 +226,15 @@ impl Stage for TrainJoint {
         let used = used(p, k)?;
         let feats: Vec<usize> = used.iter().map(|u| u.0).collect();
         let names: Vec<char> = used.iter().map(|u| u.1).collect();
-        let ds = dataset(ctx, &feats, k, k + 1, "m", p.str("label")?, p.i64("classes")?)?;
+        let ds = dataset(
+            ctx,
+            &feats,
+            k,
+            k + 1,
+            "m",
+            p.str("label")?,
+            p.i64("classes")?,
+        )?;
         let dims: Vec<i64> = ds.x.iter().map(|x| x.size()[2]).collect();
         let steps: Vec<i64> = ds.x.iter().map(|x| x.size()[1]).collect();
         if p.str("model")? == "smp" && steps.iter().any(|&t| t != steps[0]) {

@@ -183,7 +183,10 @@ impl Smp {
             return Err(format!("d {} is not a multiple of heads {}", c.d, c.heads));
         }
         if c.kernel % 2 == 0 {
-            return Err(format!("kernel {} must be odd to keep the length", c.kernel));
+            return Err(format!(
+                "kernel {} must be odd to keep the length",
+                c.kernel
+            ));
         }
         let uni = c.terms != Terms::Pairs || names.len() == 1;
         let intra: Vec<AttnBiLstm> = if uni {

@@ -1090,7 +1090,31 @@ pub fn project_root_of(pipeline: &Path) -> PathBuf {
 
 #[cfg(test)]
 mod tests {
-    use super::Shard;
+    use super::{item_hashes, Shard};
+    use arrow::array::{ArrayRef, RecordBatch, StringArray};
+    use std::sync::Arc;
+
+    fn index(ids: &[&str], objects: &[&str]) -> Arc<RecordBatch> {
+        let col = |v: &[&str]| Arc::new(StringArray::from(v.to_vec())) as ArrayRef;
+        Arc::new(
+            RecordBatch::try_from_iter([("clip_id", col(ids)), ("object", col(objects))]).unwrap(),
+        )
+    }
+
+    #[test]
+    fn an_item_is_recomputed_when_a_further_input_changes_its_row() {
+        let first = index(&["a", "b"], &["1", "2"]);
+        let second = index(&["b", "a"], &["x", "y"]);
+        let h = item_hashes(&[first.clone(), second], "clip_id", &["object"]).unwrap();
+        // Clip a's row in the second input changes; b's does not.
+        let changed = index(&["b", "a"], &["x", "z"]);
+        let h2 = item_hashes(&[first.clone(), changed], "clip_id", &["object"]).unwrap();
+        assert_ne!(h[0], h2[0]);
+        assert_eq!(h[1], h2[1]);
+        // One input: the identity is the read columns alone, as before.
+        let alone = item_hashes(&[first], "clip_id", &["object"]).unwrap();
+        assert_ne!(alone[1], h[1]);
+    }
 
     #[test]
     fn shards_cover_every_row_once() {

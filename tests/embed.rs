@@ -249,13 +249,7 @@ stages:
         a.extend_from_slice(args);
         let (code, events, _) = p.run_json(&a);
         assert_eq!(code, 0, "{events:?}");
-        let mut r: Vec<String> = events
-            .iter()
-            .filter(|e| e["event"] == "stage_done" && e["outcome"] == "ran")
-            .map(|e| e["stage"].as_str().unwrap().to_string())
-            .collect();
-        r.sort();
-        r
+        common::ran(&events)
     };
     assert!(ran(&[]).is_empty(), "a second run computes nothing");
     assert_eq!(ran(&["--set", "embed_text.max_length=8"]), ["embed_text"]);

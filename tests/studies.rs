@@ -29,16 +29,6 @@ fn study(file: &str, vars: &[(&str, &str)]) -> String {
     text
 }
 
-fn ran(events: &[serde_json::Value]) -> Vec<String> {
-    let mut r: Vec<String> = events
-        .iter()
-        .filter(|e| e["event"] == "stage_done" && e["outcome"] == "ran")
-        .map(|e| e["stage"].as_str().unwrap().to_string())
-        .collect();
-    r.sort();
-    r
-}
-
 fn test_row(t: &arrow::record_batch::RecordBatch) -> usize {
     strs(t, "split")
         .iter()
@@ -182,4 +172,12 @@ fn cm_msf_runs_on_mosi_layout_with_mosi_metrics() {
     };
     let full = params("cm_msf[seed=1]");
     assert!(params("no_bilstm[seed=1]") < full && params("no_mgf[seed=1]") < full);
+
+    // More cross-modal heads: the model, its evaluation and its table run again, nothing else.
+    let (code, events, _) = p.run_json(&["table_main", "--set", "cm_msf.heads=4"]);
+    assert_eq!(code, 0, "{events:?}");
+    assert_eq!(
+        ran(&events),
+        ["cm_msf[seed=1]", "eval_cm_msf[seed=1]", "table_main"]
+    );
 }

@@ -412,12 +412,7 @@ mod tests {
     use crate::nets::n_params;
     use tch::Device;
 
-    fn lin(i: i64, o: i64) -> i64 {
-        i * o + o
-    }
-    fn bilstm(i: i64, h: i64) -> i64 {
-        2 * (4 * h * i + 4 * h * h + 8 * h)
-    }
+    use crate::nets::counts::{bilstm, lin};
 
     fn cfg(layers: i64) -> CmMsfCfg {
         CmMsfCfg {

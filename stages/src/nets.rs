@@ -456,6 +456,23 @@ pub fn n_params(vs: &nn::VarStore) -> i64 {
         .sum()
 }
 
+/// Parameter counts of PyTorch-layout layers, for the tests that derive a model's size by hand.
+///   Conv1d(i, o, k): i*o*k + o.
+///   BiLSTM(i, h): 2 directions x (4h*i + 4h*h + 2*4h)  (weight_ih, weight_hh, b_ih, b_hh).
+///   Linear(i, o): i*o + o.  LayerNorm(d): 2d.  BatchNorm(d): 2d (running stats untrained).
+#[cfg(test)]
+pub(crate) mod counts {
+    pub fn conv(i: i64, o: i64, k: i64) -> i64 {
+        i * o * k + o
+    }
+    pub fn bilstm(i: i64, h: i64) -> i64 {
+        2 * (4 * h * i + 4 * h * h + 8 * h)
+    }
+    pub fn lin(i: i64, o: i64) -> i64 {
+        i * o + o
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -467,19 +484,7 @@ mod tests {
         (vs, e)
     }
 
-    // PyTorch-layout counts used below:
-    //   Conv1d(i, o, k): i*o*k + o.
-    //   BiLSTM(i, h): 2 directions x (4h*i + 4h*h + 2*4h)  (weight_ih, weight_hh, b_ih, b_hh).
-    //   Linear(i, o): i*o + o.  LayerNorm(d): 2d.  BatchNorm(d): 2d (running stats untrained).
-    fn conv(i: i64, o: i64, k: i64) -> i64 {
-        i * o * k + o
-    }
-    fn bilstm(i: i64, h: i64) -> i64 {
-        2 * (4 * h * i + 4 * h * h + 8 * h)
-    }
-    fn lin(i: i64, o: i64) -> i64 {
-        i * o + o
-    }
+    use super::counts::{bilstm, conv, lin};
 
     #[test]
     fn paper_encoders_have_the_derived_parameter_counts_and_shapes() {

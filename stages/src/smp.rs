@@ -243,14 +243,7 @@ mod tests {
     use crate::nets::n_params;
     use tch::{Device, Kind};
 
-    // PyTorch-layout counts: Linear(i, o) i*o + o; Conv1d(i, o, k) i*o*k + o; LayerNorm(d) 2d;
-    // BiLSTM(i, h) 2 x (4h*i + 4h*h + 8h).
-    fn lin(i: i64, o: i64) -> i64 {
-        i * o + o
-    }
-    fn bilstm(i: i64, h: i64) -> i64 {
-        2 * (4 * h * i + 4 * h * h + 8 * h)
-    }
+    use crate::nets::counts::{bilstm, lin};
 
     const CFG: SmpCfg = SmpCfg {
         d: 64,

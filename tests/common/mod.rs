@@ -230,6 +230,17 @@ pub fn names(v: &Value) -> Vec<String> {
     n
 }
 
+/// The stages a `run --json` computed (not those it found cached), sorted.
+pub fn ran(events: &[Value]) -> Vec<String> {
+    let mut r: Vec<String> = events
+        .iter()
+        .filter(|e| e["event"] == "stage_done" && e["outcome"] == "ran")
+        .map(|e| e["stage"].as_str().unwrap().to_string())
+        .collect();
+    r.sort();
+    r
+}
+
 pub fn stage_done<'a>(events: &'a [Value], stage: &str) -> &'a Value {
     events
         .iter()

@@ -17,6 +17,7 @@ pub mod figures;
 pub mod ingest;
 pub mod joint;
 pub mod labels;
+pub mod metrics;
 pub mod mtcnn;
 pub mod nets;
 pub mod probe;

@@ -1,0 +1,129 @@
+//! Emotion-category metrics of the papers that are not sentiment regressions.
+//!
+//! - Multi-label (MER-SEM-MBT, paper 002): each emotion is a binary decision, scored by its
+//!   accuracy, its weighted accuracy WA = (TP * N/P + TN) / (2N) (P, N the true positives and
+//!   negatives; the paper's CMU-MOSEI measure, which equals the mean of the true-positive and
+//!   true-negative rates) and the F1 of the positive class; the papers report the averages over
+//!   emotions.
+//! - Single-label (Foal-Net, paper 004): UA, the unweighted mean of per-class recalls, and WA,
+//!   the plain accuracy (IEMOCAP's convention: "weighted" by class frequency).
+
+/// One emotion's binary scores.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Binary {
+    pub acc: f64,
+    pub wa: f64,
+    pub f1: f64,
+}
+
+/// Binary scores of predictions `p` against labels `y`. WA is undefined without positives or
+/// negatives; it is then the accuracy on the class that is there. F1 is 0 where precision and
+/// recall are both undefined (no positives predicted or present), as in scikit-learn.
+pub fn binary(y: &[bool], p: &[bool]) -> Binary {
+    let (mut tp, mut tn, mut fp, mut fn_) = (0f64, 0f64, 0f64, 0f64);
+    for (&t, &q) in y.iter().zip(p) {
+        match (t, q) {
+            (true, true) => tp += 1.0,
+            (false, false) => tn += 1.0,
+            (false, true) => fp += 1.0,
+            (true, false) => fn_ += 1.0,
+        }
+    }
+    let (pos, neg) = (tp + fn_, tn + fp);
+    let n = (pos + neg).max(1.0);
+    let wa = match (pos > 0.0, neg > 0.0) {
+        (true, true) => (tp * neg / pos + tn) / (2.0 * neg),
+        (true, false) => tp / pos,
+        (false, true) => tn / neg,
+        (false, false) => 0.0,
+    };
+    let f1 = if 2.0 * tp + fp + fn_ > 0.0 {
+        2.0 * tp / (2.0 * tp + fp + fn_)
+    } else {
+        0.0
+    };
+    Binary {
+        acc: (tp + tn) / n,
+        wa,
+        f1,
+    }
+}
+
+/// UA (macro recall over the classes present in `y`) and WA (accuracy) of class ids.
+pub fn ua_wa(y: &[i64], p: &[i64]) -> (f64, f64) {
+    let mut classes: Vec<i64> = y.to_vec();
+    classes.sort_unstable();
+    classes.dedup();
+    let recall = |c: i64| {
+        let support = y.iter().filter(|&&t| t == c).count() as f64;
+        let hit = y.iter().zip(p).filter(|(&t, &q)| t == c && q == c).count() as f64;
+        hit / support
+    };
+    let ua = classes.iter().map(|&c| recall(c)).sum::<f64>() / classes.len().max(1) as f64;
+    let wa = y.iter().zip(p).filter(|(a, b)| a == b).count() as f64 / y.len().max(1) as f64;
+    (ua, wa)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// scikit-learn 1.9 on the same vectors: `accuracy_score`, `f1_score` (binary) and
+    /// `balanced_accuracy_score`, which is the paper's WA written another way.
+    #[test]
+    fn per_emotion_scores_match_scikit_learn() {
+        let y = [
+            [1, 0, 0],
+            [0, 1, 0],
+            [1, 1, 0],
+            [0, 0, 1],
+            [0, 0, 0],
+            [1, 0, 1],
+            [0, 1, 0],
+            [0, 0, 1],
+        ];
+        let p = [
+            [1, 0, 0],
+            [1, 1, 0],
+            [0, 1, 0],
+            [0, 0, 1],
+            [0, 1, 0],
+            [1, 0, 0],
+            [0, 1, 1],
+            [0, 0, 1],
+        ];
+        let want = [
+            (0.75, 0.7333333333333334, 0.6666666666666666),
+            (0.875, 0.9, 0.8571428571428571),
+            (0.75, 0.7333333333333334, 0.6666666666666666),
+        ];
+        for (c, (acc, wa, f1)) in want.into_iter().enumerate() {
+            let yc: Vec<bool> = y.iter().map(|r| r[c] == 1).collect();
+            let pc: Vec<bool> = p.iter().map(|r| r[c] == 1).collect();
+            let b = binary(&yc, &pc);
+            assert!((b.acc - acc).abs() < 1e-12, "{c}: {b:?}");
+            assert!((b.wa - wa).abs() < 1e-12, "{c}: {b:?}");
+            assert!((b.f1 - f1).abs() < 1e-12, "{c}: {b:?}");
+        }
+        // By hand for emotion 0: P = 3, N = 5, TP = 2, TN = 4: (2 * 5/3 + 4) / 10 = 0.7333.
+        assert!(
+            (binary(
+                &[true, true, true, false, false, false, false, false],
+                &[true, true, false, false, false, false, false, true]
+            )
+            .wa - 0.7333333333333334)
+                .abs()
+                < 1e-12
+        );
+        // No positives predicted or present: F1 0, as scikit-learn's zero_division default.
+        assert_eq!(binary(&[false, false], &[false, false]).f1, 0.0);
+    }
+
+    #[test]
+    fn ua_is_macro_recall_and_wa_is_accuracy() {
+        // scikit-learn: recall_score(average="macro") 0.7083333333333333, accuracy 0.625.
+        let (ua, wa) = ua_wa(&[0, 0, 1, 1, 2, 2, 2, 3], &[0, 1, 1, 1, 2, 0, 3, 3]);
+        assert!((ua - 0.7083333333333333).abs() < 1e-12);
+        assert!((wa - 0.625).abs() < 1e-12);
+    }
+}

@@ -59,7 +59,7 @@ run: build demo-data models
 
 # Papers 001 and 003: the main table of each (TARGETS; `all` adds every ablation) on the
 # CH-SIMS-layout and the MOSI-layout demo, then a report. SMP trains in about a minute per seed
-# on 2 cores; CM-MSF (N = 8 cascade layers, 13.4M parameters) in about 10 minutes per seed.
+# on 2 cores; CM-MSF (N = 8 cascade layers, 13.4M parameters) in about 12 minutes per seed.
 TARGETS ?= table_main
 smp: build demo-data demo-mosi models
 	$(BIN) run $(TARGETS) -p pipeline/smp.yaml --set vars.seeds=$(SEEDS)

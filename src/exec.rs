@@ -710,37 +710,34 @@ fn item_hashes(
             .ok_or_else(|| anyhow!("input has no column `{c}` that this stage reads"))?;
         fmts.push((c, ArrayFormatter::try_new(col.as_ref(), &opts)?));
     }
-    let row_text = |t: &RecordBatch, r: usize| -> Result<String> {
-        let mut s = String::new();
-        for (f, c) in t.schema().fields().iter().zip(t.columns()) {
-            let v = ArrayFormatter::try_new(c.as_ref(), &opts)?
-                .value(r)
-                .to_string();
-            s.push_str(&format!("{}\u{0}{v}\u{0}", f.name()));
-        }
-        Ok(s)
-    };
     // Per further input: its rows' text by id, or the whole table's text.
     let mut others: Vec<Result<HashMap<String, String>, String>> = Vec::new();
     for u in &inputs[1..] {
+        let cols = u
+            .schema()
+            .fields()
+            .iter()
+            .zip(u.columns())
+            .map(|(f, c)| {
+                Ok((
+                    f.name().clone(),
+                    ArrayFormatter::try_new(c.as_ref(), &opts)?,
+                ))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let row_text = |r: usize| -> String {
+            cols.iter()
+                .map(|(n, f)| format!("{n}\u{0}{}\u{0}", f.value(r)))
+                .collect()
+        };
         match u
             .column_by_name(id_column)
             .and_then(|c| c.as_any().downcast_ref::<StringArray>())
         {
-            Some(ids) => {
-                let mut m = HashMap::new();
-                for r in 0..u.num_rows() {
-                    m.insert(ids.value(r).to_string(), row_text(u, r)?);
-                }
-                others.push(Ok(m));
-            }
-            None => {
-                let mut all = String::new();
-                for r in 0..u.num_rows() {
-                    all.push_str(&row_text(u, r)?);
-                }
-                others.push(Err(all));
-            }
+            Some(ids) => others.push(Ok((0..u.num_rows())
+                .map(|r| (ids.value(r).to_string(), row_text(r)))
+                .collect())),
+            None => others.push(Err((0..u.num_rows()).map(row_text).collect())),
         }
     }
     let ids = t

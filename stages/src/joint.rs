@@ -12,19 +12,21 @@ use tch::nn;
 use tch::{Device, Tensor};
 
 use crate::cmmsf::{CmMsf, CmMsfCfg};
+use crate::foal::{FoalCfg, FoalNet};
+use crate::mbt::{MbtCfg, MerSemMbt};
 use crate::params::{ParamSpec, ParamType};
 use crate::smp::{Smp, SmpCfg, Terms};
-use crate::train::{curve_report, dataset, fit, model_table, TrainCfg};
-use crate::{Output, Params, RunCtx, Stage, StageError};
+use crate::train::{chunked, curve_report, dataset, fit, model_table, Aux, Select, TrainCfg};
+use crate::{Output, Params, PlanCtx, RunCtx, Stage, StageError};
 
 pub struct TrainJoint;
 
 const PARAMS: &[ParamSpec] = &[
     ParamSpec::new(
         "model",
-        ParamType::Enum(&["smp", "cm_msf"]),
+        ParamType::Enum(&["smp", "cm_msf", "mer_sem_mbt", "foal_net"]),
         None,
-        "smp: attention-BiLSTMs + SMP modules (paper 001); cm_msf: dual encoders + cascaded cross-modal encoder + mask-gated fusion (paper 003)",
+        "smp: attention-BiLSTMs + SMP modules (paper 001); cm_msf: dual encoders + cascaded cross-modal encoder + mask-gated fusion (paper 003); mer_sem_mbt: CNN backbones with SEMs + bottleneck Transformer + decision fusion on log-mel patches and faces (paper 002); foal_net: AVEL/MEM alignment + cross-attention fusion (paper 004)",
     ),
     ParamSpec::new(
         "names",
@@ -45,7 +47,12 @@ const PARAMS: &[ParamSpec] = &[
         "labels column: the score `y` (regression, L1 loss: MMSA's metrics) or classes (acc2, acc3, ...)",
     ),
     ParamSpec::new("classes", ParamType::Int, Some("3"), "number of classes (classification)"),
-    ParamSpec::new("lr", ParamType::Float, Some("0.00001"), "Adam learning rate (both papers: 1e-5)"),
+    ParamSpec::new("lr", ParamType::Float, Some("0.00001"), "learning rate (SMP, CM-MSF: 1e-5; MER-SEM-MBT, Foal-Net: 1e-4)"),
+    ParamSpec::new("optimizer", ParamType::Enum(&["adam", "adamw"]), Some("\"adam\""), "Adam, or AdamW (Foal-Net)"),
+    ParamSpec::new("weight_decay", ParamType::Float, Some("0.01"), "AdamW's decoupled weight decay (PyTorch's default)"),
+    ParamSpec::new("select", ParamType::Enum(&["auto", "acc", "f1", "loss"]), Some("\"auto\""), "the kept epoch: best validation accuracy, macro / average F1 or loss (auto: acc for classes, f1 for multi-label, loss for scores)"),
+    ParamSpec::new("patience", ParamType::Int, Some("0"), "early stopping: epochs without a better kept epoch (0: train every epoch)"),
+    ParamSpec::new("fold", ParamType::Int, Some("-1"), "the split's fold to train (leave-one-session-out; -1: a split with one fold)"),
     ParamSpec::new("epochs", ParamType::Int, Some("100"), "training epochs; the best-on-valid epoch's weights are kept"),
     ParamSpec::new("batch_size", ParamType::Int, Some("32"), "clips per step (SMP 64, CM-MSF 32)"),
     ParamSpec::new("seed", ParamType::Int, Some("1"), "weight init and batch order"),
@@ -83,6 +90,26 @@ const PARAMS: &[ParamSpec] = &[
     ParamSpec::new("cascade_lstm", ParamType::Bool, Some("true"), "CM-MSF: the BiLSTM in each cascade layer (false: Table 6's \"(-) BiLSTM\")"),
     ParamSpec::new("mgf", ParamType::Bool, Some("true"), "CM-MSF: mask-gated fusion (false: Table 6's \"(-) MGF\")"),
     ParamSpec::new("mask_threshold", ParamType::Float, Some("0.5"), "CM-MSF: audio/vision steps whose norm is below this x the clip's mean are masked"),
+    ParamSpec::new("sem_audio", ParamType::Str, Some("\"2,4\""), "MER-SEM-MBT: audio CNN groups (1-4) followed by a SEM (VGGish's conv2 and conv4); empty: none"),
+    ParamSpec::new("sem_vision", ParamType::Str, Some("\"3,4\""), "MER-SEM-MBT: visual CNN groups (1-4) followed by a SEM (the third and the last); empty: none"),
+    ParamSpec::new("mbt", ParamType::Bool, Some("true"), "MER-SEM-MBT: the bottleneck Transformer (false: a self-attention layer per modality, late fusion)"),
+    ParamSpec::new("mbt_layers", ParamType::Int, Some("2"), "MER-SEM-MBT: MBT (or self-attention) layers"),
+    ParamSpec::new("bottleneck", ParamType::Int, Some("4"), "MER-SEM-MBT: bottleneck tokens N_b"),
+    ParamSpec::new("n_mels", ParamType::Int, Some("64"), "MER-SEM-MBT: mel bands of an audio patch (its rows hold frames x n_mels values)"),
+    ParamSpec::new("audio_width", ParamType::Int, Some("16"), "MER-SEM-MBT: channels of the audio CNN's first group (VGGish: 64; doubled per group)"),
+    ParamSpec::new("image_channels", ParamType::Int, Some("1"), "MER-SEM-MBT: channels of a face image (1: grey, the face CNN's input)"),
+    ParamSpec::new("vision_weights", ParamType::Path, Some("\"\""), "MER-SEM-MBT: the face CNN's pretrained weights (safetensors of NetworkV2's state dict; empty: random init)"),
+    ParamSpec::new("freeze_audio", ParamType::Int, Some("2"), "MER-SEM-MBT: leading audio CNN groups kept fixed (the paper: VGGish's first two)"),
+    ParamSpec::new("freeze_vision", ParamType::Int, Some("2"), "MER-SEM-MBT: leading visual CNN groups kept fixed"),
+    ParamSpec::new("audio_lr", ParamType::Float, Some("0.00001"), "MER-SEM-MBT: learning rate of the audio CNN (the paper: 1e-5)"),
+    ParamSpec::new("vision_lr", ParamType::Float, Some("0.00001"), "MER-SEM-MBT: learning rate of the visual CNN (the paper: 1e-5)"),
+    ParamSpec::new("avel", ParamType::Bool, Some("true"), "Foal-Net: audio-video emotion alignment (contrastive, label-aware)"),
+    ParamSpec::new("mem", ParamType::Bool, Some("true"), "Foal-Net: emotion label matching with in-batch hard negatives"),
+    ParamSpec::new("lambda", ParamType::Float, Some("0.01"), "Foal-Net: weight of the matching loss"),
+    ParamSpec::new("temperature", ParamType::Float, Some("14.285714"), "Foal-Net: the similarity scale eps (CLIP's 1/0.07)"),
+    ParamSpec::new("projection", ParamType::Int, Some("512"), "Foal-Net: units of the AVEL projection layers"),
+    ParamSpec::new("projection_dropout", ParamType::Float, Some("0.5"), "Foal-Net: dropout of the AVEL projections"),
+    ParamSpec::new("fusion_layers", ParamType::Int, Some("2"), "Foal-Net: cross-attention layers"),
 ];
 
 /// Which inputs to train on, as (input index, modality letter).
@@ -118,10 +145,25 @@ fn used(p: &Params, inputs: usize) -> Result<Vec<(usize, char)>, StageError> {
         .collect())
 }
 
-/// A built network of either kind.
+/// A built network of any kind.
 enum Net {
     Smp(Smp),
     CmMsf(CmMsf),
+    Mbt(MerSemMbt),
+    Foal(FoalNet),
+}
+
+/// Group numbers from "2,4".
+fn positions(p: &Params, name: &str) -> Result<Vec<i64>, StageError> {
+    p.str(name)?
+        .split(',')
+        .map(str::trim)
+        .filter(|x| !x.is_empty())
+        .map(|x| match x.parse::<i64>() {
+            Ok(g) if (1..=4).contains(&g) => Ok(g),
+            _ => Err(StageError::param(name, format!("`{x}` is not a group 1-4"))),
+        })
+        .collect()
 }
 
 impl Net {
@@ -149,6 +191,56 @@ impl Net {
                 };
                 Smp::new(vs, names, dims, outputs, &c)
                     .map(Net::Smp)
+                    .map_err(bad)
+            }
+            "mer_sem_mbt" => {
+                let c = MbtCfg {
+                    d: or(p.i64("d_model")?, 64),
+                    heads: or(p.i64("heads")?, 8),
+                    layers: p.i64("mbt_layers")?.max(1),
+                    bottleneck: p.i64("bottleneck")?,
+                    mbt: p.bool("mbt")?,
+                    sem_audio: positions(p, "sem_audio")?,
+                    sem_vision: positions(p, "sem_vision")?,
+                    n_mels: p.i64("n_mels")?,
+                    audio_width: p.i64("audio_width")?.max(1),
+                    image_channels: p.i64("image_channels")?.max(1),
+                    dropout: p.f64("dropout")?,
+                };
+                MerSemMbt::new(vs, names, dims, outputs, &c)
+                    .map(Net::Mbt)
+                    .map_err(bad)
+            }
+            "foal_net" => {
+                let (Some(a), Some(v)) = (
+                    names.iter().position(|&m| m == 'a'),
+                    names.iter().position(|&m| m == 'v'),
+                ) else {
+                    return Err(StageError::param(
+                        "modalities",
+                        "Foal-Net fuses audio and video: it needs both",
+                    ));
+                };
+                if names.len() != 2 || (a, v) != (0, 1) {
+                    return Err(StageError::param(
+                        "names",
+                        "Foal-Net reads the audio input, then the video input (`av`)",
+                    ));
+                }
+                let c = FoalCfg {
+                    d: or(p.i64("d_model")?, 256),
+                    heads: or(p.i64("heads")?, 4),
+                    layers: p.i64("fusion_layers")?,
+                    projection: p.i64("projection")?,
+                    projection_dropout: p.f64("projection_dropout")?,
+                    dropout: p.f64("dropout")?,
+                    avel: p.bool("avel")?,
+                    mem: p.bool("mem")?,
+                    lambda: p.f64("lambda")?,
+                    scale: p.f64("temperature")?,
+                };
+                FoalNet::new(vs, [dims[0], dims[1]], outputs, &c)
+                    .map(Net::Foal)
                     .map_err(bad)
             }
             _ => {
@@ -184,16 +276,23 @@ impl Net {
             }
         }
     }
-    fn forward_t(&self, xs: &[Tensor], train: bool) -> Tensor {
+    fn forward_t(&self, xs: &[Tensor], y: &Tensor, train: bool) -> (Tensor, Vec<Aux>) {
         match self {
-            Net::Smp(m) => m.forward_t(xs, train),
-            Net::CmMsf(m) => m.forward_t(xs, train),
+            Net::Smp(m) => (m.forward_t(xs, train), vec![]),
+            Net::CmMsf(m) => (m.forward_t(xs, train), vec![]),
+            Net::Mbt(m) => (m.forward_t(xs, train), vec![]),
+            Net::Foal(m) => {
+                let (logits, aux) = m.forward_t(xs, y, train);
+                (logits, aux.into_iter().map(Aux::Loss).collect())
+            }
         }
     }
     fn hidden_t(&self, xs: &[Tensor], train: bool) -> Tensor {
         match self {
             Net::Smp(m) => m.hidden_t(xs, train),
             Net::CmMsf(m) => m.hidden_t(xs, train),
+            Net::Mbt(m) => m.hidden_t(xs, train),
+            Net::Foal(m) => m.hidden_t(xs, train),
         }
     }
 }
@@ -203,10 +302,10 @@ impl Stage for TrainJoint {
         "train_joint"
     }
     fn version(&self) -> u32 {
-        1
+        2
     }
     fn about(&self) -> &'static str {
-        "a multimodal network end to end on feature sequences: SMP or CM-MSF (inputs: 1-3 features, labels, split)"
+        "a multimodal network end to end on feature sequences or model inputs: SMP, CM-MSF, MER-SEM-MBT or Foal-Net (inputs: 1-3 features, labels, split)"
     }
     fn params(&self) -> &'static [ParamSpec] {
         PARAMS
@@ -214,13 +313,35 @@ impl Stage for TrainJoint {
     fn arity(&self) -> (usize, usize) {
         (3, 5)
     }
+    fn external_files(&self, ctx: &PlanCtx) -> Result<Vec<std::path::PathBuf>, StageError> {
+        let w = ctx.params.str("vision_weights")?;
+        Ok(
+            if ctx.params.str("model")? == "mer_sem_mbt" && !w.is_empty() {
+                vec![crate::resolve(ctx.root, w)]
+            } else {
+                vec![]
+            },
+        )
+    }
     fn run(&self, ctx: &RunCtx) -> Result<Output, StageError> {
         let p = ctx.params;
+        let model = p.str("model")?;
         let mut cfg = TrainCfg::from(p)?;
         let factor = p.f64("plateau_factor")?;
         if factor > 0.0 {
             cfg.plateau = Some((factor, p.i64("plateau_patience")?));
         }
+        if p.str("optimizer")? == "adamw" {
+            cfg.adamw = Some(p.f64("weight_decay")?);
+        }
+        cfg.select = match p.str("select")? {
+            "acc" => Some(Select::Acc),
+            "f1" => Some(Select::F1),
+            "loss" => Some(Select::Loss),
+            _ => None,
+        };
+        cfg.patience = Some(p.i64("patience")?).filter(|&n| n > 0);
+        let fold = Some(p.i64("fold")?).filter(|&k| k >= 0);
         let _torch = crate::torch::training(cfg.seed, p.i64("threads")?);
         let k = ctx.inputs.len() - 2;
         let used = used(p, k)?;
@@ -234,27 +355,50 @@ impl Stage for TrainJoint {
             "m",
             p.str("label")?,
             p.i64("classes")?,
+            fold,
         )?;
         let dims: Vec<i64> = ds.x.iter().map(|x| x.size()[2]).collect();
         let steps: Vec<i64> = ds.x.iter().map(|x| x.size()[1]).collect();
-        if p.str("model")? == "smp" && steps.iter().any(|&t| t != steps[0]) {
+        if model == "smp" && steps.iter().any(|&t| t != steps[0]) {
             return Err(StageError::Input(format!(
                 "SMP needs one sequence length for all modalities, got {steps:?}; pad them to one (the paper: 32)"
             )));
         }
         let mut vs = nn::VarStore::new(Device::Cpu);
         let net = Net::build(&vs.root(), p, &names, &dims, ds.task.outputs())?;
+        let mut pretrained = 0;
+        if let Net::Mbt(_) = net {
+            let w = p.str("vision_weights")?;
+            if !w.is_empty() && names.contains(&'v') {
+                pretrained = crate::mbt::load_face_weights(&vs, &crate::resolve(ctx.root, w))
+                    .map_err(|e| StageError::param("vision_weights", e))?;
+            }
+            crate::mbt::freeze_groups(&vs, "audio", p.i64("freeze_audio")?);
+            crate::mbt::freeze_groups(&vs, "vision", p.i64("freeze_vision")?);
+            cfg.group_lr = vec![
+                (crate::mbt::VISION_GROUP, p.f64("vision_lr")?),
+                (crate::mbt::AUDIO_GROUP, p.f64("audio_lr")?),
+            ];
+        }
         let n_params = crate::nets::n_params(&vs);
-        let fwd = |x: &[Tensor], train: bool| (net.forward_t(x, train), Vec::new());
+        let fwd = |x: &[Tensor], y: &Tensor, train: bool| net.forward_t(x, y, train);
         let trained = fit(&mut vs, &ds, &cfg, 1.0, &[], &fwd)?;
-        let hidden = tch::no_grad(|| net.hidden_t(&ds.x, false));
+        let all: Vec<i64> = (0..ds.ids.len() as i64).collect();
+        let hidden = tch::no_grad(|| {
+            chunked(&all, &|i| {
+                let x: Vec<Tensor> = ds.x.iter().map(|x| x.index_select(0, i)).collect();
+                net.hidden_t(&x, false)
+            })
+        });
         let config = json!({
-            "model": p.str("model")?,
+            "model": model,
             "modalities": names.iter().collect::<String>(),
             "steps": steps,
             "dims": dims,
             "outputs": ds.task.outputs(),
             "parameters": n_params,
+            "pretrained_tensors": pretrained,
+            "fold": fold,
         });
         Ok(Output {
             table: model_table(&ds, &trained, config, Some(&hidden))?,

@@ -301,6 +301,15 @@ impl Mhsa {
     }
 }
 
+/// 1 for the steps of `x` `[B, T, D]` that hold values, 0 for the all-zero rows that `pad`
+/// appends: `[B, T]`.
+pub fn row_mask(x: &Tensor) -> Tensor {
+    x.abs()
+        .sum_dim_intlist(-1, false, Kind::Float)
+        .gt(0.0)
+        .to_kind(Kind::Float)
+}
+
 /// The Transformer's sine-cosine position table `[t, d]`: PE(pos, 2i) = sin(pos / 10000^(2i/d)),
 /// PE(pos, 2i+1) = cos(pos / 10000^(2i/d)).
 pub fn sinusoid(t: i64, d: i64) -> Tensor {

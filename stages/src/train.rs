@@ -49,6 +49,40 @@ pub struct Dataset {
     pub cls: Vec<i64>,
     /// One `[N, T, D]` tensor per feature input.
     pub x: Vec<Tensor>,
+    /// Multi-label targets, one 0/1 flag per class and clip (empty for other tasks).
+    pub flags: Vec<Vec<f32>>,
+    /// Multi-label: each class's negatives / positives among the training clips, the weight of
+    /// its positive term in the loss (MER-SEM-MBT's "weighted by the ratio of the number of
+    /// positive and negative samples").
+    pub pos_weight: Vec<f64>,
+}
+
+impl Dataset {
+    /// The training target of every clip: class ids, scores or multi-label flags.
+    fn targets(&self) -> Tensor {
+        match self.task {
+            Task::MultiLabel { classes } => {
+                let v: Vec<f32> = self.flags.iter().flatten().copied().collect();
+                Tensor::from_slice(&v).view([self.ids.len() as i64, classes])
+            }
+            t => t.target(&self.y),
+        }
+    }
+    /// The task's loss of a batch's outputs against its targets.
+    pub fn loss(&self, out: &Tensor, y: &Tensor) -> Tensor {
+        match self.task {
+            Task::MultiLabel { .. } => {
+                let w: Vec<f32> = self.pos_weight.iter().map(|&w| w as f32).collect();
+                out.binary_cross_entropy_with_logits::<Tensor>(
+                    y,
+                    None,
+                    Some(Tensor::from_slice(&w)),
+                    tch::Reduction::Mean,
+                )
+            }
+            t => t.loss(out, y),
+        }
+    }
 }
 
 /// Row index by clip id, steps, width, and the rows' values back to back.
@@ -102,8 +136,16 @@ fn matrices(ctx: &RunCtx, input: usize) -> Result<Matrices, StageError> {
 /// CH-SIMS and MOSI regression) on a scale's range.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Task {
-    Classify { classes: i64 },
-    Regress { scale: &'static str },
+    Classify {
+        classes: i64,
+    },
+    Regress {
+        scale: &'static str,
+    },
+    /// Independent binary targets, one per class (MER-SEM-MBT's six emotion flags).
+    MultiLabel {
+        classes: i64,
+    },
 }
 
 impl Task {
@@ -115,6 +157,13 @@ impl Task {
         })?;
         match c.data_type() {
             arrow::datatypes::DataType::Int64 => Ok(Task::Classify { classes }),
+            arrow::datatypes::DataType::List(_) => {
+                let l = col::<ListArray>(lt, label)?;
+                let n = (0..l.len())
+                    .find(|&i| !l.is_null(i))
+                    .map_or(0, |i| l.value(i).len() as i64);
+                Ok(Task::MultiLabel { classes: n })
+            }
             arrow::datatypes::DataType::Float64 => {
                 let sims = col::<Int64Array>(lt, "acc3").is_ok_and(|a| a.null_count() < a.len());
                 Ok(Task::Regress {
@@ -130,26 +179,26 @@ impl Task {
     /// Width of the model's output layer.
     pub fn outputs(self) -> i64 {
         match self {
-            Task::Classify { classes } => classes,
+            Task::Classify { classes } | Task::MultiLabel { classes } => classes,
             Task::Regress { .. } => 1,
         }
     }
     /// Classes of [`Dataset::cls`] and of predictions.
     pub fn classes(self) -> usize {
         match self {
-            Task::Classify { classes } => classes.max(1) as usize,
+            Task::Classify { classes } | Task::MultiLabel { classes } => classes.max(1) as usize,
             Task::Regress { .. } => 3,
         }
     }
     fn class_of(self, y: f64) -> i64 {
         match self {
-            Task::Classify { .. } => y as i64,
+            Task::Classify { .. } | Task::MultiLabel { .. } => y as i64,
             Task::Regress { scale } => crate::labels::three_way_id(scale, y),
         }
     }
     fn target(self, y: &[f64]) -> Tensor {
         match self {
-            Task::Classify { .. } => {
+            Task::Classify { .. } | Task::MultiLabel { .. } => {
                 Tensor::from_slice(&y.iter().map(|&v| v as i64).collect::<Vec<_>>())
             }
             Task::Regress { .. } => {
@@ -159,21 +208,23 @@ impl Task {
     }
     fn loss(self, out: &Tensor, y: &Tensor) -> Tensor {
         match self {
-            Task::Classify { .. } => out.cross_entropy_for_logits(y),
+            Task::Classify { .. } | Task::MultiLabel { .. } => out.cross_entropy_for_logits(y),
             Task::Regress { .. } => out.squeeze_dim(-1).l1_loss(y, tch::Reduction::Mean),
         }
     }
-    /// Per clip: class probabilities, or the one predicted score.
+    /// Per clip: class probabilities (independent ones for multi-label), or the one predicted
+    /// score.
     fn outputs_of(self, out: &Tensor) -> Tensor {
         match self {
             Task::Classify { .. } => out.softmax(-1, Kind::Float),
+            Task::MultiLabel { .. } => out.sigmoid().to_kind(Kind::Float),
             Task::Regress { .. } => out.to_kind(Kind::Float),
         }
     }
     /// Predicted class from one row of [`Task::outputs_of`].
     fn predict(self, out: &[f32]) -> i64 {
         match self {
-            Task::Classify { .. } => out
+            Task::Classify { .. } | Task::MultiLabel { .. } => out
                 .iter()
                 .enumerate()
                 .max_by(|a, b| a.1.total_cmp(b.1))
@@ -185,6 +236,7 @@ impl Task {
         match self {
             Task::Classify { classes } => json!({"task": "classify", "classes": classes}),
             Task::Regress { scale } => json!({"task": "regress", "scale": scale, "classes": 3}),
+            Task::MultiLabel { classes } => json!({"task": "multilabel", "classes": classes}),
         }
     }
 }
@@ -199,12 +251,49 @@ pub fn dataset(
     target: &str,
     label: &str,
     classes: i64,
+    fold: Option<i64>,
 ) -> Result<Dataset, StageError> {
     let task = Task::of(&ctx.inputs[labels], label, classes)?;
-    let y = label_map(&ctx.inputs[labels], target, label)?;
+    let flags = match task {
+        Task::MultiLabel { .. } => flag_map(&ctx.inputs[labels], target, label)?,
+        _ => HashMap::new(),
+    };
+    let y = if flags.is_empty() {
+        label_map(&ctx.inputs[labels], target, label)?
+    } else {
+        // The first positive class stands for the clip in `y`/`pred` (IEMOCAP's one-hot
+        // flags make it the clip's category).
+        flags
+            .iter()
+            .map(|(k, f)| {
+                let c = f.iter().position(|&v| v > 0.5).unwrap_or(0);
+                (k.clone(), c as f64)
+            })
+            .collect()
+    };
     let st = &ctx.inputs[split];
     let sid = str_col(st, "clip_id")?;
     let ssplit = str_col(st, "split")?;
+    let sfold = col::<Int64Array>(st, "fold").ok();
+    let folds: std::collections::BTreeSet<i64> = sfold
+        .map(|f| (0..f.len()).map(|i| f.value(i)).collect())
+        .unwrap_or_default();
+    if fold.is_none() && folds.len() > 1 {
+        return Err(StageError::param(
+            "fold",
+            format!(
+                "the split has {} folds ({:?}); train one of them (a matrix over `fold` trains all)",
+                folds.len(),
+                folds
+            ),
+        ));
+    }
+    if let Some(k) = fold.filter(|k| !folds.contains(k)) {
+        return Err(StageError::param(
+            "fold",
+            format!("the split has no fold {k} (it has {folds:?})"),
+        ));
+    }
     let mut mats = Vec::new();
     for &f in feats {
         mats.push(matrices(ctx, f)?);
@@ -216,9 +305,16 @@ pub fn dataset(
         y: vec![],
         cls: vec![],
         x: vec![],
+        flags: vec![],
+        pos_weight: vec![],
     };
     let mut rows: Vec<Vec<usize>> = Vec::new();
     for r in 0..st.num_rows() {
+        if let (Some(k), Some(f)) = (fold, sfold) {
+            if f.value(r) != k {
+                continue;
+            }
+        }
         let id = sid.value(r);
         let Some(&label) = y.get(id) else { continue };
         let idx: Option<Vec<usize>> = mats.iter().map(|m| m.0.get(id).copied()).collect();
@@ -227,7 +323,27 @@ pub fn dataset(
         ds.split.push(ssplit.value(r).to_string());
         ds.y.push(label);
         ds.cls.push(task.class_of(label));
+        if let Some(f) = flags.get(id) {
+            ds.flags.push(f.clone());
+        }
         rows.push(idx);
+    }
+    if let Task::MultiLabel { classes } = task {
+        for c in 0..classes as usize {
+            let (mut pos, mut n) = (0usize, 0usize);
+            for (f, s) in ds.flags.iter().zip(&ds.split) {
+                if s == "train" {
+                    n += 1;
+                    pos += (f[c] > 0.5) as usize;
+                }
+            }
+            // A class without positives in training gets weight 1 rather than infinity.
+            ds.pos_weight.push(if pos == 0 {
+                1.0
+            } else {
+                (n - pos) as f64 / pos as f64
+            });
+        }
     }
     for (k, (_, t, d, values)) in mats.iter().enumerate() {
         let per = (t * d) as usize;
@@ -283,6 +399,36 @@ fn label_map(
     Ok(y)
 }
 
+/// Clip id -> 0/1 flags per class of a multi-label list column for one target.
+fn flag_map(
+    lt: &RecordBatch,
+    target: &str,
+    label: &str,
+) -> Result<HashMap<String, Vec<f32>>, StageError> {
+    let lid = str_col(lt, "clip_id")?;
+    let ltarget = str_col(lt, "target")?;
+    let l = col::<ListArray>(lt, label)?;
+    let mut y = HashMap::new();
+    for r in 0..lt.num_rows() {
+        if ltarget.value(r) != target || l.is_null(r) {
+            continue;
+        }
+        let v = l.value(r);
+        let f = arrow::compute::cast(&v, &arrow::datatypes::DataType::Float32)?;
+        let f = f
+            .as_any()
+            .downcast_ref::<Float32Array>()
+            .expect("cast to f32");
+        y.insert(lid.value(r).to_string(), f.values().to_vec());
+    }
+    if y.is_empty() {
+        return Err(StageError::Input(format!(
+            "the labels table has no `{label}` flags for target `{target}`"
+        )));
+    }
+    Ok(y)
+}
+
 /// A small deterministic generator for batch order (xorshift64*), independent of libtorch's.
 struct Shuffle(u64);
 
@@ -331,6 +477,15 @@ pub fn metrics(y: &[i64], pred: &[i64], classes: usize) -> (f64, f64, f64, Vec<V
     (acc, macro_f1, weighted, cm)
 }
 
+/// What `fit` keeps: the epoch with the best validation accuracy (ties: lower loss), the best
+/// average per-class F1 (multi-label), or the lowest validation loss.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Select {
+    Acc,
+    F1,
+    Loss,
+}
+
 pub struct TrainCfg {
     pub lr: f64,
     pub epochs: i64,
@@ -339,6 +494,15 @@ pub struct TrainCfg {
     /// Reduce-on-plateau: (factor, patience) on the validation loss, as PyTorch's
     /// `ReduceLROnPlateau(mode="min", threshold=1e-4)`.
     pub plateau: Option<(f64, i64)>,
+    /// AdamW with this weight decay instead of Adam.
+    pub adamw: Option<f64>,
+    /// Learning rates of variable groups other than 0 (`nn::Path::set_group`): backbones
+    /// fine-tuned more gently than the layers on top.
+    pub group_lr: Vec<(usize, f64)>,
+    /// None: the task's default (Acc for classes, F1 for multi-label, Loss for scores).
+    pub select: Option<Select>,
+    /// Stop after this many epochs without a better selected epoch.
+    pub patience: Option<i64>,
 }
 
 impl TrainCfg {
@@ -349,6 +513,10 @@ impl TrainCfg {
             batch: p.i64("batch_size")?,
             seed: p.i64("seed")?,
             plateau: None,
+            adamw: None,
+            group_lr: Vec::new(),
+            select: None,
+            patience: None,
         };
         if c.epochs < 1 || c.batch < 1 || c.lr <= 0.0 {
             return Err(StageError::param(
@@ -360,11 +528,20 @@ impl TrainCfg {
     }
 }
 
-/// What a trained model reports for one batch: logits for the main target, plus weighted
-/// auxiliary (logits, labels) terms for multi-task training.
-pub type Forward<'a> = dyn Fn(&[Tensor], bool) -> (Tensor, Vec<(f64, Tensor, usize)>) + 'a;
+/// A term a model adds to the main loss of a training batch.
+pub enum Aux {
+    /// (weight, logits of an auxiliary head, index into `fit`'s `aux_y`): multi-task training.
+    Head(f64, Tensor, usize),
+    /// A loss the model computed itself from the batch and its targets (contrastive terms).
+    Loss(Tensor),
+}
 
-/// epoch, train loss, valid loss, valid acc, valid macro F1.
+/// What a model reports for one batch, given its inputs, its targets and whether it trains:
+/// logits for the main target, plus auxiliary terms.
+pub type Forward<'a> = dyn Fn(&[Tensor], &Tensor, bool) -> (Tensor, Vec<Aux>) + 'a;
+
+/// epoch, train loss, valid loss, valid acc, valid macro F1 (multi-label: the averages of the
+/// per-class binary accuracy and F1).
 pub type Epoch = (i64, f64, f64, f64, f64);
 
 pub struct Trained {
@@ -375,9 +552,21 @@ pub struct Trained {
     pub outputs: Vec<Vec<f32>>,
 }
 
-/// Adam on the task's loss; keeps the weights of the epoch with the best validation accuracy
-/// (lower validation loss breaks ties), for regression the lowest validation loss. `aux_y[k]`
-/// are the labels of auxiliary head k.
+/// Clips per forward pass outside training: bounds memory on big datasets and big inputs
+/// (end-to-end CNNs see every patch and face of every clip).
+const EVAL_CHUNK: i64 = 64;
+
+/// `f` over `idx` in chunks, the results concatenated along the first axis.
+pub fn chunked(idx: &[i64], f: &dyn Fn(&Tensor) -> Tensor) -> Tensor {
+    let parts: Vec<Tensor> = idx
+        .chunks(EVAL_CHUNK as usize)
+        .map(|c| f(&Tensor::from_slice(c)))
+        .collect();
+    Tensor::cat(&parts, 0)
+}
+
+/// Adam (or AdamW) on the task's loss; keeps the weights of the best epoch by `cfg.select`.
+/// `aux_y[k]` are the labels of auxiliary head k.
 pub fn fit(
     vs: &mut nn::VarStore,
     ds: &Dataset,
@@ -386,11 +575,27 @@ pub fn fit(
     aux_y: &[Tensor],
     forward: &Forward,
 ) -> Result<Trained, StageError> {
-    let mut opt = nn::Adam::default()
-        .build(vs, cfg.lr)
-        .map_err(|e| StageError::Other(format!("optimizer: {e}")))?;
+    let built = match cfg.adamw {
+        Some(wd) => nn::AdamW {
+            wd,
+            ..Default::default()
+        }
+        .build(vs, cfg.lr),
+        None => nn::Adam::default().build(vs, cfg.lr),
+    };
+    let mut opt = built.map_err(|e| StageError::Other(format!("optimizer: {e}")))?;
+    // zero_grad registers the variables (and so their groups) with the optimizer.
+    opt.zero_grad();
+    for &(g, glr) in &cfg.group_lr {
+        opt.set_lr_group(g, glr);
+    }
     let task = ds.task;
-    let y = task.target(&ds.y);
+    let select = cfg.select.unwrap_or(match task {
+        Task::Classify { .. } => Select::Acc,
+        Task::MultiLabel { .. } => Select::F1,
+        Task::Regress { .. } => Select::Loss,
+    });
+    let y = ds.targets();
     let idx_of = |s: &str| -> Vec<i64> {
         ds.split
             .iter()
@@ -401,38 +606,45 @@ pub fn fit(
     };
     let train_idx = idx_of("train");
     let valid_idx = idx_of("valid");
-    let valid = Tensor::from_slice(&valid_idx);
     let mut shuffle =
         Shuffle(0x9e37_79b9_7f4a_7c15 ^ (cfg.seed as u64).wrapping_mul(0x1000_0000_01b3));
     let mut curve = Vec::new();
-    // (valid acc, valid loss, epoch, weights) of the best epoch so far.
-    type Best = (f64, f64, i64, Vec<(String, Tensor)>);
+    // (valid acc, valid f1, valid loss, epoch, weights) of the best epoch so far.
+    type Best = (f64, f64, f64, i64, Vec<(String, Tensor)>);
     let mut best: Option<Best> = None;
     let take =
         |idx: &Tensor| -> Vec<Tensor> { ds.x.iter().map(|x| x.index_select(0, idx)).collect() };
+    let logits_of =
+        |idx: &[i64]| chunked(idx, &|i| forward(&take(i), &y.index_select(0, i), false).0);
     let (mut lr, mut plateau_best, mut bad_epochs) = (cfg.lr, f64::INFINITY, 0i64);
+    let mut since_best = 0i64;
     for epoch in 1..=cfg.epochs {
         let order = shuffle.permute(train_idx.len());
         let mut total = 0.0;
         for chunk in order.chunks(cfg.batch as usize) {
             let ids: Vec<i64> = chunk.iter().map(|&k| train_idx[k]).collect();
             let idx = Tensor::from_slice(&ids);
-            let (logits, aux) = forward(&take(&idx), true);
-            let mut loss = task.loss(&logits, &y.index_select(0, &idx)) * main_weight;
-            for (w, l, k) in aux {
-                loss += task.loss(&l, &aux_y[k].index_select(0, &idx)) * w;
+            let yb = y.index_select(0, &idx);
+            let (logits, aux) = forward(&take(&idx), &yb, true);
+            let mut loss = ds.loss(&logits, &yb) * main_weight;
+            for a in aux {
+                match a {
+                    Aux::Head(w, l, k) => {
+                        loss += task.loss(&l, &aux_y[k].index_select(0, &idx)) * w
+                    }
+                    Aux::Loss(l) => loss += l,
+                }
             }
             opt.backward_step(&loss);
             total += loss.double_value(&[]) * ids.len() as f64;
         }
         let (vloss, vacc, vf1) = tch::no_grad(|| {
-            let (logits, _) = forward(&take(&valid), false);
-            let loss = task
+            let logits = logits_of(&valid_idx);
+            let valid = Tensor::from_slice(&valid_idx);
+            let loss = ds
                 .loss(&logits, &y.index_select(0, &valid))
                 .double_value(&[]);
-            let pred = predictions(task, &logits);
-            let truth: Vec<i64> = valid_idx.iter().map(|&i| ds.cls[i as usize]).collect();
-            let (acc, f1, _, _) = metrics(&truth, &pred, task.classes());
+            let (acc, f1) = valid_scores(ds, &valid_idx, &logits);
             (loss, acc, f1)
         });
         curve.push((epoch, total / train_idx.len() as f64, vloss, vacc, vf1));
@@ -444,13 +656,17 @@ pub fn fit(
                 if bad_epochs > patience {
                     lr *= factor;
                     opt.set_lr(lr);
+                    for &(g, glr) in &cfg.group_lr {
+                        opt.set_lr_group(g, glr * lr / cfg.lr);
+                    }
                     bad_epochs = 0;
                 }
             }
         }
-        let better = best.as_ref().is_none_or(|b| match task {
-            Task::Classify { .. } => vacc > b.0 || (vacc == b.0 && vloss < b.1),
-            Task::Regress { .. } => vloss < b.1,
+        let better = best.as_ref().is_none_or(|b| match select {
+            Select::Acc => vacc > b.0 || (vacc == b.0 && vloss < b.2),
+            Select::F1 => vf1 > b.1 || (vf1 == b.1 && vloss < b.2),
+            Select::Loss => vloss < b.2,
         });
         if better {
             let snap = vs
@@ -458,10 +674,16 @@ pub fn fit(
                 .into_iter()
                 .map(|(k, v)| (k, v.detach().copy()))
                 .collect();
-            best = Some((vacc, vloss, epoch, snap));
+            best = Some((vacc, vf1, vloss, epoch, snap));
+            since_best = 0;
+        } else {
+            since_best += 1;
+            if cfg.patience.is_some_and(|p| since_best >= p) {
+                break;
+            }
         }
     }
-    let (_, _, best_epoch, snap) = best.expect("at least one epoch");
+    let (_, _, _, best_epoch, snap) = best.expect("at least one epoch");
     tch::no_grad(|| {
         let vars = vs.variables();
         for (k, v) in &snap {
@@ -471,14 +693,36 @@ pub fn fit(
         }
     });
     let checkpoint = safetensors_bytes(&snap)?;
-    let all = Tensor::arange(ds.ids.len() as i64, (Kind::Int64, Device::Cpu));
-    let out = tch::no_grad(|| task.outputs_of(&forward(&take(&all), false).0));
+    let all: Vec<i64> = (0..ds.ids.len() as i64).collect();
+    let out = tch::no_grad(|| task.outputs_of(&logits_of(&all)));
     Ok(Trained {
         curve,
         best_epoch,
         checkpoint,
         outputs: rows_of(&out),
     })
+}
+
+/// Validation accuracy and macro F1; multi-label: the averages of per-class binary accuracy and
+/// F1 at probability 0.5.
+fn valid_scores(ds: &Dataset, idx: &[i64], logits: &Tensor) -> (f64, f64) {
+    let task = ds.task;
+    if let Task::MultiLabel { classes } = task {
+        let probs = rows_of(&task.outputs_of(logits));
+        let (mut acc, mut f1) = (0.0, 0.0);
+        for c in 0..classes as usize {
+            let t: Vec<bool> = idx.iter().map(|&i| ds.flags[i as usize][c] > 0.5).collect();
+            let p: Vec<bool> = probs.iter().map(|o| o[c] > 0.5).collect();
+            let b = crate::metrics::binary(&t, &p);
+            acc += b.acc / classes as f64;
+            f1 += b.f1 / classes as f64;
+        }
+        return (acc, f1);
+    }
+    let pred = predictions(task, logits);
+    let truth: Vec<i64> = idx.iter().map(|&i| ds.cls[i as usize]).collect();
+    let (acc, f1, _, _) = metrics(&truth, &pred, task.classes());
+    (acc, f1)
 }
 
 fn rows_of(t: &Tensor) -> Vec<Vec<f32>> {
@@ -622,6 +866,14 @@ pub(crate) fn model_table(
         ("score", f64s(score)),
         ("pred_score", f64s(pred_score)),
         ("hidden", lists(hidden_rows)),
+        (
+            "targets",
+            lists(if ds.flags.is_empty() {
+                vec![Vec::new(); np]
+            } else {
+                ds.flags.clone()
+            }),
+        ),
     ])
 }
 
@@ -732,13 +984,14 @@ impl Stage for TrainUnimodal {
             p.str("modality")?,
             p.str("label")?,
             classes,
+            None,
         )?;
         let (t, d) = (ds.x[0].size()[1], ds.x[0].size()[2]);
         let arch = p.str("model")?;
         let mut vs = nn::VarStore::new(Device::Cpu);
         let enc = Encoder::new(&vs.root(), arch, t, d, ds.task.outputs())
             .map_err(|e| StageError::param("model", e))?;
-        let fwd = |x: &[Tensor], train: bool| (enc.forward_t(&x[0], train), Vec::new());
+        let fwd = |x: &[Tensor], _: &Tensor, train: bool| (enc.forward_t(&x[0], train), Vec::new());
         let trained = fit(&mut vs, &ds, &cfg, 1.0, &[], &fwd)?;
         let hidden = tch::no_grad(|| enc.hidden_t(&ds.x[0], false));
         let config = json!({"model": arch, "steps": t, "dim": d, "outputs": ds.task.outputs(), "hidden": enc.hidden});
@@ -938,7 +1191,7 @@ impl Stage for TrainFusion {
         let _torch = crate::torch::training(cfg.seed, p.i64("threads")?);
         let label = p.str("label")?;
         let classes = p.i64("classes")?;
-        let ds = dataset(ctx, &[3, 4, 5], 6, 7, "m", label, classes)?;
+        let ds = dataset(ctx, &[3, 4, 5], 6, 7, "m", label, classes, None)?;
         let outputs = ds.task.outputs();
         let pretrained = p.bool("pretrained")?;
         let multitask = p.bool("multitask")?;
@@ -1026,7 +1279,7 @@ impl Stage for TrainFusion {
             })
             .collect();
         let main_w = if multitask { w[0] } else { 1.0 };
-        let fwd = |x: &[Tensor], train: bool| {
+        let fwd = |x: &[Tensor], _: &Tensor, train: bool| {
             let hs: Vec<Tensor> = encoders
                 .iter()
                 .zip(x)
@@ -1038,7 +1291,7 @@ impl Stage for TrainFusion {
                     .iter()
                     .zip(&hs)
                     .enumerate()
-                    .map(|(k, (h, hk))| (w[k + 1], h.forward(hk), k))
+                    .map(|(k, (h, hk))| Aux::Head(w[k + 1], h.forward(hk), k))
                     .collect()
             } else {
                 Vec::new()

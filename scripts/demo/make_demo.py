@@ -477,7 +477,8 @@ def iemocap_category(rng, lab):
     if p > 0.25:
         return "exc" if arousal > 0.5 else "hap"
     if p < -0.25:
-        return "ang" if arousal > -0.2 else "sad"
+        # Frustration sits between anger and sadness in arousal.
+        return "ang" if arousal > -0.5 else ("fru" if arousal > -0.75 else "sad")
     return "neu"
 
 

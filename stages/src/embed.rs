@@ -44,7 +44,22 @@ pub struct Embed {
     tokenizers: Mutex<HashMap<String, Arc<Tokenizer>>>,
 }
 
-const PARAMS: &[ParamSpec] = &[
+/// The image preprocessing params, shared by `embed` (vision) and `pixels`.
+macro_rules! with_image_params {
+    ($($p:expr),* $(,)?) => {
+        &[
+            $($p,)*
+            ParamSpec::new("image_size", ParamType::IntList, Some("[224, 224]"), "vision: model input height and width"),
+            ParamSpec::new("channels", ParamType::Enum(&["rgb", "bgr", "gray"]), Some("\"rgb\""), "vision: channel order (gray: ITU-R 601 luma, one channel)"),
+            ParamSpec::new("interpolation", ParamType::Enum(&["area", "linear", "cubic"]), Some("\"area\""), "vision: resize filter (OpenCV)"),
+            ParamSpec::new("scale", ParamType::Float, Some("0.00392156862745098"), "vision: pixel values are multiplied by this first (1/255)"),
+            ParamSpec::new("mean", ParamType::FloatList, Some("[0.485, 0.456, 0.406]"), "vision: subtracted per channel after scaling"),
+            ParamSpec::new("std", ParamType::FloatList, Some("[0.229, 0.224, 0.225]"), "vision: divided per channel after the mean"),
+        ]
+    };
+}
+
+const PARAMS: &[ParamSpec] = with_image_params![
     ParamSpec::new("model", ParamType::Path, None, "TorchScript file (scripts/models/export.py writes them)"),
     ParamSpec::new("modality", ParamType::Enum(&["vision", "audio", "text"]), None, "what the model reads"),
     ParamSpec::new("device", ParamType::Enum(&["auto", "cpu", "cuda"]), Some("\"auto\""), "auto: CUDA when libtorch sees a GPU, else CPU"),
@@ -52,13 +67,6 @@ const PARAMS: &[ParamSpec] = &[
     ParamSpec::new("pool", ParamType::Enum(&["none", "mean", "max", "cls"]), Some("\"mean\""), "reduce the clip's sequence: none keeps [T x D]; cls takes its first step"),
     ParamSpec::new("normalize", ParamType::Enum(&["none", "l2"]), Some("\"none\""), "scale the output vectors (after pooling) to unit length"),
     ParamSpec::new("output_index", ParamType::Int, Some("0"), "which element of a tuple output to use"),
-    // vision
-    ParamSpec::new("image_size", ParamType::IntList, Some("[224, 224]"), "vision: model input height and width"),
-    ParamSpec::new("channels", ParamType::Enum(&["rgb", "bgr", "gray"]), Some("\"rgb\""), "vision: channel order (gray: ITU-R 601 luma, one channel)"),
-    ParamSpec::new("interpolation", ParamType::Enum(&["area", "linear", "cubic"]), Some("\"area\""), "vision: resize filter (OpenCV)"),
-    ParamSpec::new("scale", ParamType::Float, Some("0.00392156862745098"), "vision: pixel values are multiplied by this first (1/255)"),
-    ParamSpec::new("mean", ParamType::FloatList, Some("[0.485, 0.456, 0.406]"), "vision: subtracted per channel after scaling"),
-    ParamSpec::new("std", ParamType::FloatList, Some("[0.229, 0.224, 0.225]"), "vision: divided per channel after the mean"),
     // audio
     ParamSpec::new("frontend", ParamType::Enum(&["none", "mel", "logmel"]), Some("\"none\""), "audio from a waveform: none feeds samples [B, n]; mel/logmel feed [B, frames, n_mels]"),
     ParamSpec::new("n_mels", ParamType::Int, Some("40"), "audio front end: mel bands"),
@@ -74,6 +82,54 @@ const PARAMS: &[ParamSpec] = &[
     ParamSpec::new("text_inputs", ParamType::StrList, Some("[\"input_ids\", \"attention_mask\"]"), "text: the model's inputs, in order (input_ids, attention_mask, token_type_ids)"),
     ParamSpec::new("column", ParamType::Str, Some("\"text\""), "text: the input table's transcript column"),
 ];
+
+const PIXEL_PARAMS: &[ParamSpec] = with_image_params![];
+
+/// `pixels`: each clip's face crops (or frames) as rows of normalised pixels, `[images x C*H*W]`,
+/// with the same preprocessing as `embed`'s vision models: the input of a CNN that a training
+/// stage fine-tunes inside its model (MER-SEM-MBT), cached so that training reads no images.
+pub struct Pixels;
+
+impl Stage for Pixels {
+    fn kind(&self) -> &'static str {
+        "pixels"
+    }
+    fn version(&self) -> u32 {
+        1
+    }
+    fn about(&self) -> &'static str {
+        "per clip: face crops/frames resized and normalised into rows of pixels (a CNN's input)"
+    }
+    fn params(&self) -> &'static [ParamSpec] {
+        PIXEL_PARAMS
+    }
+    fn arity(&self) -> (usize, usize) {
+        (1, 1)
+    }
+    fn mode(&self, _params: &Params) -> Mode {
+        Mode::Sharded {
+            id_column: "clip_id",
+            reads: &["object"],
+        }
+    }
+    fn run_item(&self, ctx: &RunCtx, row: usize) -> Result<RecordBatch, ItemError> {
+        let units = vision_units(ctx, row)?;
+        let mut values = Vec::new();
+        let mut dim = 0;
+        for u in &units {
+            if let Unit::Dense { data, .. } = u {
+                dim = data.len();
+                values.extend_from_slice(data);
+            }
+        }
+        crate::table::batch(vec![
+            ("frames", crate::table::i64s(vec![Some(units.len() as i64)])),
+            ("dim", crate::table::i64s(vec![Some(dim as i64)])),
+            ("values", crate::audio::f32_lists(vec![values])),
+        ])
+        .map_err(|e| ItemError::new("", "", e.to_string()))
+    }
+}
 
 /// One model input (an image, a window, a text) and the clip it belongs to.
 enum Unit {

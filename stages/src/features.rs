@@ -189,6 +189,38 @@ pub struct Matrix {
     pub values: Vec<f32>,
 }
 
+/// A clip of several rows (a `segment` stage's patches) read as one matrix: a step per patch,
+/// the patch's values flattened, so `pad` can fix the number of patches per clip.
+fn patches(
+    t: &RecordBatch,
+    frames: &Int64Array,
+    dim: &Int64Array,
+    lists: &ListArray,
+) -> Result<Matrix, String> {
+    let per = (frames.value(0) * dim.value(0)) as usize;
+    let mut values = Vec::with_capacity(per * t.num_rows());
+    for r in 0..t.num_rows() {
+        let v = lists.value(r);
+        let v = v
+            .as_any()
+            .downcast_ref::<Float32Array>()
+            .ok_or("values are not f32")?;
+        if (frames.value(r) * dim.value(r)) as usize != per || v.len() != per {
+            return Err(format!(
+                "row {r}: {} values where the first patch has {per}",
+                v.len()
+            ));
+        }
+        values.extend_from_slice(v.values());
+    }
+    Ok(Matrix {
+        frames: t.num_rows(),
+        dim: per,
+        hop_s: None,
+        values,
+    })
+}
+
 pub fn read_matrix(ctx: &RunCtx, row: usize) -> Result<Matrix, ItemError> {
     read_matrix_of(ctx, 0, row)
 }
@@ -201,11 +233,11 @@ pub fn read_matrix_of(ctx: &RunCtx, input: usize, row: usize) -> Result<Matrix, 
     let frames = col::<Int64Array>(&t, "frames").map_err(bad)?;
     let dim = col::<Int64Array>(&t, "dim").map_err(bad)?;
     let lists = col::<ListArray>(&t, "values").map_err(bad)?;
-    if t.num_rows() != 1 {
-        return Err(fail(format!(
-            "expected one feature matrix per clip, found {} rows (segment a sequence only once)",
-            t.num_rows()
-        )));
+    if t.num_rows() != 1 || t.column_by_name("segment").is_some() {
+        if t.num_rows() == 0 {
+            return Err(fail("no rows".into()));
+        }
+        return patches(&t, frames, dim, lists).map_err(fail);
     }
     let v = lists.value(0);
     let v = v

@@ -17,6 +17,11 @@
 //!
 //! `class_name` names the three-way class (CH-SIMS's annotation column: Negative / Neutral /
 //! Positive; MOSI by the sign) or the category.
+//!
+//! - Multi-label (`scale: multilabel`, MER-SEM-MBT): `flags` holds one 0/1 value per category of
+//!   `classes` (after `merge`); the emotion column may name several categories, separated by `;`
+//!   (CMU-MOSEI's emotions). IEMOCAP's one category per utterance gives one-hot flags, as in the
+//!   six-emotion setting of Dai et al. (2021). Clips with none of the categories are left out.
 
 use arrow::array::Array;
 
@@ -29,9 +34,9 @@ pub struct Labels;
 const PARAMS: &[ParamSpec] = &[
     ParamSpec::new(
         "scale",
-        ParamType::Enum(&["sims", "mosi", "categorical"]),
+        ParamType::Enum(&["sims", "mosi", "categorical", "multilabel"]),
         Some("\"sims\""),
-        "sims: [-1, 1] (CH-SIMS); mosi: [-3, 3] (CMU-MOSI/MOSEI); categorical: the emotion column",
+        "sims: [-1, 1] (CH-SIMS); mosi: [-3, 3] (CMU-MOSI/MOSEI); categorical: the emotion column; multilabel: one flag per category of `classes` from the emotion column (several categories separated by `;`)",
     ),
     ParamSpec::new(
         "classes",
@@ -109,8 +114,8 @@ impl Stage for Labels {
     fn run(&self, ctx: &RunCtx) -> Result<Output, StageError> {
         let scale = ctx.params.str("scale")?;
         let source = ctx.params.str("source")?;
-        if scale == "categorical" {
-            return categorical(ctx);
+        if scale == "categorical" || scale == "multilabel" {
+            return categorical(ctx, scale == "multilabel");
         }
         let t = &ctx.inputs[0];
         let ids = str_col(t, "clip_id")?;
@@ -311,7 +316,7 @@ fn weighted_f1(t: &[i64], p: &[i64]) -> f64 {
         .sum()
 }
 
-fn categorical(ctx: &RunCtx) -> Result<Output, StageError> {
+fn categorical(ctx: &RunCtx, multi: bool) -> Result<Output, StageError> {
     let classes = ctx.params.str_list("classes")?;
     let mut merge = std::collections::HashMap::new();
     for m in ctx.params.str_list("merge")? {
@@ -326,7 +331,8 @@ fn categorical(ctx: &RunCtx) -> Result<Output, StageError> {
     let t = &ctx.inputs[0];
     let ids = str_col(t, "clip_id")?;
     let emo = str_col(t, "emotion")?;
-    let (mut out_id, mut out_t, mut out_c, mut out_n) = (vec![], vec![], vec![], vec![]);
+    let (mut out_id, mut out_t, mut out_c) = (vec![], vec![], vec![]);
+    let (mut out_n, mut out_f): (Vec<String>, Vec<Vec<f32>>) = (vec![], vec![]);
     let mut errors = Vec::new();
     for i in 0..t.num_rows() {
         let Some(e) = crate::table::opt_str(emo, i) else {
@@ -337,20 +343,40 @@ fn categorical(ctx: &RunCtx) -> Result<Output, StageError> {
             ));
             continue;
         };
-        let e = merge.get(e).map(String::as_str).unwrap_or(e);
-        let Some(c) = classes.iter().position(|k| k == e) else {
+        let mut flags = vec![0f32; classes.len()];
+        for e in e.split(';').map(str::trim).filter(|e| !e.is_empty()) {
+            let e = merge.get(e).map(String::as_str).unwrap_or(e);
+            if let Some(c) = classes.iter().position(|k| k == e) {
+                flags[c] = 1.0;
+            }
+        }
+        // The first listed category is the clip's class; a multi-label clip keeps them all.
+        let Some(c) = flags.iter().position(|&f| f > 0.0) else {
             continue;
+        };
+        let name = if multi {
+            classes
+                .iter()
+                .zip(&flags)
+                .filter(|(_, &f)| f > 0.0)
+                .map(|(k, _)| k.as_str())
+                .collect::<Vec<_>>()
+                .join(";")
+        } else {
+            flags = vec![];
+            classes[c].clone()
         };
         // A categorical corpus has one label per clip; every modality target shares it.
         for target in ["m", "t", "a", "v"] {
             out_id.push(ids.value(i));
             out_t.push(target);
             out_c.push(Some(c as i64));
-            out_n.push(classes[c].as_str());
+            out_n.push(name.clone());
+            out_f.push(flags.clone());
         }
     }
     let n = out_id.len();
-    let table = batch(vec![
+    let mut cols = vec![
         ("clip_id", strings(&out_id)),
         ("target", strings(&out_t)),
         ("y", f64s(vec![None; n])),
@@ -361,7 +387,11 @@ fn categorical(ctx: &RunCtx) -> Result<Output, StageError> {
         ("acc7", i64s(vec![None; n])),
         ("class", i64s(out_c)),
         ("class_name", strings(&out_n)),
-    ])?;
+    ];
+    if multi {
+        cols.push(("flags", crate::audio::f32_lists(out_f)));
+    }
+    let table = batch(cols)?;
     Ok(Output { table, errors })
 }
 

@@ -253,6 +253,7 @@ pub fn registry() -> Vec<Box<dyn Stage>> {
         Box::new(channels::Concat),
         Box::new(summary::Summary),
         Box::new(embed::Embed::default()),
+        Box::new(embed::Pixels),
         Box::new(train::TrainUnimodal),
         Box::new(train::ExportHidden),
         Box::new(train::TrainFusion),

@@ -4,7 +4,8 @@
 //! - `ratio`: seeded ratios. Each clip (or group, with `group_column`) is ranked by
 //!   BLAKE3(seed, id), so adding a clip never moves the others to another split.
 //! - `logo`: leave-one-group-out folds (IEMOCAP sessions, speakers): fold k tests group k and
-//!   trains on the rest.
+//!   trains on the rest; `valid_share` of the rest (ranked by BLAKE3(seed, id), so the same
+//!   clips in every fold they train in) validates instead of training.
 
 use std::collections::BTreeMap;
 
@@ -27,7 +28,13 @@ const PARAMS: &[ParamSpec] = &[
         Some("[0.7, 0.1, 0.2]"),
         "ratio: train, valid, test fractions",
     ),
-    ParamSpec::new("seed", ParamType::Int, Some("1"), "ratio: shuffling seed"),
+    ParamSpec::new("seed", ParamType::Int, Some("1"), "ratio, logo: shuffling seed"),
+    ParamSpec::new(
+        "valid_share",
+        ParamType::Float,
+        Some("0.0"),
+        "logo: share of each fold's non-test clips that validate (model selection) instead of training",
+    ),
     ParamSpec::new(
         "group_column",
         ParamType::Str,
@@ -162,10 +169,24 @@ impl Stage for Split {
                         names.len()
                     )));
                 }
+                let share = ctx.params.f64("valid_share")?;
+                if !(0.0..1.0).contains(&share) {
+                    return Err(StageError::param("valid_share", "needs 0 <= share < 1"));
+                }
+                let seed = ctx.params.i64("seed")?;
                 for (fold, g) in names.iter().enumerate() {
+                    let mut rest: Vec<usize> = (0..t.num_rows())
+                        .filter(|&i| groups.value(i) != *g)
+                        .collect();
+                    rest.sort_by_cached_key(|&i| rank_key(seed, ids.value(i)));
+                    let n_valid = (share * rest.len() as f64).round() as usize;
+                    let valid: std::collections::HashSet<usize> =
+                        rest.into_iter().take(n_valid).collect();
                     for i in 0..t.num_rows() {
                         let s = if groups.value(i) == *g {
                             "test"
+                        } else if valid.contains(&i) {
+                            "valid"
                         } else {
                             "train"
                         };

@@ -1322,6 +1322,34 @@ impl Stage for TrainFusion {
     }
 }
 
+/// Multi-label models: the test split's binary scores per class (the paper's Table 2 layout).
+fn per_class_table(p: &Params, t: &RecordBatch) -> Option<String> {
+    let split = str_col(t, "split").ok()?;
+    let r = (0..t.num_rows()).find(|&r| split.value(r) == "test")?;
+    let get = |c: &str| -> Option<Vec<f32>> {
+        let l = col::<ListArray>(t, c).ok()?.value(r);
+        Some(l.as_any().downcast_ref::<Float32Array>()?.values().to_vec())
+    };
+    let (acc, wa, f1) = (get("class_acc")?, get("class_wa")?, get("class_f1")?);
+    if acc.is_empty() {
+        return None;
+    }
+    let names = p.str_list("names").unwrap_or_default();
+    let mut s = String::from("\nPer class, test split:\n\n| class | Acc | WA | F1 |\n|---|---|---|---|\n");
+    for c in 0..acc.len() {
+        let name = names
+            .get(c)
+            .filter(|_| names.len() == acc.len())
+            .cloned()
+            .unwrap_or_else(|| c.to_string());
+        s.push_str(&format!(
+            "| {name} | {:.3} | {:.3} | {:.3} |\n",
+            acc[c], wa[c], f1[c]
+        ));
+    }
+    Some(s)
+}
+
 const EVAL_PARAMS: &[ParamSpec] = &[ParamSpec::new(
     "names",
     ParamType::StrList,
@@ -1340,10 +1368,10 @@ impl Stage for Evaluate {
         "evaluate"
     }
     fn version(&self) -> u32 {
-        3
+        4
     }
     fn about(&self) -> &'static str {
-        "per split: Acc, macro/weighted F1, confusion matrix of a train_unimodal/train_fusion stage"
+        "per split: Acc, macro/weighted F1, UA, WA, confusion matrix of a training stage; multi-label: per-class and average binary Acc, WA, F1"
     }
     fn params(&self) -> &'static [ParamSpec] {
         EVAL_PARAMS
@@ -1364,8 +1392,29 @@ impl Stage for Evaluate {
         let pred = col::<Int64Array>(t, "pred")?;
         let score = crate::table::f64_col(t, "score")?;
         let pred_score = crate::table::f64_col(t, "pred_score")?;
+        let multi = config["task"] == "multilabel";
+        let lists_of = |name: &str| -> Result<Vec<Vec<f32>>, StageError> {
+            let l = col::<ListArray>(t, name)?;
+            Ok((0..t.num_rows())
+                .map(|r| {
+                    l.value(r)
+                        .as_any()
+                        .downcast_ref::<Float32Array>()
+                        .map(|a| a.values().to_vec())
+                        .unwrap_or_default()
+                })
+                .collect())
+        };
+        let (targets, probs) = if multi {
+            (lists_of("targets")?, lists_of("probs")?)
+        } else {
+            (vec![], vec![])
+        };
         let mut rows = Vec::new();
         let mut mmsa: Vec<[Option<f64>; 9]> = Vec::new();
+        // UA, WA; multi-label: the averages of per-class binary Acc, WA, F1 and the per-class values.
+        let mut single: Vec<[Option<f64>; 2]> = Vec::new();
+        let mut per_class: Vec<[Vec<f32>; 3]> = Vec::new();
         for s in ["train", "valid", "test"] {
             let keep: Vec<usize> = (0..t.num_rows())
                 .filter(|&r| part.value(r) == "prediction" && split.value(r) == s)
@@ -1376,6 +1425,24 @@ impl Stage for Evaluate {
             let ys: Vec<i64> = keep.iter().map(|&r| y.value(r)).collect();
             let ps: Vec<i64> = keep.iter().map(|&r| pred.value(r)).collect();
             let (acc, f1, wf1, cm) = metrics(&ys, &ps, classes);
+            if multi {
+                let mut pc: [Vec<f32>; 3] = Default::default();
+                for c in 0..classes {
+                    let flag = |v: &Vec<f32>| v.get(c).is_some_and(|&x| x > 0.5);
+                    let yt: Vec<bool> = keep.iter().map(|&r| flag(&targets[r])).collect();
+                    let yp: Vec<bool> = keep.iter().map(|&r| flag(&probs[r])).collect();
+                    let b = crate::metrics::binary(&yt, &yp);
+                    pc[0].push(b.acc as f32);
+                    pc[1].push(b.wa as f32);
+                    pc[2].push(b.f1 as f32);
+                }
+                per_class.push(pc);
+                single.push([None, None]);
+            } else {
+                let (ua, wa) = crate::metrics::ua_wa(&ys, &ps);
+                single.push([Some(ua), Some(wa)]);
+                per_class.push(Default::default());
+            }
             rows.push((
                 s,
                 ys.len() as i64,
@@ -1418,6 +1485,26 @@ impl Stage for Evaluate {
         for (k, name) in crate::labels::MMSA_METRICS.iter().enumerate() {
             cols.push((name, f64s(mmsa.iter().map(|m| m[k]).collect())));
         }
+        cols.push(("ua", f64s(single.iter().map(|m| m[0]).collect())));
+        cols.push(("wa", f64s(single.iter().map(|m| m[1]).collect())));
+        let avg = |v: &Vec<f32>| {
+            (!v.is_empty()).then(|| v.iter().map(|&x| f64::from(x)).sum::<f64>() / v.len() as f64)
+        };
+        for (k, (a, c)) in [("avg_acc", "class_acc"), ("avg_wa", "class_wa"), ("avg_f1", "class_f1")]
+            .into_iter()
+            .enumerate()
+        {
+            cols.push((a, f64s(per_class.iter().map(|m| avg(&m[k])).collect())));
+            cols.push((c, f32_lists(per_class.iter().map(|m| m[k].clone()).collect())));
+        }
+        if multi {
+            // Single-label scores of the flags' argmax would only confuse the tables.
+            for (name, col) in cols.iter_mut() {
+                if ["acc", "f1_macro", "f1_weighted"].contains(name) {
+                    *col = f64s(vec![None; rows.len()]);
+                }
+            }
+        }
         let table = batch(cols)?;
         Ok(Output {
             table,
@@ -1427,9 +1514,10 @@ impl Stage for Evaluate {
     fn reports(&self) -> bool {
         true
     }
-    fn markdown(&self, _p: &Params, t: &RecordBatch) -> Option<String> {
+    fn markdown(&self, p: &Params, t: &RecordBatch) -> Option<String> {
         let split = str_col(t, "split").ok()?;
         let n = col::<Int64Array>(t, "clips").ok()?;
+        let per_class = per_class_table(p, t).unwrap_or_default();
         let metrics = crate::aggregate::present_metrics(t, None);
         let mut s = format!(
             "| split | clips | {} |\n|---|---|{}\n",
@@ -1453,6 +1541,7 @@ impl Stage for Evaluate {
                 cells.join(" | ")
             ));
         }
+        s.push_str(&per_class);
         Some(s)
     }
     fn figures(&self, p: &Params, t: &RecordBatch) -> Vec<(String, Result<Vec<u8>, String>)> {

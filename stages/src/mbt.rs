@@ -37,6 +37,10 @@ pub struct MbtCfg {
     /// Groups (1-4) followed by a SEM, per backbone.
     pub sem_audio: Vec<i64>,
     pub sem_vision: Vec<i64>,
+    /// SEMs at all (they need the text input).
+    pub sem: bool,
+    /// The text's own scores join the decision fusion.
+    pub text_decision: bool,
     pub n_mels: i64,
     pub audio_width: i64,
     pub image_channels: i64,
@@ -283,6 +287,7 @@ impl MerSemMbt {
         }
         let dim = |m: char| names.iter().position(|&n| n == m).map(|k| dims[k]);
         let dt = dim('t');
+        let sem_dt = dt.filter(|_| c.sem);
         let audio = match dim('a') {
             Some(w) => {
                 if c.n_mels < 1 || w % c.n_mels != 0 {
@@ -296,7 +301,7 @@ impl MerSemMbt {
                     &(vs / "sem_audio"),
                     c.audio_width,
                     &c.sem_audio,
-                    dt,
+                    sem_dt,
                 );
                 let proj = nn::linear(vs / "audio_proj", bb.out, c.d, Default::default());
                 Some((bb, proj))
@@ -317,7 +322,7 @@ impl MerSemMbt {
                     &(vs / "sem_vision"),
                     c.image_channels,
                     &c.sem_vision,
-                    dt,
+                    sem_dt,
                 );
                 let proj = nn::linear(vs / "vision_proj", bb.out, c.d, Default::default());
                 Some((bb, proj))
@@ -353,7 +358,9 @@ impl MerSemMbt {
             )
         };
         let heads_av = (0..av).map(|m| mlp(vs / format!("head{m}"), c.d)).collect();
-        let head_t = dt.map(|dt| mlp(vs / "head_t", dt));
+        let head_t = dt
+            .filter(|_| c.text_decision)
+            .map(|dt| mlp(vs / "head_t", dt));
         Ok(MerSemMbt {
             names: names.to_vec(),
             audio,
@@ -497,7 +504,7 @@ pub fn load_face_weights(vs: &nn::VarStore, path: &std::path::Path) -> Result<us
         if field == "num_batches_tracked" {
             continue;
         }
-        let name = format!("vision/g{g}/{module}/{field}");
+        let name = format!("vision.g{g}.{module}.{field}");
         let v = vars
             .get(&name)
             .ok_or_else(|| format!("{}: `{k}` has no place in the backbone", path.display()))?;
@@ -519,7 +526,7 @@ pub fn load_face_weights(vs: &nn::VarStore, path: &std::path::Path) -> Result<us
 /// frozen group still trains.
 pub fn freeze_groups(vs: &nn::VarStore, backbone: &str, n: i64) {
     for (name, v) in vs.variables() {
-        let frozen = (1..=n).any(|g| name.starts_with(&format!("{backbone}/g{g}/")));
+        let frozen = (1..=n).any(|g| name.starts_with(&format!("{backbone}.g{g}.")));
         if frozen {
             let _ = v.set_requires_grad(false);
         }
@@ -538,8 +545,10 @@ mod tests {
             layers: 1,
             bottleneck: 4,
             mbt,
-            sem_audio: if sem { vec![2, 4] } else { vec![] },
-            sem_vision: if sem { vec![3, 4] } else { vec![] },
+            sem_audio: vec![2, 4],
+            sem_vision: vec![3, 4],
+            sem,
+            text_decision: true,
             n_mels: 64,
             audio_width: 8,
             image_channels: 1,

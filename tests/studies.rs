@@ -181,3 +181,212 @@ fn cm_msf_runs_on_mosi_layout_with_mosi_metrics() {
         ["cm_msf[seed=1]", "eval_cm_msf[seed=1]", "table_main"]
     );
 }
+
+/// The lists of a list column, as f64.
+fn lists(t: &arrow::record_batch::RecordBatch, name: &str) -> Vec<Vec<f64>> {
+    let l = typed::<arrow::array::ListArray>(t, name);
+    (0..t.num_rows())
+        .map(|r| {
+            let v = l.value(r);
+            let v = arrow::compute::cast(&v, &arrow::datatypes::DataType::Float64).unwrap();
+            v.as_any()
+                .downcast_ref::<arrow::array::Float64Array>()
+                .unwrap()
+                .values()
+                .to_vec()
+        })
+        .collect()
+}
+
+fn config(p: &Project, stage: &str) -> serde_json::Value {
+    let t = p.table(stage);
+    let cfg = strs(&t, "config").into_iter().flatten().next().unwrap();
+    serde_json::from_str(&cfg).unwrap()
+}
+
+#[test]
+fn mer_sem_mbt_trains_its_backbones_on_cached_patches_and_faces() {
+    let yaml = study(
+        "mer-sem-mbt.yaml",
+        &[
+            ("data", "data"),
+            ("segments", "4"),
+            ("epochs", "2"),
+            ("seeds", "[1]"),
+        ],
+    );
+    let p = Project::with_demo(&yaml, 30, 2, &["--layout", "iemocap"]);
+    let (code, events, _) = p.run_json(&["table_main"]);
+    assert_eq!(code, 0, "{events:?}");
+
+    // Six one-hot emotion flags per kept utterance.
+    let l = p.table("labels");
+    for f in lists(&l, "flags") {
+        assert_eq!(f.len(), 6);
+        assert_eq!(f.iter().sum::<f64>(), 1.0, "{f:?}");
+    }
+    // Model inputs: 4 log-mel patches of 96 x 64 and 4 grey 48 x 48 faces per clip.
+    for (stage, dim) in [("audio_in", 96 * 64), ("vision_in", 48 * 48)] {
+        let t = p.table(stage);
+        let item = p.object(strs(&t, "object")[0].as_deref().unwrap());
+        assert_eq!(typed::<Int64Array>(&item, "frames").value(0), 4, "{stage}");
+        assert_eq!(typed::<Int64Array>(&item, "dim").value(0), dim, "{stage}");
+    }
+    // The face CNN starts from the packaged weights: 4 groups x (conv weight, bias, BN weight,
+    // bias, running mean, running variance).
+    let cfg = config(&p, "mer_sem_mbt[seed=1]");
+    assert_eq!(cfg["task"], "multilabel");
+    assert_eq!(cfg["pretrained_tensors"], 24);
+
+    // Avg F1 as the paper computes it, from the stored test predictions.
+    let m = p.table("mer_sem_mbt[seed=1]");
+    let (split, probs, targets) = (strs(&m, "split"), lists(&m, "probs"), lists(&m, "targets"));
+    let test: Vec<usize> = (0..m.num_rows())
+        .filter(|&r| split[r].as_deref() == Some("test"))
+        .collect();
+    let mut avg_f1 = 0.0;
+    for c in 0..6 {
+        let (mut tp, mut fp, mut fn_) = (0.0, 0.0, 0.0);
+        for &r in &test {
+            match (targets[r][c] > 0.5, probs[r][c] > 0.5) {
+                (true, true) => tp += 1.0,
+                (false, true) => fp += 1.0,
+                (true, false) => fn_ += 1.0,
+                _ => {}
+            }
+        }
+        avg_f1 += if tp + fp + fn_ > 0.0 {
+            2.0 * tp / (2.0 * tp + fp + fn_)
+        } else {
+            0.0
+        } / 6.0;
+    }
+    let ev = p.table("eval_mer_sem_mbt[seed=1]");
+    let k = test_row(&ev);
+    assert!((f64s(&ev, "avg_f1")[k].unwrap() - avg_f1).abs() < 1e-6);
+    for c in ["avg_acc", "avg_wa"] {
+        assert!((0.0..=1.0).contains(&f64s(&ev, c)[k].unwrap()), "{c}");
+    }
+    assert!(
+        f64s(&ev, "acc")[k].is_none(),
+        "no single-label accuracy for flags"
+    );
+
+    // SEM positions live in the training key only: patches and faces stay cached.
+    let (code, events, _) = p.run_json(&["table_main", "--set", "mer_sem_mbt.sem_vision=\"4\""]);
+    assert_eq!(code, 0, "{events:?}");
+    assert_eq!(
+        ran(&events),
+        [
+            "eval_mer_sem_mbt[seed=1]",
+            "mer_sem_mbt[seed=1]",
+            "table_main"
+        ]
+    );
+    // A new random frame per window: frame selection and all that follows on the visual side.
+    let (code, events, _) = p.run_json(&["table_main", "--set", "vars.frame_seed=2"]);
+    assert_eq!(code, 0, "{events:?}");
+    assert_eq!(
+        ran(&events),
+        [
+            "eval_mer_sem_mbt[seed=1]",
+            "face",
+            "faces",
+            "frames",
+            "mer_sem_mbt[seed=1]",
+            "table_main",
+            "vision_in"
+        ]
+    );
+    let out = p.run(&["report", "--variants", "-o", "rep"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let md = std::fs::read_to_string(p.root().join("rep/report.md")).unwrap();
+    assert!(
+        md.contains("| class | Acc | WA | F1 |") && md.contains("| fru |"),
+        "{md}"
+    );
+    assert!(md.contains("Avg F1"), "{md}");
+}
+
+#[test]
+fn foal_net_runs_five_session_folds_and_batch_size_reruns_training() {
+    let yaml = study(
+        "foal-net.yaml",
+        &[
+            ("data", "data"),
+            ("frames", "4"),
+            ("audio_steps", "8"),
+            ("batch_size", "8"),
+            ("epochs", "2"),
+        ],
+    );
+    let p = Project::with_demo(&yaml, 30, 2, &["--layout", "iemocap"]);
+    let (code, events, _) = p.run_json(&["table_main", "table_ablation"]);
+    assert_eq!(code, 0, "{events:?}");
+
+    // Each fold tests one session and validates on a share of the others.
+    let sp = p.table("split");
+    let (fold, split) = (typed::<Int64Array>(&sp, "fold"), strs(&sp, "split"));
+    for k in 0..5 {
+        let n = |s: &str| {
+            (0..sp.num_rows())
+                .filter(|&r| fold.value(r) == k && split[r].as_deref() == Some(s))
+                .count()
+        };
+        assert!(
+            n("test") > 0 && n("valid") > 0 && n("train") > n("valid"),
+            "fold {k}"
+        );
+    }
+    // UA is the mean of per-class recalls of the test predictions; WA the accuracy.
+    for k in 0..5 {
+        let m = p.table(&format!("foal_net[fold={k}]"));
+        let (s, y, pr) = (
+            strs(&m, "split"),
+            typed::<Int64Array>(&m, "y"),
+            typed::<Int64Array>(&m, "pred"),
+        );
+        let test: Vec<usize> = (0..m.num_rows())
+            .filter(|&r| s[r].as_deref() == Some("test"))
+            .collect();
+        let mut classes: Vec<i64> = test.iter().map(|&r| y.value(r)).collect();
+        classes.sort();
+        classes.dedup();
+        let ua = classes
+            .iter()
+            .map(|&c| {
+                let of: Vec<&usize> = test.iter().filter(|&&r| y.value(r) == c).collect();
+                of.iter().filter(|&&&r| pr.value(r) == c).count() as f64 / of.len() as f64
+            })
+            .sum::<f64>()
+            / classes.len() as f64;
+        let ev = p.table(&format!("eval_foal_net[fold={k}]"));
+        let t = test_row(&ev);
+        assert!((f64s(&ev, "ua")[t].unwrap() - ua).abs() < 1e-9, "fold {k}");
+        assert_eq!(f64s(&ev, "wa")[t], f64s(&ev, "acc")[t]);
+        assert_eq!(config(&p, &format!("foal_net[fold={k}]"))["fold"], k);
+    }
+    let main = p.table("table_main");
+    assert_eq!(
+        typed::<Int64Array>(&main, "n").value(0),
+        5,
+        "five folds averaged"
+    );
+    assert_eq!(p.table("table_ablation").num_rows(), 4, "AVEL x MEM");
+
+    // Batch size changes the in-batch negatives: every fold's training reruns, no features.
+    let (code, events, _) = p.run_json(&["table_main", "--set", "vars.batch_size=4"]);
+    assert_eq!(code, 0, "{events:?}");
+    let r = ran(&events);
+    assert_eq!(r.len(), 11, "{r:?}");
+    assert!(
+        r.iter().all(|s| s.starts_with("foal_net[")
+            || s.starts_with("eval_foal_net[")
+            || s == "table_main"),
+        "{r:?}"
+    );
+}

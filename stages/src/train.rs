@@ -1335,7 +1335,8 @@ fn per_class_table(p: &Params, t: &RecordBatch) -> Option<String> {
         return None;
     }
     let names = p.str_list("names").unwrap_or_default();
-    let mut s = String::from("\nPer class, test split:\n\n| class | Acc | WA | F1 |\n|---|---|---|---|\n");
+    let mut s =
+        String::from("\nPer class, test split:\n\n| class | Acc | WA | F1 |\n|---|---|---|---|\n");
     for c in 0..acc.len() {
         let name = names
             .get(c)
@@ -1490,12 +1491,19 @@ impl Stage for Evaluate {
         let avg = |v: &Vec<f32>| {
             (!v.is_empty()).then(|| v.iter().map(|&x| f64::from(x)).sum::<f64>() / v.len() as f64)
         };
-        for (k, (a, c)) in [("avg_acc", "class_acc"), ("avg_wa", "class_wa"), ("avg_f1", "class_f1")]
-            .into_iter()
-            .enumerate()
+        for (k, (a, c)) in [
+            ("avg_acc", "class_acc"),
+            ("avg_wa", "class_wa"),
+            ("avg_f1", "class_f1"),
+        ]
+        .into_iter()
+        .enumerate()
         {
             cols.push((a, f64s(per_class.iter().map(|m| avg(&m[k])).collect())));
-            cols.push((c, f32_lists(per_class.iter().map(|m| m[k].clone()).collect())));
+            cols.push((
+                c,
+                f32_lists(per_class.iter().map(|m| m[k].clone()).collect()),
+            ));
         }
         if multi {
             // Single-label scores of the flags' argmax would only confuse the tables.

@@ -7,9 +7,10 @@ DEMO_N    ?= 120
 DEMO_SEED ?= 1
 DEMO_DIR  ?= data/demo
 DEMO_MOSI_DIR ?= data/demo-mosi
+DEMO_IEMOCAP_DIR ?= data/demo-iemocap
 BIN       := target/release/pipeline
 
-.PHONY: setup build run test lint fmt bench demo-data demo-mosi models clean smp cm-msf
+.PHONY: setup build run test lint fmt bench demo-data demo-mosi demo-iemocap models clean smp cm-msf mer-sem-mbt foal-net
 
 setup:
 	@scripts/setup.sh
@@ -34,6 +35,15 @@ demo-mosi: setup $(DEMO_MOSI_STAMP)
 $(DEMO_MOSI_STAMP): scripts/demo/make_demo.py scripts/demo/make-demo.sh
 	rm -rf $(DEMO_MOSI_DIR)
 	scripts/demo/make-demo.sh $(DEMO_MOSI_DIR) $(DEMO_N) $(DEMO_SEED) --layout mosi
+	touch $@
+
+# IEMOCAP's layout (sessions, dialog AVIs, EmoEvaluation files) for the emotion-category studies.
+DEMO_IEMOCAP_STAMP := $(DEMO_IEMOCAP_DIR)/.made-n$(DEMO_N)-s$(DEMO_SEED)
+demo-iemocap: setup $(DEMO_IEMOCAP_STAMP)
+
+$(DEMO_IEMOCAP_STAMP): scripts/demo/make_demo.py scripts/demo/make-demo.sh
+	rm -rf $(DEMO_IEMOCAP_DIR)
+	scripts/demo/make-demo.sh $(DEMO_IEMOCAP_DIR) $(DEMO_N) $(DEMO_SEED) --layout iemocap
 	touch $@
 
 # Pretrained models that ship inside PyPI wheels, exported once to TorchScript
@@ -72,6 +82,17 @@ cm-msf: build demo-data demo-mosi models
 	$(BIN) run $(TARGETS) -p pipeline/cm-msf.yaml --set vars.seeds=$(SEEDS) --set vars.data=$(DEMO_MOSI_DIR) --set vars.scale=mosi
 	$(BIN) report -p pipeline/cm-msf.yaml --set vars.seeds=$(SEEDS) -o report/cm-msf
 	$(BIN) report -p pipeline/cm-msf.yaml --set vars.seeds=$(SEEDS) --set vars.data=$(DEMO_MOSI_DIR) --set vars.scale=mosi -o report/cm-msf-mosi
+
+# Papers 002 and 004 on the IEMOCAP-layout demo. MER-SEM-MBT trains its CNNs end to end (about
+# 4 s per epoch on 2 cores, so a few minutes per model); Foal-Net five folds in about a minute.
+MBT_SEEDS ?= 1..3
+mer-sem-mbt: build demo-iemocap models
+	$(BIN) run $(TARGETS) -p pipeline/mer-sem-mbt.yaml --set vars.seeds=$(MBT_SEEDS)
+	$(BIN) report -p pipeline/mer-sem-mbt.yaml --set vars.seeds=$(MBT_SEEDS) --variants -o report/mer-sem-mbt
+
+foal-net: build demo-iemocap models
+	$(BIN) run $(TARGETS) -p pipeline/foal-net.yaml
+	$(BIN) report -p pipeline/foal-net.yaml --variants -o report/foal-net
 
 test: setup models
 	cargo test --workspace --all-targets

@@ -156,7 +156,7 @@ impl FoalNet {
         let mut loss = logits.zeros_like().sum(Kind::Float);
         if self.c.avel {
             let t = |c: &Tensor| (c.log_softmax(1, Kind::Float) * &same).sum(Kind::Float);
-            loss = loss - (t(&a2v) + t(&v2a)) * 0.5 / n as f64;
+            loss -= (t(&a2v) + t(&v2a)) * 0.5 / n as f64;
         }
         if self.c.mem {
             // Hard negatives by the alignment similarities, without letting the choice itself
@@ -192,7 +192,7 @@ impl FoalNet {
                         .cross_entropy_for_logits(&target)
                 };
                 let lm = (ce(0, &fa, &na) + ce(1, &fv, &nv)) * 0.5;
-                loss = loss + lm * self.c.lambda;
+                loss += lm * self.c.lambda;
             }
         }
         (logits, Some(loss))

@@ -354,8 +354,7 @@ impl Stage for TrainJoint {
         let ds = dataset(
             ctx,
             &feats,
-            k,
-            k + 1,
+            (k, k + 1),
             "m",
             p.str("label")?,
             p.i64("classes")?,

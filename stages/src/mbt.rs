@@ -90,7 +90,7 @@ enum Group {
     /// VGG: 3 x 3 convs (padding 1) with ReLU, then a 2 x 2 max pool.
     Vgg(Vec<nn::Conv2D>),
     /// NetworkV2: reflection pad, 3 x 3 conv with a stride, batch norm, ReLU.
-    Face(nn::Conv2D, nn::BatchNorm),
+    Face(Box<(nn::Conv2D, nn::BatchNorm)>),
 }
 
 impl Group {
@@ -103,8 +103,9 @@ impl Group {
                 }
                 y.max_pool2d([2, 2], [2, 2], [0, 0], [1, 1], false)
             }
-            Group::Face(c, bn) => bn
-                .forward_t(&c.forward(&x.reflection_pad2d([1, 1, 1, 1])), train)
+            Group::Face(cb) => cb
+                .1
+                .forward_t(&cb.0.forward(&x.reflection_pad2d([1, 1, 1, 1])), train)
                 .relu(),
         }
     }
@@ -161,10 +162,10 @@ impl Backbone {
                 stride: if g == 0 { 1 } else { 2 },
                 ..Default::default()
             };
-            groups.push(Group::Face(
+            groups.push(Group::Face(Box::new((
                 nn::conv2d(&gp / "conv", cin, w, 3, cfg),
                 nn::batch_norm2d(&gp / "bn", w, Default::default()),
-            ));
+            ))));
             cin = w;
         }
         let sems = Self::sems(sem_vs, &widths, sem, dt);
@@ -426,7 +427,7 @@ impl MerSemMbt {
             if let (Some(bt), Some(ln)) = (&bn, &layer.ln_b) {
                 let mut sum = bt.shallow_clone();
                 for (att, (x, m)) in layer.compress.iter().zip(&seqs) {
-                    sum = sum + att.forward_t(bt, x, Some(m), p, train);
+                    sum += att.forward_t(bt, x, Some(m), p, train);
                 }
                 bn = Some(ln.forward(&sum));
             }

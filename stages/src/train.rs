@@ -246,8 +246,7 @@ impl Task {
 pub fn dataset(
     ctx: &RunCtx,
     feats: &[usize],
-    labels: usize,
-    split: usize,
+    (labels, split): (usize, usize),
     target: &str,
     label: &str,
     classes: i64,
@@ -979,8 +978,7 @@ impl Stage for TrainUnimodal {
         let ds = dataset(
             ctx,
             &[0],
-            1,
-            2,
+            (1, 2),
             p.str("modality")?,
             p.str("label")?,
             classes,
@@ -1191,7 +1189,7 @@ impl Stage for TrainFusion {
         let _torch = crate::torch::training(cfg.seed, p.i64("threads")?);
         let label = p.str("label")?;
         let classes = p.i64("classes")?;
-        let ds = dataset(ctx, &[3, 4, 5], 6, 7, "m", label, classes, None)?;
+        let ds = dataset(ctx, &[3, 4, 5], (6, 7), "m", label, classes, None)?;
         let outputs = ds.task.outputs();
         let pretrained = p.bool("pretrained")?;
         let multitask = p.bool("multitask")?;

@@ -224,8 +224,13 @@ pub fn run(env: &Env, opts: &RunOpts, rep: &Reporter) -> Result<i32> {
                         inputs.iter().map(|j| keyof[j].key.clone()).collect();
                     let tables = &tables;
                     scope.spawn(move || {
-                        let result = execute(env, rep, idx, &key, &input_keys, tables, None)
-                            .map_err(|e| format!("{e:#}"));
+                        // A panic inside a stage (a library's assertion) fails that stage like
+                        // an error would; otherwise the run would wait for it forever.
+                        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            execute(env, rep, idx, &key, &input_keys, tables, None)
+                                .map_err(|e| format!("{e:#}"))
+                        }))
+                        .unwrap_or_else(|p| Err(format!("the stage panicked: {}", panic_text(&p))));
                         let _ = tx.send(Done { idx, result });
                     });
                     continue;
@@ -942,11 +947,7 @@ fn compute_rows(
     let writer = Mutex::new(db);
     let catch = |rows: &[usize], f: &dyn Fn() -> Vec<Result<RecordBatch, ItemError>>| {
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|p| {
-            let msg = p
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_default();
+            let msg = panic_text(&p);
             rows.iter()
                 .map(|_| Err(ItemError::new("", "", format!("stage panicked: {msg}"))))
                 .collect()
@@ -1083,6 +1084,14 @@ pub fn project_root_of(pipeline: &Path) -> PathBuf {
     } else {
         parent.to_path_buf()
     }
+}
+
+/// The message of a caught panic.
+fn panic_text(p: &Box<dyn std::any::Any + Send>) -> String {
+    p.downcast_ref::<String>()
+        .cloned()
+        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "no message".into())
 }
 
 #[cfg(test)]

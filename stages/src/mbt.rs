@@ -103,10 +103,10 @@ impl Group {
                 }
                 y.max_pool2d([2, 2], [2, 2], [0, 0], [1, 1], false)
             }
-            Group::Face(cb) => cb
-                .1
-                .forward_t(&cb.0.forward(&x.reflection_pad2d([1, 1, 1, 1])), train)
-                .relu(),
+            Group::Face(cb) => {
+                cb.1.forward_t(&cb.0.forward(&x.reflection_pad2d([1, 1, 1, 1])), train)
+                    .relu()
+            }
         }
     }
 }
@@ -425,10 +425,14 @@ impl MerSemMbt {
             .map(|t| t.expand([b, -1, -1], false));
         for layer in &self.layers {
             if let (Some(bt), Some(ln)) = (&bn, &layer.ln_b) {
-                let mut sum = bt.shallow_clone();
-                for (att, (x, m)) in layer.compress.iter().zip(&seqs) {
-                    sum += att.forward_t(bt, x, Some(m), p, train);
-                }
+                // Not in place: `bt` may be a view of the learned bottleneck tokens.
+                let sum = layer
+                    .compress
+                    .iter()
+                    .zip(&seqs)
+                    .fold(bt.shallow_clone(), |acc, (att, (x, m))| {
+                        acc + att.forward_t(bt, x, Some(m), p, train)
+                    });
                 bn = Some(ln.forward(&sum));
             }
             seqs = seqs

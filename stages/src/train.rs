@@ -959,7 +959,7 @@ impl Stage for TrainUnimodal {
         "train_unimodal"
     }
     fn version(&self) -> u32 {
-        2
+        3
     }
     fn about(&self) -> &'static str {
         "stage one: an encoder + classifier on one modality's features (inputs: features, labels, split)"
@@ -1172,7 +1172,7 @@ impl Stage for TrainFusion {
         "train_fusion"
     }
     fn version(&self) -> u32 {
-        2
+        3
     }
     fn about(&self) -> &'static str {
         "stage two: fuse three encoders' H vectors (inputs: train_unimodal V, A, T; their features V, A, T; labels; split)"

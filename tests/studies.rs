@@ -273,7 +273,7 @@ fn mer_sem_mbt_trains_its_backbones_on_cached_patches_and_faces() {
     );
 
     // SEM positions live in the training key only: patches and faces stay cached.
-    let (code, events, _) = p.run_json(&["table_main", "--set", "mer_sem_mbt.sem_vision=\"4\""]);
+    let (code, events, _) = p.run_json(&["table_main", "--set", "mer_sem_mbt.sem_vision=4"]);
     assert_eq!(code, 0, "{events:?}");
     assert_eq!(
         ran(&events),

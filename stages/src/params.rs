@@ -54,6 +54,10 @@ impl ParamType {
             },
             ParamType::Str | ParamType::Path => match v {
                 Value::String(_) => Ok(v.clone()),
+                // `--set stage.sem_vision=4` and `names: 42` mean the text, as YAML spells it.
+                Value::Number(n) if matches!(self, ParamType::Str) => {
+                    Ok(Value::String(n.to_string()))
+                }
                 _ => bad(),
             },
             ParamType::Bool => match v {
@@ -201,5 +205,14 @@ mod tests {
             .check(&serde_json::json!([1, "x"]))
             .is_err());
         assert!(ParamType::Int.check(&Value::from(2.5)).is_err());
+    }
+
+    #[test]
+    fn a_number_given_for_a_string_is_its_text() {
+        let four = ParamType::Str.check(&Value::from(4)).unwrap();
+        assert_eq!(four, Value::from("4"));
+        assert_eq!(four, ParamType::Str.check(&Value::from("4")).unwrap());
+        assert!(ParamType::Str.check(&Value::from(true)).is_err());
+        assert!(ParamType::Path.check(&Value::from(4)).is_err());
     }
 }

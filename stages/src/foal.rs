@@ -21,7 +21,7 @@
 use tch::nn::{self, Module};
 use tch::{Kind, Tensor};
 
-use crate::nets::{row_mask, Mha};
+use crate::nets::{masked_mean as pool, row_mask, Mha};
 
 pub struct FoalCfg {
     pub d: i64,
@@ -204,13 +204,6 @@ impl FoalNet {
         let (fa, fv) = self.fuse(&a, &v, train);
         Tensor::cat(&[fa, fv], 1)
     }
-}
-
-/// Masked mean over time: `x` `[B, T, D]`, `m` `[B, T]`.
-fn pool(x: &Tensor, m: &Tensor) -> Tensor {
-    let w = m.unsqueeze(-1);
-    (x * &w).sum_dim_intlist(1, false, Kind::Float)
-        / w.sum_dim_intlist(1, false, Kind::Float).clamp_min(1.0)
 }
 
 #[cfg(test)]

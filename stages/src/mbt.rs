@@ -26,7 +26,7 @@
 use tch::nn::{self, Module, ModuleT};
 use tch::{Kind, Tensor};
 
-use crate::nets::{row_mask, sinusoid, Mha};
+use crate::nets::{masked_mean, row_mask, sinusoid, Mha};
 
 pub struct MbtCfg {
     pub d: i64,
@@ -451,10 +451,7 @@ impl MerSemMbt {
             .iter()
             .zip(&self.heads_av)
             .map(|((x, m), h)| {
-                let w = m.unsqueeze(-1);
-                let pooled = (x * &w).sum_dim_intlist(1, false, Kind::Float)
-                    / w.sum_dim_intlist(1, false, Kind::Float).clamp_min(1.0);
-                let z = h.0.forward(&pooled).relu();
+                let z = h.0.forward(&masked_mean(x, m)).relu();
                 let s = h.1.forward(&z.dropout(p, train));
                 (z, s)
             })

@@ -49,6 +49,23 @@ pub fn binary(y: &[bool], p: &[bool]) -> Binary {
     }
 }
 
+/// Each class's binary scores over `rows`, the flags of `truth` against `probs` above 0.5.
+pub fn per_class(
+    truth: &[Vec<f32>],
+    probs: &[Vec<f32>],
+    rows: &[usize],
+    classes: usize,
+) -> Vec<Binary> {
+    let flag = |v: &Vec<f32>, c: usize| v.get(c).is_some_and(|&x| x > 0.5);
+    (0..classes)
+        .map(|c| {
+            let y: Vec<bool> = rows.iter().map(|&r| flag(&truth[r], c)).collect();
+            let p: Vec<bool> = rows.iter().map(|&r| flag(&probs[r], c)).collect();
+            binary(&y, &p)
+        })
+        .collect()
+}
+
 /// UA (macro recall over the classes present in `y`) and WA (accuracy) of class ids.
 pub fn ua_wa(y: &[i64], p: &[i64]) -> (f64, f64) {
     let mut classes: Vec<i64> = y.to_vec();

@@ -310,6 +310,13 @@ pub fn row_mask(x: &Tensor) -> Tensor {
         .to_kind(Kind::Float)
 }
 
+/// Mean over time of `x` `[B, T, D]` on the steps where `m` `[B, T]` is 1.
+pub fn masked_mean(x: &Tensor, m: &Tensor) -> Tensor {
+    let w = m.unsqueeze(-1);
+    (x * &w).sum_dim_intlist(1, false, Kind::Float)
+        / w.sum_dim_intlist(1, false, Kind::Float).clamp_min(1.0)
+}
+
 /// The Transformer's sine-cosine position table `[t, d]`: PE(pos, 2i) = sin(pos / 10000^(2i/d)),
 /// PE(pos, 2i+1) = cos(pos / 10000^(2i/d)).
 pub fn sinusoid(t: i64, d: i64) -> Tensor {

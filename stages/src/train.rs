@@ -708,15 +708,14 @@ fn valid_scores(ds: &Dataset, idx: &[i64], logits: &Tensor) -> (f64, f64) {
     let task = ds.task;
     if let Task::MultiLabel { classes } = task {
         let probs = rows_of(&task.outputs_of(logits));
-        let (mut acc, mut f1) = (0.0, 0.0);
-        for c in 0..classes as usize {
-            let t: Vec<bool> = idx.iter().map(|&i| ds.flags[i as usize][c] > 0.5).collect();
-            let p: Vec<bool> = probs.iter().map(|o| o[c] > 0.5).collect();
-            let b = crate::metrics::binary(&t, &p);
-            acc += b.acc / classes as f64;
-            f1 += b.f1 / classes as f64;
-        }
-        return (acc, f1);
+        let truth: Vec<Vec<f32>> = idx.iter().map(|&i| ds.flags[i as usize].clone()).collect();
+        let rows: Vec<usize> = (0..idx.len()).collect();
+        let b = crate::metrics::per_class(&truth, &probs, &rows, classes as usize);
+        let n = classes.max(1) as f64;
+        return (
+            b.iter().map(|x| x.acc).sum::<f64>() / n,
+            b.iter().map(|x| x.f1).sum::<f64>() / n,
+        );
     }
     let pred = predictions(task, logits);
     let truth: Vec<i64> = idx.iter().map(|&i| ds.cls[i as usize]).collect();
@@ -1425,17 +1424,12 @@ impl Stage for Evaluate {
             let ps: Vec<i64> = keep.iter().map(|&r| pred.value(r)).collect();
             let (acc, f1, wf1, cm) = metrics(&ys, &ps, classes);
             if multi {
-                let mut pc: [Vec<f32>; 3] = Default::default();
-                for c in 0..classes {
-                    let flag = |v: &Vec<f32>| v.get(c).is_some_and(|&x| x > 0.5);
-                    let yt: Vec<bool> = keep.iter().map(|&r| flag(&targets[r])).collect();
-                    let yp: Vec<bool> = keep.iter().map(|&r| flag(&probs[r])).collect();
-                    let b = crate::metrics::binary(&yt, &yp);
-                    pc[0].push(b.acc as f32);
-                    pc[1].push(b.wa as f32);
-                    pc[2].push(b.f1 as f32);
-                }
-                per_class.push(pc);
+                let b = crate::metrics::per_class(&targets, &probs, &keep, classes);
+                per_class.push([
+                    b.iter().map(|x| x.acc as f32).collect(),
+                    b.iter().map(|x| x.wa as f32).collect(),
+                    b.iter().map(|x| x.f1 as f32).collect(),
+                ]);
                 single.push([None, None]);
             } else {
                 let (ua, wa) = crate::metrics::ua_wa(&ys, &ps);

@@ -8,6 +8,7 @@ pub mod table;
 pub mod aggregate;
 pub mod audio;
 pub mod channels;
+pub mod command;
 pub mod cmmsf;
 pub mod decode;
 pub mod embed;
@@ -260,6 +261,7 @@ pub fn registry() -> Vec<Box<dyn Stage>> {
         Box::new(joint::TrainJoint),
         Box::new(train::Evaluate),
         Box::new(aggregate::Aggregate),
+        Box::new(command::Command),
     ]
 }
 

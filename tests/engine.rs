@@ -408,3 +408,111 @@ stages:
         "{text}"
     );
 }
+
+/// A user's own script as stages: per clip on the media (ffprobe here), per clip on the previous
+/// command's bytes, and once over the whole table. One changed clip reruns one item per per-clip
+/// stage; a failing clip is named and the run is partial; a changed `deps` file reruns the stage.
+#[test]
+fn command_stages_cache_per_clip_and_name_failing_clips() {
+    let n = 6;
+    let yaml = "\
+stages:
+  ingest: {kind: ingest, params: {root: data}}
+  duration:
+    kind: command
+    inputs: [ingest]
+    params:
+      from: media
+      cmd: \"ffprobe -v error -show_entries format=duration -of csv=p=0 {in} > {out}\"
+  tagged:
+    kind: command
+    inputs: [duration]
+    params: {cmd: \"sh tag.sh {id} {in} > {out}\", deps: [tag.sh]}
+  total:
+    kind: command
+    inputs: [tagged]
+    params: {per: table, cmd: \"find {in} -type f | xargs cat | sort > {out}/all.txt; find {in} -type f | wc -l > {out}/count.txt\"}
+";
+    let p = Project::with_pipeline(n, yaml);
+    std::fs::write(p.root().join("tag.sh"), "printf '%s ' \"$1\"; cat \"$2\"\n").unwrap();
+    let (code, _, s) = p.run_json(&[]);
+    assert_eq!(code, 0, "{s}");
+    let t = p.table("total");
+    assert_eq!(
+        strs(&t, "clip_id"),
+        [Some("all.txt".into()), Some("count.txt".into())]
+    );
+    let data = t
+        .column_by_name("data")
+        .unwrap()
+        .as_any()
+        .downcast_ref::<arrow::array::BinaryArray>()
+        .unwrap();
+    let all = String::from_utf8_lossy(data.value(0)).to_string();
+    assert_eq!(all.lines().count(), n, "{all}");
+    // Every line is "<clip id> <duration>", the duration ffprobe read from the real clip.
+    for line in all.lines() {
+        let (id, dur) = line.split_once(' ').unwrap();
+        // MMSA ids are video/clip: nested folders in {in}.
+        assert!(id.starts_with("video_0000/"), "{line}");
+        let d: f64 = dur.trim().parse().unwrap();
+        assert!((0.9..=2.2).contains(&d), "{line}");
+    }
+    assert_eq!(String::from_utf8_lossy(data.value(1)).trim(), n.to_string());
+
+    assert_eq!(names(&p.run_json(&[]).2["ran"]), Vec::<String>::new());
+
+    let before = strs(&p.table("duration"), "data_hash");
+    p.change_clip("video_0000/0002.mp4", 555);
+    let (code, events, _) = p.run_json(&[]);
+    assert_eq!(code, 0);
+    let d = stage_done(&events, "duration");
+    assert_eq!(
+        (d["computed"].as_i64(), d["reused"].as_i64()),
+        (Some(1), Some(n as i64 - 1)),
+        "{d}"
+    );
+    // The next stage reads the bytes, not the clip: it reruns the clip only if they changed.
+    let changed = before != strs(&p.table("duration"), "data_hash");
+    let d = stage_done(&events, "tagged");
+    assert_eq!(d["computed"].as_i64(), Some(changed as i64), "{d}");
+
+    // A changed script is a changed stage: every item of it reruns, upstream stays cached.
+    std::fs::write(
+        p.root().join("tag.sh"),
+        "printf '%s: ' \"$1\"; cat \"$2\"\n",
+    )
+    .unwrap();
+    let (code, events, s) = p.run_json(&[]);
+    assert_eq!(code, 0);
+    assert_eq!(names(&s["ran"]), ["tagged", "total"]);
+    assert_eq!(stage_done(&events, "tagged")["computed"], n);
+
+    // A clip the command fails on is named with the command's own message; the rest finish.
+    std::fs::write(
+        p.root().join("data/Raw/video_0000/0004.mp4"),
+        b"not a video",
+    )
+    .unwrap();
+    let (code, events, _) = p.run_json(&[]);
+    assert_eq!(code, 3, "partial run");
+    let failed = p.failed_items("duration");
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0].0, "video_0000/0004");
+    assert_eq!(failed[0].1, "cmd");
+    assert!(failed[0].2.contains("exited with"), "{failed:?}");
+    assert!(failed[0].2.contains("Invalid data"), "{failed:?}");
+    assert_eq!(stage_done(&events, "tagged")["computed"], 0);
+    assert_eq!(
+        String::from_utf8_lossy(
+            &p.table("total")
+                .column(1)
+                .as_any()
+                .downcast_ref::<arrow::array::BinaryArray>()
+                .unwrap()
+                .value(1)
+        )
+        .trim(),
+        (n - 1).to_string()
+    );
+}

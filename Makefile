@@ -10,7 +10,7 @@ DEMO_MOSI_DIR ?= data/demo-mosi
 DEMO_IEMOCAP_DIR ?= data/demo-iemocap
 BIN       := target/release/pipeline
 
-.PHONY: setup build run test lint fmt bench demo-data demo-mosi demo-iemocap models clean smp cm-msf mer-sem-mbt foal-net
+.PHONY: setup build run test lint fmt bench bench-peers demo-data demo-mosi demo-iemocap models clean smp cm-msf mer-sem-mbt foal-net
 
 setup:
 	@scripts/setup.sh
@@ -113,6 +113,13 @@ bench: build demo-data models
 	scripts/bench-media.sh
 	scripts/bench-embed.sh
 	scripts/bench-train.sh
+
+# This project side by side with DVC and Snakemake (installed into .venv-peers by the script)
+# and with librosa, opencv-python, the ffmpeg CLI and facenet-pytorch; about 75 minutes on 2
+# cores, most of it Snakemake's cold run and the 1000-clip study. Writes bench/RESULTS.md and
+# bench/ratios.png; BENCH_PARTS="orch orch-big media e2e" picks parts.
+bench-peers: build demo-data models
+	scripts/bench-peers.sh
 
 clean:
 	rm -rf target cache bench/out

@@ -174,6 +174,14 @@ if media.exists():
         x = (dec[1] + aud[1]) / (dec[0] + aud[0])
         lines.append(f"| decode + audio split ≥ 3x opencv-python + ffmpeg CLI | {x:.1f}x | {'yes' if x >= 3 else 'no'} |")
 lines.append("")
+missing = [what for f, what in [("orch-2281.json", "orchestration at 2281 clips (`orch`)"),
+                                 ("orch-22810.json", "orchestration at 22810 clips (`orch-big`)"),
+                                 ("media.md", "media front half (`media`)"),
+                                 ("e2e-120.json", "Uni2Mul end to end on 120 clips (`e2e`)"),
+                                 ("e2e-1000.json", "Uni2Mul end to end on 1000 clips (`e2e`)")]
+           if not (out / f).exists()]
+if missing:
+    lines += ["## Not measured in this run", ""] + [f"- {m}" for m in missing] + [""]
 lines += ["## Commands", "",
           "```", "make bench-peers                       # everything below, then this file",
           "BENCH_PARTS=orch make bench-peers      # one part: orch, orch-big, media, e2e",

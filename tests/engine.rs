@@ -505,7 +505,7 @@ stages:
     assert_eq!(stage_done(&events, "tagged")["computed"], 0);
     assert_eq!(
         String::from_utf8_lossy(
-            &p.table("total")
+            p.table("total")
                 .column(1)
                 .as_any()
                 .downcast_ref::<arrow::array::BinaryArray>()

@@ -124,7 +124,10 @@ impl Stage for Command {
                 "per: item takes one input; use per: table to combine several".into(),
             ));
         }
-        let cmd = ctx.params.str("cmd").map_err(|e| fail("cmd", e.to_string()))?;
+        let cmd = ctx
+            .params
+            .str("cmd")
+            .map_err(|e| fail("cmd", e.to_string()))?;
         let dir = tempfile::Builder::new()
             .prefix("pipeline-cmd-")
             .tempdir()
@@ -167,7 +170,11 @@ impl Stage for Command {
         for (k, t) in ctx.inputs.iter().enumerate() {
             let folder = dir.path().join(format!("in{k}"));
             materialise(t, &folder, id_col, from, ctx.root)?;
-            let name = if k == 0 { "in".to_string() } else { format!("in{k}") };
+            let name = if k == 0 {
+                "in".to_string()
+            } else {
+                format!("in{k}")
+            };
             places.push((name, folder));
         }
         let out = dir.path().join("out");

@@ -99,6 +99,18 @@ class Tool:
         self.lr = lr
         self.write(lr)
 
+    def run_files(self, cmd, env=None):
+        """Runs a peer that writes its outputs into the project; what it recomputed is read
+        from which output files are new or rewritten."""
+        dirs = STEPS + ["train"]
+        before = file_state(self.dir, dirs)
+        wall, cpu, _ = timed(cmd, self.dir, env)
+        ch = changed(before, file_state(self.dir, dirs))
+        ran = [s for s in dirs if ch[s]]
+        if "train" in ran:
+            ran.append("eval")
+        return wall, cpu, ran, {s: ch[s] for s in STEPS}
+
     def touch_input(self, i):
         p = self.dir / "raw" / f"{clip_name(i)}.bin"
         with open(p, "ab") as f:
@@ -206,15 +218,9 @@ class Snakemake(Tool):
             shutil.rmtree(self.dir / s, ignore_errors=True)
 
     def run(self):
-        before = file_state(self.dir, STEPS + ["train"])
         # The default ILP scheduler stalls on a DAG this wide; the greedy one is what its users
         # switch to.
-        wall, cpu, _ = timed([self.exe, "--cores", "2", "--scheduler", "greedy", "--quiet", "all"], self.dir)
-        ch = changed(before, file_state(self.dir, STEPS + ["train"]))
-        ran = [s for s in STEPS + ["train"] if ch[s]]
-        if "train" in ran:
-            ran.append("eval")
-        return wall, cpu, ran, {s: ch[s] for s in STEPS}
+        return self.run_files([self.exe, "--cores", "2", "--scheduler", "greedy", "--quiet", "all"])
 
     def status(self):
         return timed([self.exe, "--cores", "2", "--dry-run", "--quiet", "all"], self.dir)[:2]
@@ -258,13 +264,7 @@ class Dvc(Tool):
         (self.dir / "dvc.lock").unlink(missing_ok=True)
 
     def run(self):
-        before = file_state(self.dir, STEPS + ["train"])
-        wall, cpu, out = timed([self.exe, "repro", "-q"], self.dir, self.env)
-        ch = changed(before, file_state(self.dir, STEPS + ["train"]))
-        ran = [s for s in STEPS + ["train"] if ch[s]]
-        if "train" in ran:
-            ran.append("eval")
-        return wall, cpu, ran, {s: ch[s] for s in STEPS}
+        return self.run_files([self.exe, "repro", "-q"], self.env)
 
     def status(self):
         return timed([self.exe, "status", "-q"], self.dir, self.env, ok=(0, 1))[:2]

@@ -148,8 +148,11 @@ if e2e:
             st = e["stages"].get(s)
             cells.append(f"{st['secs']:.2f} s ({st['variants']})" if st else "—")
         lines.append(f"| {s} | " + " | ".join(cells) + " |")
-    lines += ["", "Stage times are summed over a stage's matrix variants, which run two at a time, so "
-              "their sum can exceed the wall time. `fusion` is Table 3's 32-model grid "
+    lines += ["", "Stage times are summed over a stage's matrix variants. Trainings hold libtorch's one "
+              "process-wide random generator from seeding to their last step, so that each is "
+              "reproducible: they run one at a time on one core, and a training's time includes its wait "
+              "for the generator, which is why the summed times exceed the wall time and CPU time is "
+              "close to wall time. `fusion` is Table 3's 32-model grid "
               "(IUA/IMA x 4 fusion types x single/multi-task x frozen stage-one encoders or not).", ""]
 
 # Targets, reported rather than tested.

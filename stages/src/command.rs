@@ -16,7 +16,6 @@
 //! Every stage of this kind outputs the id column, `data` (the bytes), `data_hash` (BLAKE3)
 //! and `bytes`, so commands chain.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command as Proc, Stdio};
 use std::sync::Arc;
@@ -359,24 +358,20 @@ fn substitute(cmd: &str, paths: &[(&str, &Path)], id: Option<&str>) -> String {
 
 /// Runs `line` under `sh -c` in `cwd`; a failure quotes the end of stderr.
 fn run_shell(line: &str, cwd: &Path) -> Result<(), String> {
-    let mut child = Proc::new("sh")
+    // `output` captures only stderr here: stdout is explicitly discarded.
+    let done = Proc::new("sh")
         .arg("-c")
         .arg(line)
         .current_dir(cwd)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("could not start sh: {e}"))?;
-    let mut err = Vec::new();
-    if let Some(mut s) = child.stderr.take() {
-        let _ = s.read_to_end(&mut err);
-    }
-    let status = child.wait().map_err(|e| format!("waiting for sh: {e}"))?;
+        .output()
+        .map_err(|e| format!("could not run sh: {e}"))?;
+    let status = done.status;
     if status.success() {
         return Ok(());
     }
-    let text = String::from_utf8_lossy(&err);
+    let text = String::from_utf8_lossy(&done.stderr);
     let tail = text.trim_end();
     let mut start = tail.len().saturating_sub(STDERR_TAIL);
     while !tail.is_char_boundary(start) {

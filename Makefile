@@ -3,7 +3,7 @@ SHELL := /bin/bash
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 export OMP_WAIT_POLICY ?= PASSIVE
 
-DEMO_N    ?= 120
+DEMO_N    ?= 600
 DEMO_SEED ?= 1
 DEMO_DIR  ?= data/demo
 DEMO_MOSI_DIR ?= data/demo-mosi

@@ -8,6 +8,7 @@ mod inspect;
 mod keys;
 mod locate;
 mod maint;
+mod metrics;
 mod registry;
 mod report;
 mod results;
@@ -144,6 +145,18 @@ enum Cmd {
         /// Also each matrix variant, not only the stages that gather them
         #[arg(long)]
         variants: bool,
+    },
+    /// Metrics of each evaluated model and split, beside the majority-class baseline
+    Metrics {
+        /// evaluate / linear_probe stages (all variants of a base name), or aggregate stages
+        /// (the models they aggregate); none: every evaluated model
+        stages: Vec<String>,
+        #[command(flatten)]
+        p: PipelineArgs,
+        /// One JSON object per model and split:
+        /// {"stage", "variant", "split", "metrics", "baseline"}
+        #[arg(long)]
+        json: bool,
     },
     /// A stage's key, artifact, schema, row count, failed items and first rows
     Show {
@@ -318,7 +331,11 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         }
         Cmd::Report { p, out, variants } => {
             let l = load(&cli.cache, &p, &reg)?;
-            results::write(&env(&l, &reg)?, &out, variants)
+            results::write(&env(&l, &reg)?, &out, variants, &p.sets)
+        }
+        Cmd::Metrics { stages, p, json } => {
+            let l = load(&cli.cache, &p, &reg)?;
+            metrics::metrics(&env(&l, &reg)?, &stages, json)
         }
         Cmd::Dag { p, format } => {
             let l = load(&cli.cache, &p, &reg)?;

@@ -11,13 +11,21 @@ use anyhow::{Context, Result};
 use crate::db::Db;
 use crate::exec::Env;
 
-pub fn write(env: &Env, out: &Path, variants: bool) -> Result<i32> {
+/// `sets` are the command line's `--set` overrides, listed at the top so that a table is never
+/// read without the settings that made it.
+pub fn write(env: &Env, out: &Path, variants: bool, sets: &[String]) -> Result<i32> {
     let all: Vec<usize> = (0..env.plan.stages.len()).collect();
     let mut db = Db::open(&env.cache)?;
     let planned = env.plan_state(&mut db, &all)?;
     std::fs::create_dir_all(out.join("figures"))
         .with_context(|| format!("creating {}", out.display()))?;
     let mut md = format!("# Results of `{}`\n\n", env.pipeline_id);
+    if sets.is_empty() {
+        md.push_str("Run with the pipeline's own settings (no `--set` overrides).\n\n");
+    } else {
+        let list: Vec<String> = sets.iter().map(|s| format!("`{s}`")).collect();
+        let _ = writeln!(md, "Overrides of the pipeline's settings: {}\n", list.join(", "));
+    }
     let mut missing = Vec::new();
     let mut figures = 0;
     for p in &planned {

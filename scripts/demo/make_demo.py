@@ -143,12 +143,21 @@ class Assets:
         return self._cache[name]
 
 
+# Text languages: "en" (every speaker English: the bundled text model, all-MiniLM-L6-v2, reads
+# English only and turns Mandarin into [UNK]) or "mix" (half the speakers Mandarin, as CH-SIMS;
+# for a Chinese text model exported with scripts/models/export.py).
+LANGS = ("en", "mix")
+TEXT_LANG = "en"
+
+
 def speaker(seed, v, assets):
     rng = rng_for(seed, "video", v)
     pool = [("photo", i) for i in range(len(PHOTOS))] + [("lfw", i) for i in range(LFW_FACES)]
     order = pool[:3] + [pool[3 + i] for i in rng_for(seed, "faces").permutation(LFW_FACES)]
     kind, idx = order[v % len(order)]
-    lang = "cmn" if rng.random() < 0.5 else "en"
+    # Drawn in both modes, so that every later draw (face, voice, pitch) stays the same.
+    mandarin = rng.random() < 0.5
+    lang = "cmn" if mandarin and TEXT_LANG == "mix" else "en"
     return {
         "face": (kind, idx),
         "background": BACKGROUNDS[int(rng.integers(len(BACKGROUNDS)))],
@@ -555,8 +564,12 @@ def main():
     ap.add_argument("--assets", required=True, help="folder written by fetch-assets.sh")
     ap.add_argument("--bad", action="store_true", help="add the bad-input clips under bad_inputs/")
     ap.add_argument("--keep", action="store_true", help="keep clips that already exist")
+    ap.add_argument("--lang", choices=LANGS, default="en",
+                    help="text and speech language: en (all English), mix (half Mandarin, sims layout)")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 2)
     args = ap.parse_args()
+    global TEXT_LANG
+    TEXT_LANG = args.lang
     if args.n < 1 or args.n > 100000:
         sys.exit("--n must be between 1 and 100000")
     for tool in ("ffmpeg", "espeak-ng"):
@@ -565,7 +578,7 @@ def main():
     os.makedirs(args.out, exist_ok=True)
     assets = Assets(args.assets)
     summary = write_iemocap(args, assets) if args.layout == "iemocap" else write_mmsa(args, assets)
-    summary.update({"layout": args.layout, "seed": args.seed})
+    summary.update({"layout": args.layout, "seed": args.seed, "lang": args.lang})
     with open(os.path.join(args.out, "generation.json"), "w") as f:
         json.dump(summary, f, indent=1, ensure_ascii=False, sort_keys=True)
         f.write("\n")

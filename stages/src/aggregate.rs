@@ -137,7 +137,7 @@ fn rows(
         for m in metrics {
             let mean = f64_col(t, &format!("{}_mean", m.0)).ok()?.value(r);
             let sd = f64_col(t, &format!("{}_sd", m.0)).ok()?.value(r);
-            cells.push(fmt_pm(m, mean, sd, pm));
+            cells.push(fmt_pm(m, mean, sd, pm) + &base_suffix(t, m, r));
         }
         out.push(cells);
     }
@@ -175,7 +175,8 @@ fn pivot(
             keys.len() - 1
         });
         if !mean.is_null(r) {
-            cells.insert((ki, ci), fmt_pm(m, mean.value(r), sd.value(r), pm));
+            let cell = fmt_pm(m, mean.value(r), sd.value(r), pm) + &base_suffix(t, m, r);
+            cells.insert((ki, ci), cell);
         }
     }
     let mut header = axes;
@@ -216,14 +217,40 @@ pub fn mean_sd(v: &[f64]) -> (f64, f64) {
     )
 }
 
-type Group = (Vec<(String, String)>, Vec<[Option<f64>; METRICS.len()]>);
+/// One table row's axis values, and per gathered variant its metrics and their majority-class
+/// baselines.
+type Group = (
+    Vec<(String, String)>,
+    Vec<[Option<f64>; METRICS.len()]>,
+    Vec<[Option<f64>; METRICS.len()]>,
+);
+
+/// Metric values of row `row` of `t`, from columns named `prefix` + metric.
+fn metric_row(t: &RecordBatch, row: usize, prefix: &str) -> [Option<f64>; METRICS.len()] {
+    let mut m = [None; METRICS.len()];
+    for (k, c) in METRICS.iter().enumerate() {
+        m[k] = f64_col(t, &format!("{prefix}{}", c.0))
+            .ok()
+            .filter(|a| !a.is_null(row))
+            .map(|a| a.value(row));
+    }
+    m
+}
+
+/// ` [b]`: a cell's majority-class baseline, when the table has one.
+fn base_suffix(t: &RecordBatch, m: &Metric, r: usize) -> String {
+    f64_col(t, &format!("{}_base", m.0))
+        .ok()
+        .and_then(|a| crate::table::opt_f64(a, r))
+        .map_or(String::new(), |b| format!(" [{}]", fmt_metric(m, b)))
+}
 
 impl Stage for Aggregate {
     fn kind(&self) -> &'static str {
         "aggregate"
     }
     fn version(&self) -> u32 {
-        2
+        3
     }
     fn about(&self) -> &'static str {
         "mean +- sd over seeds of gathered evaluate variants"
@@ -253,21 +280,18 @@ impl Stage for Aggregate {
             let row = (0..t.num_rows())
                 .find(|&r| split.value(r) == want)
                 .ok_or_else(|| StageError::Input(format!("{name} has no `{want}` split")))?;
-            let mut m = [None; METRICS.len()];
-            for (k, c) in METRICS.iter().enumerate() {
-                m[k] = f64_col(t, c.0)
-                    .ok()
-                    .filter(|a| !a.is_null(row))
-                    .map(|a| a.value(row));
-            }
+            let (m, b) = (metric_row(t, row, ""), metric_row(t, row, "base_"));
             match groups.iter_mut().find(|g| g.0 == key) {
-                Some(g) => g.1.push(m),
-                None => groups.push((key, vec![m])),
+                Some(g) => {
+                    g.1.push(m);
+                    g.2.push(b);
+                }
+                None => groups.push((key, vec![m], vec![b])),
             }
         }
         // Axis names in first-seen order over all groups (stages may have different axes).
         let mut axes: Vec<String> = Vec::new();
-        for (k, _) in &groups {
+        for (k, _, _) in &groups {
             for (a, _) in k {
                 if !axes.contains(a) {
                     axes.push(a.clone());
@@ -278,7 +302,7 @@ impl Stage for Aggregate {
         for a in &axes {
             let v: Vec<String> = groups
                 .iter()
-                .map(|(k, _)| {
+                .map(|(k, _, _)| {
                     k.iter()
                         .find(|x| x.0 == *a)
                         .map(|x| x.1.clone())
@@ -310,6 +334,16 @@ impl Stage for Aggregate {
                 format!("{}_sd", c.0),
                 f64s(stats.iter().map(|s| s.map(|s| s.1)).collect()),
             ));
+            if groups.iter().any(|g| g.2.iter().any(|m| m[k].is_some())) {
+                let base: Vec<Option<f64>> = groups
+                    .iter()
+                    .map(|g| {
+                        let v: Vec<f64> = g.2.iter().filter_map(|m| m[k]).collect();
+                        (!v.is_empty()).then(|| mean_sd(&v).0)
+                    })
+                    .collect();
+                cols.push((format!("{}_base", c.0), f64s(base)));
+            }
         }
         let table = batch(cols.iter().map(|(n, a)| (n.as_str(), a.clone())).collect())?;
         Ok(Output {
@@ -324,11 +358,16 @@ impl Stage for Aggregate {
         let axes = axis_columns(t);
         let metrics = present_metrics(t, Some("_mean"));
         let mut out = format!(
-            "{} split, mean ± sd over `{}`{}\n\n",
+            "{} split, mean ± sd over `{}`{}{}\n\n",
             p.str("split").ok()?,
             p.str("over").ok()?,
             if metrics.iter().any(|m| m.2) {
                 " (%)"
+            } else {
+                ""
+            },
+            if t.column_by_name("acc_base").is_some() {
+                "; [the majority-class baseline on the same clips]"
             } else {
                 ""
             }
@@ -387,8 +426,13 @@ impl Stage for Aggregate {
             let m = METRICS.iter().find(|m| m.0 == metric)?;
             format!("{}{}, ", m.1, if m.2 { " (%)" } else { "" })
         };
+        let base = if t.column_by_name("acc_base").is_some() {
+            " [majority-class baseline]"
+        } else {
+            ""
+        };
         let mut out = format!(
-            "{} split, {what}mean +- sd over `{}`\n{}",
+            "{} split, {what}mean +- sd over `{}`{base}\n{}",
             p.str("split").ok()?,
             p.str("over").ok()?,
             line(&header)

@@ -50,7 +50,8 @@ const PARAMS: &[ParamSpec] = &[
     ParamSpec::new("lr", ParamType::Float, Some("0.00001"), "learning rate (SMP, CM-MSF: 1e-5; MER-SEM-MBT, Foal-Net: 1e-4)"),
     ParamSpec::new("optimizer", ParamType::Enum(&["adam", "adamw"]), Some("\"adam\""), "Adam, or AdamW (Foal-Net)"),
     ParamSpec::new("weight_decay", ParamType::Float, Some("0.01"), "AdamW's decoupled weight decay (PyTorch's default)"),
-    ParamSpec::new("select", ParamType::Enum(&["auto", "acc", "f1", "loss"]), Some("\"auto\""), "the kept epoch: best validation accuracy, macro / average F1 or loss (auto: acc for classes, f1 for multi-label, loss for scores)"),
+    ParamSpec::new("select", ParamType::Enum(&["auto", "acc", "f1", "loss"]), Some("\"auto\""), "the kept epoch: best validation accuracy, macro / average F1, or lowest validation loss (every weighted term training minimises; auto: acc for classes, f1 for multi-label, loss for scores)"),
+    ParamSpec::new("standardize", ParamType::Bool, Some("true"), "standardise each feature dimension with the training split's mean and sd (padding steps stay zero); MER-SEM-MBT's pretrained CNNs read raw log-mel and pixels, so its study turns this off"),
     ParamSpec::new("patience", ParamType::Int, Some("0"), "early stopping: epochs without a better kept epoch (0: train every epoch)"),
     ParamSpec::new("fold", ParamType::Int, Some("-1"), "the split's fold to train (leave-one-session-out; -1: a split with one fold)"),
     ParamSpec::new("epochs", ParamType::Int, Some("100"), "training epochs; the best-on-valid epoch's weights are kept"),
@@ -306,7 +307,7 @@ impl Stage for TrainJoint {
         "train_joint"
     }
     fn version(&self) -> u32 {
-        2
+        3
     }
     fn about(&self) -> &'static str {
         "a multimodal network end to end on feature sequences or model inputs: SMP, CM-MSF, MER-SEM-MBT or Foal-Net (inputs: 1-3 features, labels, split)"
@@ -338,12 +339,7 @@ impl Stage for TrainJoint {
         if p.str("optimizer")? == "adamw" {
             cfg.adamw = Some(p.f64("weight_decay")?);
         }
-        cfg.select = match p.str("select")? {
-            "acc" => Some(Select::Acc),
-            "f1" => Some(Select::F1),
-            "loss" => Some(Select::Loss),
-            _ => None,
-        };
+        cfg.select = Select::param(p)?;
         cfg.patience = Some(p.i64("patience")?).filter(|&n| n > 0);
         let fold = Some(p.i64("fold")?).filter(|&k| k >= 0);
         let _torch = crate::torch::training(cfg.seed, p.i64("threads")?);
@@ -351,7 +347,7 @@ impl Stage for TrainJoint {
         let used = used(p, k)?;
         let feats: Vec<usize> = used.iter().map(|u| u.0).collect();
         let names: Vec<char> = used.iter().map(|u| u.1).collect();
-        let ds = dataset(
+        let mut ds = dataset(
             ctx,
             &feats,
             (k, k + 1),
@@ -360,6 +356,7 @@ impl Stage for TrainJoint {
             p.i64("classes")?,
             fold,
         )?;
+        let standardized = ds.standardize_all(p.bool("standardize")?);
         let dims: Vec<i64> = ds.x.iter().map(|x| x.size()[2]).collect();
         let steps: Vec<i64> = ds.x.iter().map(|x| x.size()[1]).collect();
         if model == "smp" && steps.iter().any(|&t| t != steps[0]) {
@@ -402,6 +399,7 @@ impl Stage for TrainJoint {
             "parameters": n_params,
             "pretrained_tensors": pretrained,
             "fold": fold,
+            "standardize": standardized,
         });
         Ok(Output {
             table: model_table(&ds, &trained, config, Some(&hidden))?,

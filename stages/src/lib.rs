@@ -10,6 +10,7 @@ pub mod audio;
 pub mod channels;
 pub mod cmmsf;
 pub mod command;
+pub mod compare;
 pub mod decode;
 pub mod embed;
 pub mod face;
@@ -19,6 +20,7 @@ pub mod foal;
 pub mod ingest;
 pub mod joint;
 pub mod labels;
+pub mod linprobe;
 pub mod mbt;
 pub mod metrics;
 pub mod mtcnn;
@@ -260,7 +262,9 @@ pub fn registry() -> Vec<Box<dyn Stage>> {
         Box::new(train::TrainFusion),
         Box::new(joint::TrainJoint),
         Box::new(train::Evaluate),
+        Box::new(linprobe::LinearProbe),
         Box::new(aggregate::Aggregate),
+        Box::new(compare::Compare),
         Box::new(command::Command),
     ]
 }

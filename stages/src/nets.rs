@@ -41,23 +41,45 @@ fn conv_len(t: i64, k: i64, stride: i64) -> i64 {
     (t - k) / stride + 1
 }
 
-/// The paper's attention: score = softmax(W_attn · tanh(Q Kᵀ)) over the last axis, with W_attn
-/// a dense layer on the key axis (so it needs a fixed length) and V = K.
+/// The paper's attention (eqs. 9 and 12): Que = W_Que·R, Key = W_Key·R,
+/// score = softmax(W_attn·tanh(Que·Keyᵀ)) over the key axis, R_attn = score·(W_Val·Key) (Val =
+/// Key). W_attn is a dense layer on the key axis, so it needs a fixed length. The text encoder's
+/// Que and Key are its two kernel-1 convolutions (eq. 12's W·X + b), so there `project` is
+/// false and only W_Val is added here; elsewhere W_Que and W_Key are bias-free, as in eq. 9.
 #[derive(Debug)]
 struct TanhAttention {
     w: nn::Linear,
+    q: Option<nn::Linear>,
+    k: Option<nn::Linear>,
+    val: nn::Linear,
+}
+
+fn no_bias() -> nn::LinearConfig {
+    nn::LinearConfig {
+        bias: false,
+        ..Default::default()
+    }
 }
 
 impl TanhAttention {
-    fn new(vs: nn::Path, t: i64) -> Self {
+    /// `t` steps of width `d`; `project`: learn W_Que and W_Key here.
+    fn new(vs: nn::Path, t: i64, d: i64, project: bool) -> Self {
+        let proj = |n: &str| nn::linear(&vs / n, d, d, no_bias());
         TanhAttention {
-            w: nn::linear(vs / "w_attn", t, t, Default::default()),
+            w: nn::linear(&vs / "w_attn", t, t, Default::default()),
+            q: project.then(|| proj("w_que")),
+            k: project.then(|| proj("w_key")),
+            val: proj("w_val"),
         }
     }
     fn forward(&self, q: &Tensor, k: &Tensor) -> Tensor {
+        let (q, k) = match (&self.q, &self.k) {
+            (Some(wq), Some(wk)) => (wq.forward(q), wk.forward(k)),
+            _ => (q.shallow_clone(), k.shallow_clone()),
+        };
         let s = q.matmul(&k.transpose(1, 2)).tanh();
         let a = self.w.forward(&s).softmax(-1, Kind::Float);
-        a.matmul(k)
+        a.matmul(&self.val.forward(&k))
     }
 }
 
@@ -118,7 +140,7 @@ impl Encoder {
                     return Err(format!("{steps} steps are too few for three convolutions"));
                 }
                 if arch == "cnn_attn_lstm" {
-                    attn = Some(TanhAttention::new(vs / "attn", t));
+                    attn = Some(TanhAttention::new(vs / "attn", t, 64, true));
                 }
                 if arch != "cnn" {
                     lstm = Some(bilstm(vs / "lstm", 64, 32));
@@ -133,7 +155,7 @@ impl Encoder {
                     return Err(format!("{steps} steps are too few for the convolution"));
                 }
                 if arch == "cnn_attn_bilstm" {
-                    attn = Some(TanhAttention::new(vs / "attn", t));
+                    attn = Some(TanhAttention::new(vs / "attn", t, 64, true));
                 }
                 lstm = Some(bilstm(vs / "lstm", 64, 32));
                 dropout = 0.5;
@@ -145,7 +167,7 @@ impl Encoder {
                 64
             }
             "attn_bilstm" => {
-                attn = Some(TanhAttention::new(vs / "attn", steps));
+                attn = Some(TanhAttention::new(vs / "attn", steps, dim, true));
                 lstm = Some(bilstm(vs / "lstm", dim, 32));
                 dropout = 0.5;
                 64
@@ -155,7 +177,7 @@ impl Encoder {
                 // H = [GAP(Q) : GAP(R_attn)].
                 convs.push(relu_conv(vs / "conv_q", dim, 64, 1, 1));
                 convs.push(relu_conv(vs / "conv_k", dim, 64, 1, 1));
-                attn = Some(TanhAttention::new(vs / "attn", steps));
+                attn = Some(TanhAttention::new(vs / "attn", steps, 64, false));
                 128
             }
             other => {
@@ -330,19 +352,78 @@ pub fn sinusoid(t: i64, d: i64) -> Tensor {
     Tensor::from_slice(&v).view([t, d])
 }
 
+/// Eq. 16's multi-head attention: per head, score = softmax(W_attn·tanh(Que·Keyᵀ)) with
+/// Que = W_Que·R and Key = W_Key·R, R_attn = score·(W_Val·Key); the heads concatenated and
+/// projected by W_MHA. W_attn is one dense layer on the key axis shared by the heads (the
+/// equation gives it no head index). No biases: the equation has none.
+#[derive(Debug)]
+struct TanhMhsa {
+    heads: i64,
+    q: nn::Linear,
+    k: nn::Linear,
+    val: nn::Linear,
+    w: nn::Linear,
+    o: nn::Linear,
+}
+
+impl TanhMhsa {
+    fn new(vs: nn::Path, t: i64, d: i64, heads: i64) -> Self {
+        let l = |n: &str| nn::linear(&vs / n, d, d, no_bias());
+        TanhMhsa {
+            heads,
+            q: l("w_que"),
+            k: l("w_key"),
+            val: l("w_val"),
+            w: nn::linear(&vs / "w_attn", t, t, Default::default()),
+            o: l("w_mha"),
+        }
+    }
+    fn forward_t(&self, x: &Tensor, p: f64, train: bool) -> Tensor {
+        let (b, t, d) = x.size3().expect("[B, T, D]");
+        let dh = d / self.heads;
+        let split = |z: Tensor| z.view([b, t, self.heads, dh]).transpose(1, 2);
+        let key = self.k.forward(x);
+        let (q, v) = (split(self.q.forward(x)), split(self.val.forward(&key)));
+        let s = q.matmul(&split(key).transpose(-2, -1)).tanh();
+        let a = self.w.forward(&s).softmax(-1, Kind::Float).dropout(p, train);
+        let z = a.matmul(&v).transpose(1, 2).contiguous().view([b, t, d]);
+        self.o.forward(&z)
+    }
+}
+
+/// The fusion's self-attention: the paper's (eq. 16) or the Transformer's scaled dot product.
+#[derive(Debug)]
+enum SelfAttention {
+    Tanh(TanhMhsa),
+    Scaled(Mhsa),
+}
+
+impl SelfAttention {
+    fn forward_t(&self, x: &Tensor, p: f64, train: bool) -> Tensor {
+        match self {
+            SelfAttention::Tanh(a) => a.forward_t(x, p, train),
+            SelfAttention::Scaled(a) => a.forward_t(x, p, train),
+        }
+    }
+}
+
+/// Self-attention kinds of the fusion heads (`train_fusion`'s `attention`).
+pub const ATTENTIONS: &[&str] = &["tanh", "scaled"];
+
 /// Stage-two fusion over X_M `[B, F]` (F = sum of the encoders' hidden sizes).
 ///
 /// - concat: X_M -> FC.
-/// - attention / transformer / conformer: X_M is read as a sequence of F positions, each
-///   lifted to d = 64 by a shared Linear(1, 64) with a learned position embedding, then one
-///   MHSA (2 heads) / Transformer encoder layer / Conformer block, GAP over positions, FC.
+/// - attention / transformer / conformer: X_M is read as a sequence of F tokens, token i =
+///   x_i·w_i + b_i with its own learned w_i, b_i in R^64 (a per-feature embedding: which hidden
+///   unit a value came from is in the token itself, and b_i doubles as its position
+///   embedding), then one MHSA (2 heads) / Transformer encoder layer / Conformer block, GAP
+///   over tokens, FC.
 #[derive(Debug)]
 pub struct Fusion {
     kind: String,
-    lift: Option<nn::Linear>,
-    pos: Option<Tensor>,
+    tokens: Option<(Tensor, Tensor)>,
     ln1: Option<nn::LayerNorm>,
-    mhsa: Option<Mhsa>,
+    mhsa: Option<SelfAttention>,
     ff1: Option<FeedForward>,
     ff2: Option<FeedForward>,
     conv_ln: Option<nn::LayerNorm>,
@@ -357,12 +438,18 @@ pub const FUSION_DIM: i64 = 64;
 const FUSION_DROPOUT: f64 = 0.5;
 
 impl Fusion {
-    pub fn new(vs: &nn::Path, kind: &str, features: i64, classes: i64) -> Result<Self, String> {
+    /// `attention`: one of [`ATTENTIONS`].
+    pub fn new(
+        vs: &nn::Path,
+        kind: &str,
+        features: i64,
+        classes: i64,
+        attention: &str,
+    ) -> Result<Self, String> {
         let d = FUSION_DIM;
         let mut f = Fusion {
             kind: kind.to_string(),
-            lift: None,
-            pos: None,
+            tokens: None,
             ln1: None,
             mhsa: None,
             ff1: None,
@@ -389,16 +476,22 @@ impl Fusion {
                 ))
             }
         }
-        f.lift = Some(nn::linear(vs / "lift", 1, d, Default::default()));
-        f.pos = Some(vs.var(
-            "pos",
-            &[features, d],
-            nn::Init::Randn {
-                mean: 0.0,
-                stdev: 0.02,
-            },
+        // PyTorch's init of F separate Linear(1, 64) layers: U(-1, 1) for weight and bias.
+        let u = nn::Init::Uniform { lo: -1.0, up: 1.0 };
+        f.tokens = Some((
+            vs.var("token_w", &[features, d], u),
+            vs.var("token_b", &[features, d], u),
         ));
-        f.mhsa = Some(Mhsa::new(vs / "mhsa", d, 2));
+        f.mhsa = Some(match attention {
+            "tanh" => SelfAttention::Tanh(TanhMhsa::new(vs / "mhsa", features, d, 2)),
+            "scaled" => SelfAttention::Scaled(Mhsa::new(vs / "mhsa", d, 2)),
+            other => {
+                return Err(format!(
+                    "unknown attention `{other}` (one of {})",
+                    ATTENTIONS.join(", ")
+                ))
+            }
+        });
         if kind != "attention" {
             f.ln1 = Some(nn::layer_norm(vs / "ln1", vec![d], Default::default()));
             f.ff1 = Some(FeedForward::new(vs / "ff1", d));
@@ -430,8 +523,8 @@ impl Fusion {
         if self.kind == "concat" {
             return self.head.forward(&xm.dropout(p, train));
         }
-        let mut x =
-            self.lift.as_ref().unwrap().forward(&xm.unsqueeze(-1)) + self.pos.as_ref().unwrap();
+        let (w, b) = self.tokens.as_ref().expect("token embedding");
+        let mut x = xm.unsqueeze(-1) * w + b;
         let mhsa = self.mhsa.as_ref().unwrap();
         match self.kind.as_str() {
             "attention" => {
@@ -516,22 +609,23 @@ mod tests {
         assert_eq!(e.hidden_t(&x, false).size(), [4, 64]);
         assert_eq!(e.forward_t(&x, false).size(), [4, 3]);
 
-        // Audio CNN-ATTN-BiLSTM on 128 x 512: conv 512->64 (k3, s2) gives 63 steps; W_attn
-        // Dense(63, 63); BiLSTM 64->32; FC 64->3.
-        //   98,368 + 4,032 + 25,088 + 195 = 127,683.
+        // Audio CNN-ATTN-BiLSTM on 128 x 512: conv 512->64 (k3, s2) gives 63 steps; eq. 9's
+        // W_Que, W_Key, W_Val (64 x 64, no bias) and W_attn Dense(63, 63); BiLSTM 64->32;
+        // FC 64->3.
+        //   98,368 + 3 x 4,096 + 4,032 + 25,088 + 195 = 139,971.
         let (vs, e) = encoder("cnn_attn_bilstm", 128, d);
-        let want = conv(d, 64, 3) + lin(63, 63) + bilstm(64, 32) + lin(64, 3);
-        assert_eq!(want, 127_683);
+        let want = conv(d, 64, 3) + 3 * 64 * 64 + lin(63, 63) + bilstm(64, 32) + lin(64, 3);
+        assert_eq!(want, 139_971);
         assert_eq!(n_params(&vs), want);
         let x = Tensor::randn([2, 128, d], (Kind::Float, Device::Cpu));
         assert_eq!(e.hidden_t(&x, true).size(), [2, 64]);
 
-        // Text CNN-ATTN on 36 x 512: two convs 512->64 (k1) for Q and K; W_attn Dense(36, 36);
-        // H = [GAP(Q) : GAP(R)] (128); FC 128->3.
-        //   32,832 x 2 + 1,332 + 387 = 67,383.
+        // Text CNN-ATTN on 36 x 512: two convs 512->64 (k1) are eq. 12's Que and Key (W·X + b);
+        // W_Val 64 x 64 (no bias); W_attn Dense(36, 36); H = [GAP(Q) : GAP(R)] (128); FC 128->3.
+        //   32,832 x 2 + 4,096 + 1,332 + 387 = 71,479.
         let (vs, e) = encoder("cnn_attn", 36, d);
-        let want = 2 * conv(d, 64, 1) + lin(36, 36) + lin(128, 3);
-        assert_eq!(want, 67_383);
+        let want = 2 * conv(d, 64, 1) + 64 * 64 + lin(36, 36) + lin(128, 3);
+        assert_eq!(want, 71_479);
         assert_eq!(n_params(&vs), want);
         let x = Tensor::randn([3, 36, d], (Kind::Float, Device::Cpu));
         assert_eq!(e.hidden_t(&x, false).size(), [3, 128]);
@@ -554,6 +648,7 @@ mod tests {
                 conv(d, 64, 3)
                     + conv(64, 64, 1)
                     + conv(64, 64, 3)
+                    + 3 * 64 * 64
                     + lin(6, 6)
                     + bilstm(64, 32)
                     + lin(64, 3),
@@ -567,7 +662,11 @@ mod tests {
                 conv(d, 64, 3) + bilstm(64, 32) + lin(64, 3),
             ),
             // ATTN-BiLSTM: W_attn on the 36 input steps, BiLSTM on the input width.
-            ("attn_bilstm", 36, lin(36, 36) + bilstm(d, 32) + lin(64, 3)),
+            (
+                "attn_bilstm",
+                36,
+                3 * d * d + lin(36, 36) + bilstm(d, 32) + lin(64, 3),
+            ),
         ];
         for (arch, t, want) in cases {
             let (vs, e) = encoder(arch, t, d);
@@ -581,42 +680,98 @@ mod tests {
     fn fusion_heads_have_the_derived_parameter_counts() {
         let f = 256; // X_M = [H_V 64 : H_A 64 : H_T 128]
         let dm = FUSION_DIM;
-        let lift = lin(1, dm) + f * dm; // shared Linear(1, 64) + position embedding 256 x 64
-        let mhsa = 4 * lin(dm, dm); // Q, K, V, O projections
+        let tokens = 2 * f * dm; // w_i and b_i, 64 each, for each of the 256 features
+        let scaled = 4 * lin(dm, dm); // Q, K, V, O projections with biases
+        let tanh = 4 * dm * dm + lin(f, f); // W_Que, W_Key, W_Val, W_MHA + W_attn on the keys
         let ffm = 2 * dm + lin(dm, 2 * dm) + lin(2 * dm, dm); // LN + two linears
         let head = lin(dm, 3);
-        let cases = vec![
-            ("concat", lin(f, 3)),
-            ("attention", lift + mhsa + head),
-            ("transformer", lift + mhsa + 2 * dm + ffm + head),
-            (
-                "conformer",
-                // FFM, LN + MHSA, conv module (LN, conv 64->128 k3, BN, conv 64->64 k1), FFM,
-                // final LN.
-                lift + ffm
-                    + 2 * dm
-                    + mhsa
-                    + 2 * dm
-                    + conv(dm, 2 * dm, 3)
-                    + 2 * dm
-                    + conv(dm, dm, 1)
-                    + ffm
-                    + 2 * dm
-                    + head,
-            ),
-        ];
-        for (kind, want) in cases {
-            let vs = nn::VarStore::new(Device::Cpu);
-            let fu = Fusion::new(&vs.root(), kind, f, 3).unwrap();
-            assert_eq!(n_params(&vs), want, "{kind}");
-            let x = Tensor::randn([5, f], (Kind::Float, Device::Cpu));
-            assert_eq!(fu.forward_t(&x, true).size(), [5, 3], "{kind}");
-            assert_eq!(fu.forward_t(&x, false).size(), [5, 3], "{kind}");
+        for (attention, mhsa) in [("tanh", tanh), ("scaled", scaled)] {
+            let cases = vec![
+                ("concat", lin(f, 3)),
+                ("attention", tokens + mhsa + head),
+                ("transformer", tokens + mhsa + 2 * dm + ffm + head),
+                (
+                    "conformer",
+                    // FFM, LN + MHSA, conv module (LN, conv 64->128 k3, BN, conv 64->64 k1),
+                    // FFM, final LN.
+                    tokens
+                        + ffm
+                        + 2 * dm
+                        + mhsa
+                        + 2 * dm
+                        + conv(dm, 2 * dm, 3)
+                        + 2 * dm
+                        + conv(dm, dm, 1)
+                        + ffm
+                        + 2 * dm
+                        + head,
+                ),
+            ];
+            for (kind, want) in cases {
+                let vs = nn::VarStore::new(Device::Cpu);
+                let fu = Fusion::new(&vs.root(), kind, f, 3, attention).unwrap();
+                assert_eq!(n_params(&vs), want, "{kind} {attention}");
+                let x = Tensor::randn([5, f], (Kind::Float, Device::Cpu));
+                assert_eq!(fu.forward_t(&x, true).size(), [5, 3], "{kind}");
+                assert_eq!(fu.forward_t(&x, false).size(), [5, 3], "{kind}");
+            }
         }
-        // The conformer's count written out: 16,512 + 16,704 + 128 + 16,640 + 128 + 24,704 +
-        // 128 + 4,160 + 16,704 + 128 + 195 = 96,131.
+        // The paper's conformer written out: tokens 32,768; FFM 16,704; LN 128; MHSA 16,384 +
+        // 65,792; LN 128; conv module 24,704 + 128 + 4,160; FFM 16,704; LN 128; head 195:
+        // 177,923.
         let vs = nn::VarStore::new(Device::Cpu);
-        Fusion::new(&vs.root(), "conformer", f, 3).unwrap();
-        assert_eq!(n_params(&vs), 96_131);
+        Fusion::new(&vs.root(), "conformer", f, 3, "tanh").unwrap();
+        assert_eq!(n_params(&vs), 177_923);
+    }
+
+    /// Max absolute difference of two outputs.
+    fn gap(a: &Tensor, b: &Tensor) -> f64 {
+        (a - b).abs().max().double_value(&[])
+    }
+
+    #[test]
+    fn fusion_tokens_know_which_feature_a_value_came_from() {
+        tch::manual_seed(7);
+        let f = 24;
+        let x = Tensor::randn([4, f], (Kind::Float, Device::Cpu));
+        let perm = Tensor::from_slice(&(0..f).rev().collect::<Vec<i64>>());
+        let xp = x.index_select(1, &perm);
+        for kind in ["attention", "transformer", "conformer"] {
+            for attention in ATTENTIONS {
+                let vs = nn::VarStore::new(Device::Cpu);
+                let fu = Fusion::new(&vs.root(), kind, f, 3, attention).unwrap();
+                let (a, b) = (fu.forward_t(&x, false), fu.forward_t(&xp, false));
+                // A shared lift with near-zero position embeddings made this nearly 0: GAP over
+                // tokens is blind to their order unless each token carries its feature.
+                assert!(gap(&a, &b) > 1e-3, "{kind} {attention}: {}", gap(&a, &b));
+            }
+        }
+    }
+
+    #[test]
+    fn tanh_attention_is_not_the_scaled_dot_product() {
+        tch::manual_seed(3);
+        let x = Tensor::randn([2, 16, FUSION_DIM], (Kind::Float, Device::Cpu));
+        let vs = nn::VarStore::new(Device::Cpu);
+        let t = TanhMhsa::new(vs.root() / "t", 16, FUSION_DIM, 2);
+        // With W_attn the identity, eq. 16 is softmax(tanh(QKᵀ))·(W_Val·K); check it by hand.
+        tch::no_grad(|| {
+            t.w.ws.copy_(&Tensor::eye(16, (Kind::Float, Device::Cpu)));
+            t.w.bs.as_ref().unwrap().zero_();
+        });
+        let got = t.forward_t(&x, 0.0, false);
+        let (q, k) = (t.q.forward(&x), t.k.forward(&x));
+        let v = t.val.forward(&k);
+        let heads: Vec<Tensor> = (0..2)
+            .map(|h| {
+                let s = |z: &Tensor| z.narrow(-1, h * 32, 32);
+                let a = s(&q).matmul(&s(&k).transpose(-2, -1)).tanh().softmax(-1, Kind::Float);
+                a.matmul(&s(&v))
+            })
+            .collect();
+        let want = t.o.forward(&Tensor::cat(&heads, -1));
+        assert!(gap(&got, &want) < 1e-5, "{}", gap(&got, &want));
+        let scaled = Mhsa::new(vs.root() / "s", FUSION_DIM, 2).forward_t(&x, 0.0, false);
+        assert!(gap(&got, &scaled) > 1e-3);
     }
 }

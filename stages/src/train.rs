@@ -33,7 +33,7 @@ use tch::nn::{self, Module, OptimizerConfig};
 use tch::{Device, Kind, Tensor};
 
 use crate::audio::f32_lists;
-use crate::nets::{Encoder, Fusion, ENCODERS, FUSIONS};
+use crate::nets::{Encoder, Fusion, ATTENTIONS, ENCODERS, FUSIONS};
 use crate::params::{ParamSpec, ParamType};
 use crate::table::{batch, col, f64s, i64s, str_col, strings};
 use crate::{Output, Params, RunCtx, Stage, StageError};
@@ -83,6 +83,108 @@ impl Dataset {
             t => t.loss(out, y),
         }
     }
+}
+
+/// Per-dimension mean and standard deviation of one feature input, fitted on the training
+/// clips. Features arrive on very different scales (L2-normalised embeddings near 0.06 per
+/// dimension, log-mel in dB near -40), and at the papers' learning rates the first layers
+/// barely move on the small ones.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Standardizer {
+    pub mean: Vec<f32>,
+    pub std: Vec<f32>,
+}
+
+/// A dimension whose training values barely vary is centred but not scaled up.
+const MIN_STD: f64 = 1e-6;
+
+impl Standardizer {
+    /// Fitted on the rows of `x` `[N, T, D]` at `idx` that hold values: the all-zero steps that
+    /// `pad` appends are padding, not observations.
+    pub fn fit(x: &Tensor, idx: &[i64]) -> Standardizer {
+        let d = x.size()[2];
+        let xs = x
+            .index_select(0, &Tensor::from_slice(idx))
+            .to_kind(Kind::Double)
+            .view([-1, d]);
+        let m = crate::nets::row_mask(&xs.unsqueeze(1)).view([-1, 1]);
+        let n = m.sum(Kind::Double).clamp_min(1.0);
+        let mean = (&xs * &m).sum_dim_intlist(0, false, Kind::Double) / &n;
+        let dev = (&xs - &mean) * &m;
+        let var = (&dev * &dev).sum_dim_intlist(0, false, Kind::Double) / &n;
+        let std = var.sqrt();
+        let std = std.where_self(&std.gt(MIN_STD), &std.ones_like());
+        let v = |t: Tensor| -> Vec<f32> {
+            Vec::<f64>::try_from(t)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|x| x as f32)
+                .collect()
+        };
+        Standardizer {
+            mean: v(mean),
+            std: v(std),
+        }
+    }
+    /// `(x - mean) / std` on the steps that hold values; padding stays zero.
+    pub fn apply(&self, x: &Tensor) -> Tensor {
+        let mask = crate::nets::row_mask(x).unsqueeze(-1);
+        let mean = Tensor::from_slice(&self.mean);
+        let std = Tensor::from_slice(&self.std);
+        (x - mean) / std * mask
+    }
+    pub fn to_json(&self) -> serde_json::Value {
+        json!({"mean": self.mean, "std": self.std})
+    }
+    pub fn from_json(v: &serde_json::Value) -> Option<Standardizer> {
+        let list = |k: &str| -> Option<Vec<f32>> {
+            v.get(k)?
+                .as_array()?
+                .iter()
+                .map(|x| x.as_f64().map(|f| f as f32))
+                .collect()
+        };
+        let s = Standardizer {
+            mean: list("mean")?,
+            std: list("std")?,
+        };
+        (s.mean.len() == s.std.len()).then_some(s)
+    }
+}
+
+impl Dataset {
+    /// Indices of the clips of one split.
+    pub fn idx_of(&self, split: &str) -> Vec<i64> {
+        self.split
+            .iter()
+            .enumerate()
+            .filter(|(_, x)| *x == split)
+            .map(|(i, _)| i as i64)
+            .collect()
+    }
+    /// Standardises feature input `k`: with the given statistics (a frozen encoder's, fitted
+    /// when it was trained), else with statistics fitted on this dataset's training split.
+    /// Returns what was applied, for the checkpoint's config.
+    pub fn standardize(&mut self, k: usize, given: Option<Standardizer>) -> Standardizer {
+        let s = given.unwrap_or_else(|| Standardizer::fit(&self.x[k], &self.idx_of("train")));
+        self.x[k] = tch::no_grad(|| s.apply(&self.x[k]));
+        s
+    }
+    /// Every feature input standardised on the training split when `on`; the config entry.
+    pub fn standardize_all(&mut self, on: bool) -> serde_json::Value {
+        if !on {
+            return serde_json::Value::Null;
+        }
+        let used: Vec<Standardizer> = (0..self.x.len())
+            .map(|k| self.standardize(k, None))
+            .collect();
+        standardize_json(&used)
+    }
+}
+
+/// The `standardize` entry of a checkpoint config.
+pub fn standardize_json(used: &[Standardizer]) -> serde_json::Value {
+    serde_json::Value::Array(used.iter().map(Standardizer::to_json).collect())
 }
 
 /// Row index by clip id, steps, width, and the rows' values back to back.
@@ -448,33 +550,7 @@ impl Shuffle {
     }
 }
 
-/// Accuracy and macro-/weighted-F1 of predictions against labels over `classes` classes, and
-/// the confusion matrix (rows true, columns predicted).
-pub fn metrics(y: &[i64], pred: &[i64], classes: usize) -> (f64, f64, f64, Vec<Vec<i64>>) {
-    let mut cm = vec![vec![0i64; classes]; classes];
-    for (&t, &p) in y.iter().zip(pred) {
-        if (t as usize) < classes && (p as usize) < classes {
-            cm[t as usize][p as usize] += 1;
-        }
-    }
-    let n = y.len().max(1) as f64;
-    let acc = (0..classes).map(|c| cm[c][c]).sum::<i64>() as f64 / n;
-    let (mut macro_f1, mut weighted) = (0.0, 0.0);
-    for (c, row) in cm.iter().enumerate() {
-        let tp = row[c] as f64;
-        let support = row.iter().sum::<i64>() as f64;
-        let predicted = (0..classes).map(|r| cm[r][c]).sum::<i64>() as f64;
-        // sklearn's convention: F1 is 0 where precision and recall are both undefined or 0.
-        let f1 = if support + predicted > 0.0 {
-            2.0 * tp / (support + predicted)
-        } else {
-            0.0
-        };
-        macro_f1 += f1 / classes as f64;
-        weighted += f1 * support / n;
-    }
-    (acc, macro_f1, weighted, cm)
-}
+pub use crate::metrics::classification as metrics;
 
 /// What `fit` keeps: the epoch with the best validation accuracy (ties: lower loss), the best
 /// average per-class F1 (multi-label), or the lowest validation loss.
@@ -502,6 +578,18 @@ pub struct TrainCfg {
     pub select: Option<Select>,
     /// Stop after this many epochs without a better selected epoch.
     pub patience: Option<i64>,
+}
+
+impl Select {
+    /// The `select` param: `val_loss` (or `loss`), `acc`, `f1`; `auto` leaves it to the task.
+    pub fn param(p: &Params) -> Result<Option<Select>, StageError> {
+        Ok(match p.str("select")? {
+            "val_loss" | "loss" => Some(Select::Loss),
+            "acc" => Some(Select::Acc),
+            "f1" => Some(Select::F1),
+            _ => None,
+        })
+    }
 }
 
 impl TrainCfg {
@@ -595,16 +683,8 @@ pub fn fit(
         Task::Regress { .. } => Select::Loss,
     });
     let y = ds.targets();
-    let idx_of = |s: &str| -> Vec<i64> {
-        ds.split
-            .iter()
-            .enumerate()
-            .filter(|(_, x)| *x == s)
-            .map(|(i, _)| i as i64)
-            .collect()
-    };
-    let train_idx = idx_of("train");
-    let valid_idx = idx_of("valid");
+    let train_idx = ds.idx_of("train");
+    let valid_idx = ds.idx_of("valid");
     let mut shuffle =
         Shuffle(0x9e37_79b9_7f4a_7c15 ^ (cfg.seed as u64).wrapping_mul(0x1000_0000_01b3));
     let mut curve = Vec::new();
@@ -625,26 +705,25 @@ pub fn fit(
             let idx = Tensor::from_slice(&ids);
             let yb = y.index_select(0, &idx);
             let (logits, aux) = forward(&take(&idx), &yb, true);
-            let mut loss = ds.loss(&logits, &yb) * main_weight;
-            for a in aux {
-                match a {
-                    Aux::Head(w, l, k) => {
-                        loss += task.loss(&l, &aux_y[k].index_select(0, &idx)) * w
-                    }
-                    Aux::Loss(l) => loss += l,
-                }
-            }
+            let loss = total_loss(ds, (&logits, aux), (&yb, &idx), main_weight, aux_y);
             opt.backward_step(&loss);
             total += loss.double_value(&[]) * ids.len() as f64;
         }
         let (vloss, vacc, vf1) = tch::no_grad(|| {
-            let logits = logits_of(&valid_idx);
-            let valid = Tensor::from_slice(&valid_idx);
-            let loss = ds
-                .loss(&logits, &y.index_select(0, &valid))
-                .double_value(&[]);
+            // The loss that training minimises, auxiliary heads and terms included, so that
+            // a multi-task model is selected on what it was trained for.
+            let (mut parts, mut loss) = (Vec::new(), 0.0);
+            for c in valid_idx.chunks(EVAL_CHUNK as usize) {
+                let idx = Tensor::from_slice(c);
+                let yb = y.index_select(0, &idx);
+                let (logits, aux) = forward(&take(&idx), &yb, false);
+                let l = total_loss(ds, (&logits, aux), (&yb, &idx), main_weight, aux_y);
+                loss += l.double_value(&[]) * c.len() as f64;
+                parts.push(logits);
+            }
+            let logits = Tensor::cat(&parts, 0);
             let (acc, f1) = valid_scores(ds, &valid_idx, &logits);
-            (loss, acc, f1)
+            (loss / valid_idx.len().max(1) as f64, acc, f1)
         });
         curve.push((epoch, total / train_idx.len() as f64, vloss, vacc, vf1));
         if let Some((factor, patience)) = cfg.plateau {
@@ -700,6 +779,25 @@ pub fn fit(
         checkpoint,
         outputs: rows_of(&out),
     })
+}
+
+/// The weighted training objective of a batch: the main task's loss plus every auxiliary
+/// head's and term's. `batch` is (targets of the batch, their indices into the dataset).
+fn total_loss(
+    ds: &Dataset,
+    (logits, aux): (&Tensor, Vec<Aux>),
+    (yb, idx): (&Tensor, &Tensor),
+    main_weight: f64,
+    aux_y: &[Tensor],
+) -> Tensor {
+    let mut loss = ds.loss(logits, yb) * main_weight;
+    for a in aux {
+        match a {
+            Aux::Head(w, l, k) => loss += ds.task.loss(&l, &aux_y[k].index_select(0, idx)) * w,
+            Aux::Loss(l) => loss += l,
+        }
+    }
+    loss
 }
 
 /// Validation accuracy and macro F1; multi-label: the averages of per-class binary accuracy and
@@ -892,7 +990,7 @@ fn checkpoint_of(t: &RecordBatch) -> Result<(Vec<u8>, serde_json::Value), StageE
     ))
 }
 
-const COMMON: [ParamSpec; 7] = [
+const COMMON: [ParamSpec; 9] = [
     ParamSpec::new(
         "label",
         ParamType::Str,
@@ -925,6 +1023,18 @@ const COMMON: [ParamSpec; 7] = [
         Some("1"),
         "libtorch threads; these small models train fastest on one",
     ),
+    ParamSpec::new(
+        "select",
+        ParamType::Enum(&["val_loss", "acc", "f1"]),
+        Some("\"val_loss\""),
+        "the kept epoch: lowest validation loss (the weighted sum of every head's loss that training minimises), or best validation accuracy / macro F1",
+    ),
+    ParamSpec::new(
+        "standardize",
+        ParamType::Bool,
+        Some("true"),
+        "standardise each feature dimension with the training split's mean and sd (padding steps stay zero)",
+    ),
 ];
 
 /// `train_unimodal`: one encoder on one modality's padded feature sequences, labelled with
@@ -951,6 +1061,8 @@ const UNI_PARAMS: &[ParamSpec] = &[
     COMMON[4],
     COMMON[5],
     COMMON[6],
+    COMMON[7],
+    COMMON[8],
 ];
 
 impl Stage for TrainUnimodal {
@@ -958,7 +1070,7 @@ impl Stage for TrainUnimodal {
         "train_unimodal"
     }
     fn version(&self) -> u32 {
-        3
+        4
     }
     fn about(&self) -> &'static str {
         "stage one: an encoder + classifier on one modality's features (inputs: features, labels, split)"
@@ -971,10 +1083,11 @@ impl Stage for TrainUnimodal {
     }
     fn run(&self, ctx: &RunCtx) -> Result<Output, StageError> {
         let p = ctx.params;
-        let cfg = TrainCfg::from(p)?;
+        let mut cfg = TrainCfg::from(p)?;
+        cfg.select = Select::param(p)?;
         let _torch = crate::torch::training(cfg.seed, p.i64("threads")?);
         let classes = p.i64("classes")?;
-        let ds = dataset(
+        let mut ds = dataset(
             ctx,
             &[0],
             (1, 2),
@@ -983,6 +1096,7 @@ impl Stage for TrainUnimodal {
             classes,
             None,
         )?;
+        let standardized = ds.standardize_all(p.bool("standardize")?);
         let (t, d) = (ds.x[0].size()[1], ds.x[0].size()[2]);
         let arch = p.str("model")?;
         let mut vs = nn::VarStore::new(Device::Cpu);
@@ -991,7 +1105,8 @@ impl Stage for TrainUnimodal {
         let fwd = |x: &[Tensor], _: &Tensor, train: bool| (enc.forward_t(&x[0], train), Vec::new());
         let trained = fit(&mut vs, &ds, &cfg, 1.0, &[], &fwd)?;
         let hidden = tch::no_grad(|| enc.hidden_t(&ds.x[0], false));
-        let config = json!({"model": arch, "steps": t, "dim": d, "outputs": ds.task.outputs(), "hidden": enc.hidden});
+        let config = json!({"model": arch, "steps": t, "dim": d, "outputs": ds.task.outputs(),
+                            "hidden": enc.hidden, "standardize": standardized});
         Ok(Output {
             table: model_table(&ds, &trained, config, Some(&hidden))?,
             errors: vec![],
@@ -1140,6 +1255,12 @@ const FUSION_PARAMS: &[ParamSpec] = &[
         "fusion head on X_M = [H_V : H_A : H_T]",
     ),
     ParamSpec::new(
+        "attention",
+        ParamType::Enum(ATTENTIONS),
+        Some("\"tanh\""),
+        "self-attention of the attention/transformer/conformer fusions: the paper's eq. 16 (tanh) or the scaled dot product",
+    ),
+    ParamSpec::new(
         "multitask",
         ParamType::Bool,
         Some("true"),
@@ -1164,6 +1285,8 @@ const FUSION_PARAMS: &[ParamSpec] = &[
     COMMON[4],
     COMMON[5],
     COMMON[6],
+    COMMON[7],
+    COMMON[8],
 ];
 
 impl Stage for TrainFusion {
@@ -1171,7 +1294,7 @@ impl Stage for TrainFusion {
         "train_fusion"
     }
     fn version(&self) -> u32 {
-        3
+        4
     }
     fn about(&self) -> &'static str {
         "stage two: fuse three encoders' H vectors (inputs: train_unimodal V, A, T; their features V, A, T; labels; split)"
@@ -1184,13 +1307,15 @@ impl Stage for TrainFusion {
     }
     fn run(&self, ctx: &RunCtx) -> Result<Output, StageError> {
         let p = ctx.params;
-        let cfg = TrainCfg::from(p)?;
+        let mut cfg = TrainCfg::from(p)?;
+        cfg.select = Select::param(p)?;
         let _torch = crate::torch::training(cfg.seed, p.i64("threads")?);
         let label = p.str("label")?;
         let classes = p.i64("classes")?;
-        let ds = dataset(ctx, &[3, 4, 5], (6, 7), "m", label, classes, None)?;
+        let mut ds = dataset(ctx, &[3, 4, 5], (6, 7), "m", label, classes, None)?;
         let outputs = ds.task.outputs();
         let pretrained = p.bool("pretrained")?;
+        let standardized = fusion_standardize(ctx, &mut ds, pretrained, p.bool("standardize")?)?;
         let multitask = p.bool("multitask")?;
         let w = p.f64_list("weights")?;
         if w.len() != 4 {
@@ -1260,8 +1385,14 @@ impl Stage for TrainFusion {
             frozen.freeze();
         }
         let features: i64 = encoders.iter().map(|e| e.1.hidden).sum();
-        let fusion = Fusion::new(&(vs.root() / "fusion"), p.str("fusion")?, features, outputs)
-            .map_err(StageError::Input)?;
+        let fusion = Fusion::new(
+            &(vs.root() / "fusion"),
+            p.str("fusion")?,
+            features,
+            outputs,
+            p.str("attention")?,
+        )
+        .map_err(StageError::Input)?;
         // Multi-task heads on each H; with frozen encoders these are new, trainable heads.
         let heads: Vec<nn::Linear> = encoders
             .iter()
@@ -1305,7 +1436,8 @@ impl Stage for TrainFusion {
             Tensor::cat(&hs, 1)
         });
         let config = json!({"fusion": p.str("fusion")?, "features": features, "outputs": outputs,
-                            "encoders": encoders.iter().map(|e| e.1.hidden).collect::<Vec<_>>()});
+                            "encoders": encoders.iter().map(|e| e.1.hidden).collect::<Vec<_>>(),
+                            "standardize": standardized});
         Ok(Output {
             table: model_table(&ds, &trained, config, Some(&xm))?,
             errors: vec![],
@@ -1316,6 +1448,141 @@ impl Stage for TrainFusion {
     }
     fn report(&self, _p: &Params, t: &RecordBatch) -> Option<String> {
         curve_report(t)
+    }
+}
+
+/// Standardises the fusion's three feature inputs. Frozen (pre-trained) encoders get exactly
+/// the statistics they were trained with, or raw features if they were trained on raw ones,
+/// whatever `on` says; encoders trained here follow `on`.
+fn fusion_standardize(
+    ctx: &RunCtx,
+    ds: &mut Dataset,
+    pretrained: bool,
+    on: bool,
+) -> Result<serde_json::Value, StageError> {
+    if !pretrained {
+        return Ok(ds.standardize_all(on));
+    }
+    let mut used = Vec::new();
+    for k in 0..3 {
+        let (_, c) = checkpoint_of(&ctx.inputs[k])?;
+        match c["standardize"].get(0).and_then(Standardizer::from_json) {
+            Some(s) if s.mean.len() as i64 != ds.x[k].size()[2] => {
+                return Err(StageError::Input(format!(
+                    "encoder {k} was standardised over {} dimensions, its features have {}",
+                    s.mean.len(),
+                    ds.x[k].size()[2]
+                )))
+            }
+            Some(s) => used.push(Some(ds.standardize(k, Some(s)))),
+            None => used.push(None),
+        }
+    }
+    Ok(if used.iter().all(Option::is_none) {
+        serde_json::Value::Null
+    } else {
+        serde_json::Value::Array(
+            used.iter()
+                .map(|s| s.as_ref().map_or(serde_json::Value::Null, Standardizer::to_json))
+                .collect(),
+        )
+    })
+}
+
+/// Row `r`'s majority-class baseline of each metric, formatted ("-" where the baseline has no
+/// value, e.g. Corr of a constant); None for a table without baseline columns.
+fn baseline_cells(
+    t: &RecordBatch,
+    metrics: &[crate::aggregate::Metric],
+    r: usize,
+) -> Option<Vec<String>> {
+    t.column_by_name("base_acc")?;
+    Some(
+        metrics
+            .iter()
+            .map(|m| {
+                crate::table::f64_col(t, &format!("base_{}", m.0))
+                    .ok()
+                    .and_then(|a| crate::table::opt_f64(a, r))
+                    .map_or("-".to_string(), |v| crate::aggregate::fmt_metric(m, v))
+            })
+            .collect(),
+    )
+}
+
+/// The majority-class baseline of a model's predictions table: the most frequent class of its
+/// training clips, and for scores their median (the best constant under MMSA's L1 loss).
+struct Baseline {
+    major: i64,
+    median: Option<f64>,
+    classes: usize,
+    scale: Option<&'static str>,
+}
+
+impl Baseline {
+    fn of(t: &RecordBatch, classes: usize, scale: Option<&str>) -> Result<Baseline, StageError> {
+        let part = str_col(t, "part")?;
+        let split = str_col(t, "split")?;
+        let y = col::<Int64Array>(t, "y")?;
+        let score = crate::table::f64_col(t, "score")?;
+        let train: Vec<usize> = (0..t.num_rows())
+            .filter(|&r| part.value(r) == "prediction" && split.value(r) == "train")
+            .collect();
+        let mut counts = vec![0usize; classes];
+        for &r in &train {
+            if let Some(c) = counts.get_mut(y.value(r) as usize) {
+                *c += 1;
+            }
+        }
+        // Ties go to the lower class id, as numpy's argmax does.
+        let major = (0..classes).rev().max_by_key(|&c| counts[c]).unwrap_or(0) as i64;
+        let mut s: Vec<f64> = train
+            .iter()
+            .filter(|&&r| !score.is_null(r))
+            .map(|&r| score.value(r))
+            .collect();
+        s.sort_by(f64::total_cmp);
+        let median = (!s.is_empty()).then(|| {
+            let m = s.len() / 2;
+            if s.len() % 2 == 1 {
+                s[m]
+            } else {
+                (s[m - 1] + s[m]) / 2.0
+            }
+        });
+        Ok(Baseline {
+            major,
+            median,
+            classes,
+            scale: match scale {
+                Some("sims") => Some("sims"),
+                Some(_) => Some("mosi"),
+                None => None,
+            },
+        })
+    }
+    /// The baseline's metrics on clips with classes `ys` (and scores `scores`).
+    fn scores(&self, ys: &[i64], scores: &[f64]) -> Vec<(String, Option<f64>)> {
+        let pred = vec![self.major; ys.len()];
+        let (acc, f1, wf1, _) = metrics(ys, &pred, self.classes);
+        let (ua, wa) = crate::metrics::ua_wa(ys, &pred);
+        let mut out: Vec<(String, Option<f64>)> = [
+            ("acc", acc),
+            ("f1_macro", f1),
+            ("f1_weighted", wf1),
+            ("ua", ua),
+            ("wa", wa),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), Some(*v)))
+        .collect();
+        if let (Some(scale), Some(m)) = (self.scale, self.median) {
+            let m = crate::labels::mmsa_metrics(scale, scores, &vec![m; scores.len()]);
+            for (name, v) in crate::labels::MMSA_METRICS.iter().zip(m) {
+                out.push((name.to_string(), v));
+            }
+        }
+        out
     }
 }
 
@@ -1366,7 +1633,7 @@ impl Stage for Evaluate {
         "evaluate"
     }
     fn version(&self) -> u32 {
-        4
+        5
     }
     fn about(&self) -> &'static str {
         "per split: Acc, macro/weighted F1, UA, WA, confusion matrix of a training stage; multi-label: per-class and average binary Acc, WA, F1"
@@ -1408,6 +1675,8 @@ impl Stage for Evaluate {
         } else {
             (vec![], vec![])
         };
+        let baseline = Baseline::of(t, classes, scale)?;
+        let mut base: Vec<Vec<(String, Option<f64>)>> = Vec::new();
         let mut rows = Vec::new();
         let mut mmsa: Vec<[Option<f64>; 9]> = Vec::new();
         // UA, WA; multi-label: the averages of per-class binary Acc, WA, F1 and the per-class values.
@@ -1422,6 +1691,12 @@ impl Stage for Evaluate {
             }
             let ys: Vec<i64> = keep.iter().map(|&r| y.value(r)).collect();
             let ps: Vec<i64> = keep.iter().map(|&r| pred.value(r)).collect();
+            let scores: Vec<f64> = keep.iter().map(|&r| score.value(r)).collect();
+            base.push(if multi {
+                Vec::new()
+            } else {
+                baseline.scores(&ys, &scores)
+            });
             let (acc, f1, wf1, cm) = metrics(&ys, &ps, classes);
             if multi {
                 let b = crate::metrics::per_class(&targets, &probs, &keep, classes);
@@ -1497,6 +1772,22 @@ impl Stage for Evaluate {
                 f32_lists(per_class.iter().map(|m| m[k].clone()).collect()),
             ));
         }
+        let mut names: Vec<&String> = base.iter().flatten().map(|(k, _)| k).collect();
+        names.sort();
+        names.dedup();
+        let base_cols: Vec<(String, arrow::array::ArrayRef)> = names
+            .iter()
+            .map(|&name| {
+                let v = base
+                    .iter()
+                    .map(|b| b.iter().find(|(k, _)| k == name).and_then(|x| x.1))
+                    .collect();
+                (format!("base_{name}"), f64s(v))
+            })
+            .collect();
+        for (k, v) in &base_cols {
+            cols.push((k.as_str(), v.clone()));
+        }
         if multi {
             // Single-label scores of the flags' argmax would only confuse the tables.
             for (name, col) in cols.iter_mut() {
@@ -1540,6 +1831,9 @@ impl Stage for Evaluate {
                 n.value(r),
                 cells.join(" | ")
             ));
+            if let Some(b) = baseline_cells(t, &metrics, r) {
+                s.push_str(&format!("| {} (majority) | | {} |\n", split.value(r), b.join(" | ")));
+            }
         }
         s.push_str(&per_class);
         Some(s)
@@ -1586,6 +1880,12 @@ impl Stage for Evaluate {
             for m in &metrics {
                 let v = crate::table::f64_col(t, m.0).ok()?.value(r);
                 s.push_str(&format!("{:>15}", crate::aggregate::fmt_metric(m, v)));
+            }
+            if let Some(b) = baseline_cells(t, &metrics, r) {
+                s.push_str(&format!("\n{:<7} ", "  major."));
+                for c in b {
+                    s.push_str(&format!("{c:>15}"));
+                }
             }
         }
         Some(s)

@@ -48,6 +48,8 @@ stages:
     inputs: [uni_v, uni_a, uni_t, sv, sa, st, labels, split]
     params: {{fusion: concat, epochs: 3, label: y}}
   eval_r: {{kind: evaluate, inputs: [fusion_r]}}
+  probe_t: {{kind: linear_probe, inputs: [st, labels, split], params: {{target: t}}}}
+  dir_mt: {{kind: compare, inputs: [eval_s], params: {{axis: multitask, better: \"true\", split: valid}}}}
 ",
         m = m.display()
     )
@@ -104,6 +106,30 @@ fn two_stage_training_is_deterministic_and_reruns_only_what_changed() {
             "{s:?}"
         );
     }
+    // The majority-class baseline: the training clips' most frequent class on every split.
+    let train: Vec<usize> = preds
+        .iter()
+        .copied()
+        .filter(|&r| split[r].as_deref() == Some("train"))
+        .collect();
+    let mut counts = [0usize; 3];
+    train.iter().for_each(|&r| counts[y.value(r) as usize] += 1);
+    let major = (0..3).rev().max_by_key(|&c| counts[c]).unwrap() as i64;
+    let base = f64s(&ev, "base_acc");
+    for (k, s) in splits.iter().enumerate() {
+        let rows: Vec<usize> = preds.iter().copied().filter(|&r| split[r] == *s).collect();
+        let hit = rows.iter().filter(|&&r| y.value(r) == major).count();
+        assert!((base[k].unwrap() - hit as f64 / rows.len() as f64).abs() < 1e-12);
+    }
+    // The probe's table: one row per split, probe and baseline side by side.
+    let probe = p.table("probe_t");
+    assert_eq!(
+        strs(&probe, "split"),
+        [Some("train"), Some("valid"), Some("test")].map(|s| s.map(String::from))
+    );
+    for c in ["acc", "ua", "base_acc", "base_ua"] {
+        assert!(f64s(&probe, c).iter().all(|v| v.is_some_and(|v| (0.0..=1.0).contains(&v))));
+    }
     // Mean and sample sd over the two seeds' valid accuracy, one row per multi-task setting.
     let accs: Vec<f64> = [
         "eval_s[seed=1,multitask=true]",
@@ -132,6 +158,52 @@ fn two_stage_training_is_deterministic_and_reruns_only_what_changed() {
         agg.column_by_name("mae_mean").is_none(),
         "classification has no MMSA regression metrics"
     );
+    // The paired difference over the two seeds, multi-task minus single-task.
+    let single: Vec<f64> = ["eval_s[seed=1,multitask=false]", "eval_s[seed=2,multitask=false]"]
+        .iter()
+        .map(|n| {
+            let t = p.table(n);
+            let k = strs(&t, "split")
+                .iter()
+                .position(|x| x.as_deref() == Some("valid"))
+                .unwrap();
+            f64s(&t, "acc")[k].unwrap()
+        })
+        .collect();
+    let dir = p.table("dir_mt");
+    assert_eq!(typed::<Int64Array>(&dir, "n").value(0), 2);
+    let diff = (accs[0] - single[0] + accs[1] - single[1]) / 2.0;
+    assert!((f64s(&dir, "diff")[0].unwrap() - diff).abs() < 1e-12);
+    let (lo, hi) = (f64s(&dir, "ci_low")[0].unwrap(), f64s(&dir, "ci_high")[0].unwrap());
+    assert!(lo <= diff && diff <= hi);
+    let want = if lo > 0.0 {
+        "holds"
+    } else if hi < 0.0 {
+        "fails"
+    } else {
+        "inconclusive"
+    };
+    assert_eq!(strs(&dir, "verdict")[0].as_deref(), Some(want));
+    // `pipeline metrics`: an aggregate lists the models it gathers, one line per split.
+    let out = p.run(&["metrics", "agg", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines = json_lines(&out.stdout);
+    assert_eq!(lines.len(), 4 * 3, "{lines:?}");
+    let one = lines
+        .iter()
+        .find(|l| {
+            l["variant"] == serde_json::json!({"seed": 2, "multitask": true})
+                && l["split"] == "valid"
+        })
+        .unwrap();
+    assert_eq!(one["stage"], "eval_s");
+    assert!((one["metrics"]["acc"].as_f64().unwrap() - accs[1]).abs() < 1e-12);
+    assert!(one["baseline"]["acc"].as_f64().is_some());
+    let out = p.run(&["metrics", "probe_t"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("probe_t") && text.contains("UA"), "{text}");
+    let out = p.run(&["metrics", "fusion"]);
+    assert!(!out.status.success(), "a training stage is not an evaluated model");
 
     // Regression on the continuous label: scores in the table, MMSA's metrics from them.
     let fr = p.table("fusion_r");

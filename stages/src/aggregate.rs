@@ -137,7 +137,7 @@ fn rows(
         for m in metrics {
             let mean = f64_col(t, &format!("{}_mean", m.0)).ok()?.value(r);
             let sd = f64_col(t, &format!("{}_sd", m.0)).ok()?.value(r);
-            cells.push(fmt_pm(m, mean, sd, pm) + &base_suffix(t, m, r));
+            cells.push(fmt_pm(m, mean, sd, pm) + &count_suffix(t, m, r) + &base_suffix(t, m, r));
         }
         out.push(cells);
     }
@@ -175,7 +175,9 @@ fn pivot(
             keys.len() - 1
         });
         if !mean.is_null(r) {
-            let cell = fmt_pm(m, mean.value(r), sd.value(r), pm) + &base_suffix(t, m, r);
+            let cell = fmt_pm(m, mean.value(r), sd.value(r), pm)
+                + &count_suffix(t, m, r)
+                + &base_suffix(t, m, r);
             cells.insert((ki, ci), cell);
         }
     }
@@ -235,6 +237,16 @@ fn metric_row(t: &RecordBatch, row: usize, prefix: &str) -> [Option<f64>; METRIC
             .map(|a| a.value(row));
     }
     m
+}
+
+/// ` (n=k)` when fewer than the row's variants define metric `m`.
+fn count_suffix(t: &RecordBatch, m: &Metric, r: usize) -> String {
+    let n = crate::table::col::<arrow::array::Int64Array>(t, "n").ok();
+    let k = crate::table::col::<arrow::array::Int64Array>(t, &format!("{}_n", m.0)).ok();
+    match (n, k) {
+        (Some(n), Some(k)) if k.value(r) < n.value(r) => format!(" (n={})", k.value(r)),
+        _ => String::new(),
+    }
 }
 
 /// ` [b]`: a cell's majority-class baseline, when the table has one.
@@ -333,6 +345,17 @@ impl Stage for Aggregate {
             cols.push((
                 format!("{}_sd", c.0),
                 f64s(stats.iter().map(|s| s.map(|s| s.1)).collect()),
+            ));
+            // A metric can be undefined for some variants (Corr of constant predictions): its
+            // own count, next to the row's `n`.
+            cols.push((
+                format!("{}_n", c.0),
+                i64s(
+                    groups
+                        .iter()
+                        .map(|g| Some(g.1.iter().filter(|m| m[k].is_some()).count() as i64))
+                        .collect(),
+                ),
             ));
             if groups.iter().any(|g| g.2.iter().any(|m| m[k].is_some())) {
                 let base: Vec<Option<f64>> = groups

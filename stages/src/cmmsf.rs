@@ -11,8 +11,9 @@
 //! - Cascade, per ordered pair i -> j, N layers: Z = LN(X + MHA(X, U_j)); Z = LN(Z + Conv1d(Z));
 //!   X = BiLSTM(Z) with hidden d and the directions summed (the paper's hidden size 100 is d).
 //!   Each modality's pair outputs are joined and projected back to d (eq. 12).
-//! - MGF: a step mask per modality (text: the token is there; audio and vision: the step's norm
-//!   is above `mask_threshold` x the clip's mean step norm, the adaptive threshold), gate
+//! - MGF: a step mask per modality (text: the token is there; audio and vision: the step's level
+//!   is above `mask_threshold` x the clip's mean level, the adaptive threshold; the level of a
+//!   dB spectrogram step is its mean power, of other steps their norm), gate
 //!   G = sigmoid(W_g U + b_g), F = U ⊙ G ⊙ mask, a GRU over F, H = GRU(F) + F; pooled by a
 //!   masked mean. Without MGF, U is pooled the same way.
 //! - Head: F = ReLU(W_F [H_A : H_T : H_V] + b_F), dropout, y = W_y F + b_y.
@@ -37,6 +38,10 @@ pub struct CmMsfCfg {
     pub cascade_lstm: bool,
     pub mgf: bool,
     pub mask_threshold: f64,
+    /// The audio input is a spectrogram in dB: its steps' level is their mean power
+    /// (10^(dB/10)) rather than their vector norm, so that silence (large negative dB, a large
+    /// norm) is what the mask drops.
+    pub audio_db: bool,
     /// Per input, its one or two encoders.
     pub encoders: Vec<Vec<String>>,
 }
@@ -250,6 +255,8 @@ pub struct CmMsf {
     cfg: CmMsfCfg,
     /// Whether input k is text (its mask is token presence).
     text: Vec<bool>,
+    /// Whether input k is audio in dB (its level is power, not norm).
+    db: Vec<bool>,
     uni: Vec<Unimodal>,
     /// Per target modality i: for each other modality j, the N cascade layers of i -> j.
     cascade: Vec<Vec<(usize, Vec<CascadeLayer>)>>,
@@ -327,6 +334,7 @@ impl CmMsf {
         Ok(CmMsf {
             cfg: c.clone(),
             text: names.iter().map(|&m| m == 't').collect(),
+            db: names.iter().map(|&m| m == 'a' && c.audio_db).collect(),
             uni,
             cascade,
             merge,
@@ -337,17 +345,28 @@ impl CmMsf {
         })
     }
 
-    /// Step masks `[B, T]`: text steps that hold a token; audio/vision steps whose norm is above
-    /// `mask_threshold` x the clip's mean step norm.
+    /// Step masks `[B, T]`: text steps that hold a token; audio/vision steps whose level is
+    /// above `mask_threshold` x the clip's mean level over its steps (the adaptive threshold).
+    /// The level is mean power for audio in dB, the vector norm otherwise; all-zero padding
+    /// steps are never kept and do not count in the mean.
     fn mask(&self, k: usize, x: &Tensor) -> Tensor {
-        let norm = x.norm_scalaropt_dim(2.0, [-1].as_slice(), false); // [B, T]
+        let present = crate::nets::row_mask(x); // [B, T]
         if self.text[k] {
-            return norm.gt(0.0).to_kind(Kind::Float);
+            return present;
         }
-        let mean = norm.mean_dim(1, true, Kind::Float);
-        let m = norm
+        let level = if self.db[k] {
+            (x * (std::f64::consts::LN_10 / 10.0))
+                .exp()
+                .mean_dim(-1, false, Kind::Float)
+        } else {
+            x.norm_scalaropt_dim(2.0, [-1].as_slice(), false)
+        } * &present;
+        let mean = level.sum_dim_intlist(1, true, Kind::Float)
+            / present.sum_dim_intlist(1, true, Kind::Float).clamp_min(1.0);
+        let m = level
             .gt_tensor(&(mean * self.cfg.mask_threshold))
-            .to_kind(Kind::Float);
+            .to_kind(Kind::Float)
+            * &present;
         // A silent clip keeps every step rather than none.
         let none = m.sum_dim_intlist(1, true, Kind::Float).eq(0.0);
         m.where_self(&none.logical_not(), &m.ones_like())
@@ -425,6 +444,7 @@ mod tests {
             cascade_lstm: true,
             mgf: true,
             mask_threshold: 0.5,
+            audio_db: true,
             encoders: vec![
                 vec!["linear".into(), "transformer".into()],
                 vec!["transformer".into(), "bigru".into()],
@@ -492,11 +512,22 @@ mod tests {
             encoders: vec![vec!["linear".into()], vec!["linear".into()]],
             ..cfg(1)
         };
-        let m = CmMsf::new(&vs.root(), &['a', 't'], &[2, 2], 3, &c).unwrap();
-        // Audio step norms 1, 3, 0.1, 4: mean 2.025, threshold 1.0125 -> steps 2 and 4 kept.
+        let m = CmMsf::new(&vs.root(), &['v', 't'], &[2, 2], 3, &c).unwrap();
+        // Vision step norms 1, 3, 0.1, 4: mean 2.025, threshold 1.0125 -> steps 2 and 4 kept.
         let a = Tensor::from_slice(&[1f32, 0., 3., 0., 0.1, 0., 0., 4.]).view([1, 4, 2]);
         let got: Vec<f32> = Vec::try_from(m.mask(0, &a).view([-1])).unwrap();
         assert_eq!(got, vec![0., 1., 0., 1.]);
+        // Audio in dB: speech at -20 dB, silence at -90 dB (a larger norm), one padding step.
+        // Mean power over the three steps 0.0067, threshold 0.0033: the speech steps are kept.
+        let ma = CmMsf::new(&(vs.root() / "a"), &['a', 't'], &[2, 2], 3, &c).unwrap();
+        let a = Tensor::from_slice(&[-20f32, -20., -90., -90., -20., -20., 0., 0.]).view([1, 4, 2]);
+        let got: Vec<f32> = Vec::try_from(ma.mask(0, &a).view([-1])).unwrap();
+        assert_eq!(got, vec![1., 0., 1., 0.]);
+        let mut plain = c.clone();
+        plain.audio_db = false;
+        let mn = CmMsf::new(&(vs.root() / "n"), &['a', 't'], &[2, 2], 3, &plain).unwrap();
+        let got: Vec<f32> = Vec::try_from(mn.mask(0, &a).view([-1])).unwrap();
+        assert_eq!(got, vec![0., 1., 0., 0.], "by norm, the silence would be the loud step");
         // Text: a step is kept when it holds a token vector (padding is all zeros).
         let t = Tensor::from_slice(&[0.2f32, 0., 0., 0., 0., 0.01, 0., 0.]).view([1, 4, 2]);
         let got: Vec<f32> = Vec::try_from(m.mask(1, &t).view([-1])).unwrap();

@@ -90,7 +90,8 @@ const PARAMS: &[ParamSpec] = &[
     ParamSpec::new("vision_encoders", ParamType::Str, Some("\"linear+transformer\""), "CM-MSF: vision encoders (CNN frame vectors + Transformer)"),
     ParamSpec::new("cascade_lstm", ParamType::Bool, Some("true"), "CM-MSF: the BiLSTM in each cascade layer (false: Table 6's \"(-) BiLSTM\")"),
     ParamSpec::new("mgf", ParamType::Bool, Some("true"), "CM-MSF: mask-gated fusion (false: Table 6's \"(-) MGF\")"),
-    ParamSpec::new("mask_threshold", ParamType::Float, Some("0.5"), "CM-MSF: audio/vision steps whose norm is below this x the clip's mean are masked"),
+    ParamSpec::new("mask_threshold", ParamType::Float, Some("0.5"), "CM-MSF: audio/vision steps whose level (audio in dB: mean power; else the norm) is below this x the clip's mean are masked"),
+    ParamSpec::new("mask_audio_db", ParamType::Bool, Some("true"), "CM-MSF: the audio input is a spectrogram in dB, whose steps' level for the mask is their mean power (false: the vector norm, for embeddings)"),
     ParamSpec::new("sem_audio", ParamType::Str, Some("\"2,4\""), "MER-SEM-MBT: audio CNN groups (1-4) followed by a SEM (VGGish's conv2 and conv4); empty: none"),
     ParamSpec::new("sem_vision", ParamType::Str, Some("\"3,4\""), "MER-SEM-MBT: visual CNN groups (1-4) followed by a SEM (the third and the last); empty: none"),
     ParamSpec::new("sem", ParamType::Bool, Some("true"), "MER-SEM-MBT: SEMs at the sem_audio / sem_vision positions (false: none; needs the text input)"),
@@ -211,6 +212,8 @@ impl Net {
                     audio_width: p.i64("audio_width")?.max(1),
                     image_channels: p.i64("image_channels")?.max(1),
                     dropout: p.f64("dropout")?,
+                    freeze_audio: p.i64("freeze_audio")?,
+                    freeze_vision: p.i64("freeze_vision")?,
                 };
                 MerSemMbt::new(vs, names, dims, outputs, &c)
                     .map(Net::Mbt)
@@ -273,6 +276,7 @@ impl Net {
                     cascade_lstm: p.bool("cascade_lstm")?,
                     mgf: p.bool("mgf")?,
                     mask_threshold: p.f64("mask_threshold")?,
+                    audio_db: p.bool("mask_audio_db")?,
                     encoders,
                 };
                 CmMsf::new(vs, names, dims, outputs, &c)

@@ -5,10 +5,12 @@
 //!
 //! - Audio: one token per 960 ms log-mel patch (`[T, 96 * n_mels]` rows), a VGGish-shaped CNN of
 //!   four groups (conv; conv; 2 x conv; 2 x conv, each group ending in a 2 x 2 max pool; widths
-//!   w, 2w, 4w, 8w), global average pooled.
+//!   w, 2w, 4w, 8w), global average pooled, then VGGish's FC + ReLU to its 128-d embedding.
 //! - Vision: one token per sampled face (`[T, C * S * S]` rows), the four-group face-emotion CNN
 //!   of facial-emotion-recognition's NetworkV2 (reflection pad, 3 x 3 conv with strides 1, 2, 2, 2,
 //!   batch norm, ReLU; 32 to 256 channels), whose pretrained weights can be loaded.
+//! - Frozen leading groups (`freeze_audio`, `freeze_vision`) also run in eval mode: their batch
+//!   norms keep the pretrained running statistics instead of drifting with the batches.
 //! - Text: the sentence vector (`[1, d_t]`), the key and value of every SEM and the input of the
 //!   text decision.
 //!
@@ -45,7 +47,14 @@ pub struct MbtCfg {
     pub audio_width: i64,
     pub image_channels: i64,
     pub dropout: f64,
+    /// Leading groups of each backbone that do not train: they also run in eval mode, so a
+    /// frozen batch norm keeps its pretrained running statistics.
+    pub freeze_audio: i64,
+    pub freeze_vision: i64,
 }
+
+/// Width of VGGish's embedding layer, the FC that follows its convolutions.
+pub const VGGISH_EMBEDDING: i64 = 128;
 
 /// Variable groups: the optimizer gives backbones their own learning rates.
 pub const VISION_GROUP: usize = 1;
@@ -115,6 +124,10 @@ impl Group {
 struct Backbone {
     groups: Vec<Group>,
     sems: Vec<Option<Sem>>,
+    /// Leading groups run in eval mode (frozen).
+    frozen: usize,
+    /// VGGish's FC + ReLU to its 128-d embedding, after the pooled convolutions.
+    fc: Option<nn::Linear>,
     out: i64,
 }
 
@@ -140,10 +153,15 @@ impl Backbone {
             groups.push(Group::Vgg(convs));
         }
         let sems = Self::sems(sem_vs, &widths, sem, dt);
+        // VGGish flattens its last map into FC 4096 -> 4096 -> 128; on global-average-pooled
+        // maps of any clip length one FC to the 128-d embedding keeps its output width.
+        let fc = nn::linear(vs / "fc", widths[3], VGGISH_EMBEDDING, Default::default());
         Backbone {
             groups,
             sems,
-            out: widths[3],
+            frozen: 0,
+            fc: Some(fc),
+            out: VGGISH_EMBEDDING,
         }
     }
     fn face(
@@ -172,6 +190,8 @@ impl Backbone {
         Backbone {
             groups,
             sems,
+            frozen: 0,
+            fc: None,
             out: widths[3],
         }
     }
@@ -188,13 +208,17 @@ impl Backbone {
     /// `x` `[B, C, H, W]`, `t` `[B, d_t]` -> `[B, out]` (global average pool).
     fn forward_t(&self, x: &Tensor, t: Option<&Tensor>, train: bool) -> Tensor {
         let mut y = x.shallow_clone();
-        for (g, s) in self.groups.iter().zip(&self.sems) {
-            y = g.forward_t(&y, train);
+        for (k, (g, s)) in self.groups.iter().zip(&self.sems).enumerate() {
+            y = g.forward_t(&y, train && k >= self.frozen);
             if let (Some(s), Some(t)) = (s, t) {
                 y = s.forward(&y, t);
             }
         }
-        y.mean_dim([2i64, 3].as_slice(), false, Kind::Float)
+        let y = y.mean_dim([2i64, 3].as_slice(), false, Kind::Float);
+        match &self.fc {
+            Some(fc) => fc.forward(&y).relu(),
+            None => y,
+        }
     }
 }
 
@@ -297,13 +321,14 @@ impl MerSemMbt {
                         c.n_mels
                     ));
                 }
-                let bb = Backbone::vggish(
+                let mut bb = Backbone::vggish(
                     &(vs.set_group(AUDIO_GROUP) / "audio"),
                     &(vs / "sem_audio"),
                     c.audio_width,
                     &c.sem_audio,
                     sem_dt,
                 );
+                bb.frozen = c.freeze_audio.clamp(0, 4) as usize;
                 let proj = nn::linear(vs / "audio_proj", bb.out, c.d, Default::default());
                 Some((bb, proj))
             }
@@ -318,13 +343,14 @@ impl MerSemMbt {
                         c.image_channels
                     ));
                 }
-                let bb = Backbone::face(
+                let mut bb = Backbone::face(
                     &(vs.set_group(VISION_GROUP) / "vision"),
                     &(vs / "sem_vision"),
                     c.image_channels,
                     &c.sem_vision,
                     sem_dt,
                 );
+                bb.frozen = c.freeze_vision.clamp(0, 4) as usize;
                 let proj = nn::linear(vs / "vision_proj", bb.out, c.d, Default::default());
                 Some((bb, proj))
             }
@@ -555,7 +581,38 @@ mod tests {
             audio_width: 8,
             image_channels: 1,
             dropout: 0.1,
+            freeze_audio: 0,
+            freeze_vision: 2,
         }
+    }
+
+    #[test]
+    fn frozen_groups_keep_their_batch_norm_statistics() {
+        tch::manual_seed(0);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let net = MerSemMbt::new(&vs.root(), &['v'], &[48 * 48], 6, &cfg(false, false)).unwrap();
+        let stats = |g: usize| -> Tensor {
+            let vars = vs.variables();
+            vars[&format!("vision.g{g}.bn.running_mean")].copy()
+        };
+        let before: Vec<Tensor> = (1..=4).map(stats).collect();
+        let x = Tensor::randn([2, 3, 48 * 48], (Kind::Float, Device::Cpu)) * 3.0 + 1.0;
+        let _ = net.forward_t(&[x], true);
+        for g in 1..=4 {
+            let moved = f64::try_from((stats(g) - &before[g - 1]).abs().max()).unwrap();
+            // Groups 1 and 2 are frozen (cfg: freeze_vision 2); 3 and 4 train.
+            assert_eq!(moved == 0.0, g <= 2, "group {g} moved by {moved}");
+        }
+    }
+
+    #[test]
+    fn the_audio_backbone_ends_in_vggish_s_128_d_embedding() {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let _ = MerSemMbt::new(&vs.root(), &['a'], &[96 * 64], 6, &cfg(false, false)).unwrap();
+        let vars = vs.variables();
+        // widths 8, 16, 32, 64 (audio_width 8): FC 64 -> 128.
+        assert_eq!(vars["audio.fc.weight"].size(), [VGGISH_EMBEDDING, 64]);
+        assert_eq!(vars["audio_proj.weight"].size(), [64, VGGISH_EMBEDDING]);
     }
 
     #[test]

@@ -756,8 +756,10 @@ mod tests {
         let t = TanhMhsa::new(vs.root() / "t", 16, FUSION_DIM, 2);
         // With W_attn the identity, eq. 16 is softmax(tanh(QKᵀ))·(W_Val·K); check it by hand.
         tch::no_grad(|| {
-            t.w.ws.copy_(&Tensor::eye(16, (Kind::Float, Device::Cpu)));
-            t.w.bs.as_ref().unwrap().zero_();
+            t.w.ws
+                .shallow_clone()
+                .copy_(&Tensor::eye(16, (Kind::Float, Device::Cpu)));
+            t.w.bs.as_ref().unwrap().shallow_clone().zero_();
         });
         let got = t.forward_t(&x, 0.0, false);
         let (q, k) = (t.q.forward(&x), t.k.forward(&x));

@@ -107,7 +107,9 @@ fn lines_of(stage: &str, variant: &Map<String, Value>, t: &RecordBatch) -> Vec<L
     };
     let value = |name: &str, r: usize| -> Option<f64> {
         let c = stages::table::f64_col(t, name).ok()?;
-        (!c.is_null(r)).then(|| c.value(r)).filter(|v| v.is_finite())
+        (!c.is_null(r))
+            .then(|| c.value(r))
+            .filter(|v| v.is_finite())
     };
     (0..t.num_rows())
         .map(|r| {

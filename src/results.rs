@@ -24,7 +24,11 @@ pub fn write(env: &Env, out: &Path, variants: bool, sets: &[String]) -> Result<i
         md.push_str("Run with the pipeline's own settings (no `--set` overrides).\n\n");
     } else {
         let list: Vec<String> = sets.iter().map(|s| format!("`{s}`")).collect();
-        let _ = writeln!(md, "Overrides of the pipeline's settings: {}\n", list.join(", "));
+        let _ = writeln!(
+            md,
+            "Overrides of the pipeline's settings: {}\n",
+            list.join(", ")
+        );
     }
     let mut missing = Vec::new();
     let mut figures = 0;

@@ -128,7 +128,9 @@ fn two_stage_training_is_deterministic_and_reruns_only_what_changed() {
         [Some("train"), Some("valid"), Some("test")].map(|s| s.map(String::from))
     );
     for c in ["acc", "ua", "base_acc", "base_ua"] {
-        assert!(f64s(&probe, c).iter().all(|v| v.is_some_and(|v| (0.0..=1.0).contains(&v))));
+        assert!(f64s(&probe, c)
+            .iter()
+            .all(|v| v.is_some_and(|v| (0.0..=1.0).contains(&v))));
     }
     // Mean and sample sd over the two seeds' valid accuracy, one row per multi-task setting.
     let accs: Vec<f64> = [
@@ -159,22 +161,28 @@ fn two_stage_training_is_deterministic_and_reruns_only_what_changed() {
         "classification has no MMSA regression metrics"
     );
     // The paired difference over the two seeds, multi-task minus single-task.
-    let single: Vec<f64> = ["eval_s[seed=1,multitask=false]", "eval_s[seed=2,multitask=false]"]
-        .iter()
-        .map(|n| {
-            let t = p.table(n);
-            let k = strs(&t, "split")
-                .iter()
-                .position(|x| x.as_deref() == Some("valid"))
-                .unwrap();
-            f64s(&t, "acc")[k].unwrap()
-        })
-        .collect();
+    let single: Vec<f64> = [
+        "eval_s[seed=1,multitask=false]",
+        "eval_s[seed=2,multitask=false]",
+    ]
+    .iter()
+    .map(|n| {
+        let t = p.table(n);
+        let k = strs(&t, "split")
+            .iter()
+            .position(|x| x.as_deref() == Some("valid"))
+            .unwrap();
+        f64s(&t, "acc")[k].unwrap()
+    })
+    .collect();
     let dir = p.table("dir_mt");
     assert_eq!(typed::<Int64Array>(&dir, "n").value(0), 2);
     let diff = (accs[0] - single[0] + accs[1] - single[1]) / 2.0;
     assert!((f64s(&dir, "diff")[0].unwrap() - diff).abs() < 1e-12);
-    let (lo, hi) = (f64s(&dir, "ci_low")[0].unwrap(), f64s(&dir, "ci_high")[0].unwrap());
+    let (lo, hi) = (
+        f64s(&dir, "ci_low")[0].unwrap(),
+        f64s(&dir, "ci_high")[0].unwrap(),
+    );
     assert!(lo <= diff && diff <= hi);
     let want = if lo > 0.0 {
         "holds"
@@ -186,7 +194,11 @@ fn two_stage_training_is_deterministic_and_reruns_only_what_changed() {
     assert_eq!(strs(&dir, "verdict")[0].as_deref(), Some(want));
     // `pipeline metrics`: an aggregate lists the models it gathers, one line per split.
     let out = p.run(&["metrics", "agg", "--json"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let lines = json_lines(&out.stdout);
     assert_eq!(lines.len(), 4 * 3, "{lines:?}");
     let one = lines
@@ -203,7 +215,10 @@ fn two_stage_training_is_deterministic_and_reruns_only_what_changed() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("probe_t") && text.contains("UA"), "{text}");
     let out = p.run(&["metrics", "fusion"]);
-    assert!(!out.status.success(), "a training stage is not an evaluated model");
+    assert!(
+        !out.status.success(),
+        "a training stage is not an evaluated model"
+    );
 
     // Regression on the continuous label: scores in the table, MMSA's metrics from them.
     let fr = p.table("fusion_r");

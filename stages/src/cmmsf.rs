@@ -527,7 +527,11 @@ mod tests {
         plain.audio_db = false;
         let mn = CmMsf::new(&(vs.root() / "n"), &['a', 't'], &[2, 2], 3, &plain).unwrap();
         let got: Vec<f32> = Vec::try_from(mn.mask(0, &a).view([-1])).unwrap();
-        assert_eq!(got, vec![0., 1., 0., 0.], "by norm, the silence would be the loud step");
+        assert_eq!(
+            got,
+            vec![0., 1., 0., 0.],
+            "by norm, the silence would be the loud step"
+        );
         // Text: a step is kept when it holds a token vector (padding is all zeros).
         let t = Tensor::from_slice(&[0.2f32, 0., 0., 0., 0., 0.01, 0., 0.]).view([1, 4, 2]);
         let got: Vec<f32> = Vec::try_from(m.mask(1, &t).view([-1])).unwrap();

@@ -187,7 +187,11 @@ impl Compare {
                     vec![
                         format!("{}={}", axis.value(r), better.value(r)),
                         n.value(r).to_string(),
-                        format!("{} vs {}", show(f("mean_better", r)), show(f("mean_other", r))),
+                        format!(
+                            "{} vs {}",
+                            show(f("mean_better", r)),
+                            show(f("mean_other", r))
+                        ),
                         other.value(r).to_string(),
                         format!(
                             "{} [{}, {}]",
@@ -215,15 +219,16 @@ fn value(t: &RecordBatch, split: &str, metric: &str) -> Option<f64> {
 /// decimals up to 30, then the Cornish-Fisher expansion around the normal quantile.
 pub fn t975(df: usize) -> f64 {
     const T: [f64; 30] = [
-        12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
-        2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064,
-        2.060, 2.056, 2.052, 2.048, 2.045, 2.042,
+        12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160,
+        2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056,
+        2.052, 2.048, 2.045, 2.042,
     ];
     if (1..=30).contains(&df) {
         return T[df - 1];
     }
     let (z, d) = (1.959_964f64, df.max(1) as f64);
-    z + (z.powi(3) + z) / (4.0 * d) + (5.0 * z.powi(5) + 16.0 * z.powi(3) + 3.0 * z) / (96.0 * d * d)
+    z + (z.powi(3) + z) / (4.0 * d)
+        + (5.0 * z.powi(5) + 16.0 * z.powi(3) + 3.0 * z) / (96.0 * d * d)
 }
 
 /// Mean difference, its 95% t-interval (None for one pair) and the verdict.
@@ -252,16 +257,40 @@ fn table(rows: &[Row], axis: &str, better: &str, metric: &str) -> Result<RecordB
     batch(vec![
         ("axis", strings(&vec![axis; n])),
         ("better", strings(&vec![better; n])),
-        ("other", strings(&rows.iter().map(|r| r.other.as_str()).collect::<Vec<_>>())),
+        (
+            "other",
+            strings(&rows.iter().map(|r| r.other.as_str()).collect::<Vec<_>>()),
+        ),
         ("metric", strings(&vec![metric; n])),
-        ("n", i64s(rows.iter().map(|r| Some(r.diffs.len() as i64)).collect())),
-        ("mean_better", f64s(rows.iter().map(|r| mean(&r.a)).collect())),
-        ("mean_other", f64s(rows.iter().map(|r| mean(&r.b)).collect())),
+        (
+            "n",
+            i64s(rows.iter().map(|r| Some(r.diffs.len() as i64)).collect()),
+        ),
+        (
+            "mean_better",
+            f64s(rows.iter().map(|r| mean(&r.a)).collect()),
+        ),
+        (
+            "mean_other",
+            f64s(rows.iter().map(|r| mean(&r.b)).collect()),
+        ),
         ("diff", f64s(stats.iter().map(|s| Some(s.0)).collect())),
-        ("diff_sd", f64s(rows.iter().map(|r| Some(mean_sd(&r.diffs).1)).collect())),
-        ("ci_low", f64s(stats.iter().map(|s| s.1.map(|c| c.0)).collect())),
-        ("ci_high", f64s(stats.iter().map(|s| s.1.map(|c| c.1)).collect())),
-        ("verdict", strings(&stats.iter().map(|s| s.2).collect::<Vec<_>>())),
+        (
+            "diff_sd",
+            f64s(rows.iter().map(|r| Some(mean_sd(&r.diffs).1)).collect()),
+        ),
+        (
+            "ci_low",
+            f64s(stats.iter().map(|s| s.1.map(|c| c.0)).collect()),
+        ),
+        (
+            "ci_high",
+            f64s(stats.iter().map(|s| s.1.map(|c| c.1)).collect()),
+        ),
+        (
+            "verdict",
+            strings(&stats.iter().map(|s| s.2).collect::<Vec<_>>()),
+        ),
     ])
 }
 

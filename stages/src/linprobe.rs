@@ -57,6 +57,7 @@ const PARAMS: &[ParamSpec] = &[
 
 /// Pooled, not yet standardised features and class ids of the clips in the split table.
 struct Data {
+    ids: Vec<String>,
     x: Vec<Vec<f64>>,
     y: Vec<usize>,
     split: Vec<String>,
@@ -131,7 +132,10 @@ impl Stage for LinearProbe {
     fn report(&self, _p: &Params, t: &RecordBatch) -> Option<String> {
         let split = str_col(t, "split").ok()?;
         let f = |c: &str, r: usize| crate::table::f64_col(t, c).ok().map(|a| a.value(r));
-        let mut s = format!("{:<7} {:>9} {:>9} {:>9} {:>9}", "split", "probe", "majority", "probe UA", "maj. UA");
+        let mut s = format!(
+            "{:<7} {:>9} {:>9} {:>9} {:>9}",
+            "split", "probe", "majority", "probe UA", "maj. UA"
+        );
         for r in 0..t.num_rows() {
             s.push_str(&format!(
                 "\n{:<7} {:>9.2} {:>9.2} {:>9.2} {:>9.2}",
@@ -197,6 +201,7 @@ fn data(ctx: &RunCtx, p: &Params, classes: usize) -> Result<Data, StageError> {
         ));
     }
     let mut d = Data {
+        ids: vec![],
         x: vec![],
         y: vec![],
         split: vec![],
@@ -207,6 +212,7 @@ fn data(ctx: &RunCtx, p: &Params, classes: usize) -> Result<Data, StageError> {
         }
         let id = sid.value(r);
         if let (Some(x), Some(&c)) = (pooled.get(id), y.get(id)) {
+            d.ids.push(id.to_string());
             d.x.push(x.clone());
             d.y.push(c);
             d.split.push(ssplit.value(r).to_string());
@@ -216,7 +222,7 @@ fn data(ctx: &RunCtx, p: &Params, classes: usize) -> Result<Data, StageError> {
         if let Some(i) = d.x.iter().position(|x| x.len() != w) {
             return Err(StageError::Input(format!(
                 "clip {}: {} feature dimensions where others have {w}",
-                d.split[i],
+                d.ids[i],
                 d.x[i].len()
             )));
         }
@@ -452,7 +458,10 @@ fn table(rows: &[Row], classes: usize, lam: f64, dim: i64) -> Result<RecordBatch
         ),
     ];
     for (k, c) in COLUMNS.iter().enumerate() {
-        cols.push((c.to_string(), f64s(rows.iter().map(|r| Some(r.probe[k])).collect())));
+        cols.push((
+            c.to_string(),
+            f64s(rows.iter().map(|r| Some(r.probe[k])).collect()),
+        ));
     }
     for (k, c) in COLUMNS.iter().enumerate() {
         cols.push((
@@ -474,10 +483,13 @@ mod tests {
         // Three classes, each a shifted cloud in 4-d, from a fixed LCG.
         let mut s = 42u64;
         let mut r = || {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((s >> 11) as f64 / (1u64 << 53) as f64) - 0.5
         };
         let mut d = Data {
+            ids: vec![],
             x: vec![],
             y: vec![],
             split: vec![],
@@ -487,9 +499,11 @@ mod tests {
             let x: Vec<f64> = (0..4)
                 .map(|k| r() + if k == c { sep } else { 0.0 })
                 .collect();
+            d.ids.push(i.to_string());
             d.x.push(x);
             d.y.push(c);
-            d.split.push(if i % 5 == 0 { "valid" } else { "train" }.into());
+            d.split
+                .push(if i % 5 == 0 { "valid" } else { "train" }.into());
         }
         d
     }
@@ -520,6 +534,9 @@ mod tests {
 
     #[test]
     fn padding_rows_do_not_count_in_the_mean() {
-        assert_eq!(mean_rows(&[1.0, 3.0, 0.0, 0.0, 3.0, 5.0], 2), vec![2.0, 4.0]);
+        assert_eq!(
+            mean_rows(&[1.0, 3.0, 0.0, 0.0, 3.0, 5.0], 2),
+            vec![2.0, 4.0]
+        );
     }
 }

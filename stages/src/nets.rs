@@ -385,7 +385,11 @@ impl TanhMhsa {
         let key = self.k.forward(x);
         let (q, v) = (split(self.q.forward(x)), split(self.val.forward(&key)));
         let s = q.matmul(&split(key).transpose(-2, -1)).tanh();
-        let a = self.w.forward(&s).softmax(-1, Kind::Float).dropout(p, train);
+        let a = self
+            .w
+            .forward(&s)
+            .softmax(-1, Kind::Float)
+            .dropout(p, train);
         let z = a.matmul(&v).transpose(1, 2).contiguous().view([b, t, d]);
         self.o.forward(&z)
     }
@@ -767,7 +771,10 @@ mod tests {
         let heads: Vec<Tensor> = (0..2)
             .map(|h| {
                 let s = |z: &Tensor| z.narrow(-1, h * 32, 32);
-                let a = s(&q).matmul(&s(&k).transpose(-2, -1)).tanh().softmax(-1, Kind::Float);
+                let a = s(&q)
+                    .matmul(&s(&k).transpose(-2, -1))
+                    .tanh()
+                    .softmax(-1, Kind::Float);
                 a.matmul(&s(&v))
             })
             .collect();

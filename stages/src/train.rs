@@ -1483,7 +1483,10 @@ fn fusion_standardize(
     } else {
         serde_json::Value::Array(
             used.iter()
-                .map(|s| s.as_ref().map_or(serde_json::Value::Null, Standardizer::to_json))
+                .map(|s| {
+                    s.as_ref()
+                        .map_or(serde_json::Value::Null, Standardizer::to_json)
+                })
                 .collect(),
         )
     })
@@ -1832,7 +1835,11 @@ impl Stage for Evaluate {
                 cells.join(" | ")
             ));
             if let Some(b) = baseline_cells(t, &metrics, r) {
-                s.push_str(&format!("| {} (majority) | | {} |\n", split.value(r), b.join(" | ")));
+                s.push_str(&format!(
+                    "| {} (majority) | | {} |\n",
+                    split.value(r),
+                    b.join(" | ")
+                ));
             }
         }
         s.push_str(&per_class);

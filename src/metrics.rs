@@ -1,6 +1,6 @@
 //! `pipeline metrics`: the metrics of every evaluated model (an `evaluate` or `linear_probe`
 //! stage, each matrix variant on its own) and split, beside the majority-class baseline on the
-//! same clips. Naming an `aggregate` stage lists the models it aggregates. `--json` prints one
+//! same clips. Naming an `aggregate` or `compare` stage lists the models it gathers. `--json` prints one
 //! object per model and split, for scripts and notebooks.
 
 use std::collections::BTreeMap;
@@ -85,11 +85,11 @@ fn select(env: &Env, targets: &[String]) -> Result<Vec<usize>> {
             let s = &plan.stages[i];
             if evaluated(i) {
                 out.push(i);
-            } else if s.kind == "aggregate" {
+            } else if s.kind == "aggregate" || s.kind == "compare" {
                 out.extend(s.inputs.iter().filter_map(|n| plan.index.get(n).copied()));
             } else {
                 bail!(
-                    "stage `{}` is a {} stage: name an evaluate, linear_probe or aggregate stage",
+                    "stage `{}` is a {} stage: name an evaluate, linear_probe, aggregate or compare stage",
                     s.name,
                     s.kind
                 );

@@ -516,3 +516,33 @@ stages:
         (n - 1).to_string()
     );
 }
+
+/// Every study ships a `table_main` stage in a pipeline that parses: its paper's main model over
+/// the seeds, the target `make` runs.
+#[test]
+fn every_study_has_a_table_main() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut studies = 0;
+    for e in std::fs::read_dir(root.join("pipeline")).unwrap() {
+        let path = e.unwrap().path();
+        if path.file_name().and_then(|n| n.to_str()) == Some("default.yaml") {
+            continue;
+        }
+        let out = std::process::Command::new(BIN)
+            .args(["dag", "-p"])
+            .arg(&path)
+            .current_dir(root)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && text.contains("table_main"),
+            "{}: {}{}",
+            path.display(),
+            text,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        studies += 1;
+    }
+    assert_eq!(studies, 5);
+}

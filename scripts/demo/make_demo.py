@@ -314,8 +314,11 @@ def encode(out, video, n_frames, wav, container="mp4"):
             args += ["-c:v", "mpeg4", "-vtag", "DX50", "-q:v", "4", "-pix_fmt", "yuv420p"]
     if wav is not None:
         args += ["-c:a", "aac", "-b:a", "64k"] if container == "mp4" else ["-c:a", "pcm_s16le"]
-    args += ["-fflags", "+bitexact", "-flags:v", "+bitexact", "-flags:a", "+bitexact",
-             "-map_metadata", "-1", "-f", container, out + ".part"]
+    # One encoder thread, an output option: x264's own threads made the bytes depend on the
+    # load of the machine when clips encode side by side (`-threads` before `-i` only sets
+    # the decoder's).
+    args += ["-threads", "1", "-fflags", "+bitexact", "-flags:v", "+bitexact", "-flags:a",
+             "+bitexact", "-map_metadata", "-1", "-f", container, out + ".part"]
     subprocess.run(args, input=video, check=True)
     os.replace(out + ".part", out)
 

@@ -284,7 +284,9 @@ pub fn mmsa_metrics(scale: &str, truth: &[f64], pred: &[f64]) -> [Option<f64>; 9
         let cov: f64 = t.iter().zip(&p).map(|(a, b)| (a - mt) * (b - mp)).sum();
         let vt: f64 = t.iter().map(|a| (a - mt).powi(2)).sum();
         let vp: f64 = p.iter().map(|b| (b - mp).powi(2)).sum();
-        if vt > 0.0 && vp > 0.0 {
+        // A constant prediction has no correlation; its variance can come out a rounding error
+        // above zero rather than zero.
+        if vt > 1e-12 * n && vp > 1e-12 * n {
             out[8] = Some(cov / (vt * vp).sqrt());
         }
     }

@@ -231,8 +231,11 @@ pub fn t975(df: usize) -> f64 {
         + (5.0 * z.powi(5) + 16.0 * z.powi(3) + 3.0 * z) / (96.0 * d * d)
 }
 
+/// A comparison's mean difference, its 95% t-interval (None for one pair) and its verdict.
+pub type Verdict = (f64, Option<(f64, f64)>, &'static str);
+
 /// Mean difference, its 95% t-interval (None for one pair) and the verdict.
-pub fn verdict(diffs: &[f64]) -> (f64, Option<(f64, f64)>, &'static str) {
+pub fn verdict(diffs: &[f64]) -> Verdict {
     let (mean, sd) = mean_sd(diffs);
     if diffs.len() < 2 {
         return (mean, None, "inconclusive");
@@ -251,8 +254,7 @@ pub fn verdict(diffs: &[f64]) -> (f64, Option<(f64, f64)>, &'static str) {
 
 fn table(rows: &[Row], axis: &str, better: &str, metric: &str) -> Result<RecordBatch, StageError> {
     let n = rows.len();
-    let stats: Vec<(f64, Option<(f64, f64)>, &str)> =
-        rows.iter().map(|r| verdict(&r.diffs)).collect();
+    let stats: Vec<Verdict> = rows.iter().map(|r| verdict(&r.diffs)).collect();
     let mean = |v: &Vec<f64>| Some(mean_sd(v).0);
     batch(vec![
         ("axis", strings(&vec![axis; n])),

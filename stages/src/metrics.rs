@@ -81,6 +81,34 @@ pub fn ua_wa(y: &[i64], p: &[i64]) -> (f64, f64) {
     (ua, wa)
 }
 
+/// Accuracy and macro-/weighted-F1 of predictions against labels over `classes` classes, and
+/// the confusion matrix (rows true, columns predicted).
+pub fn classification(y: &[i64], pred: &[i64], classes: usize) -> (f64, f64, f64, Vec<Vec<i64>>) {
+    let mut cm = vec![vec![0i64; classes]; classes];
+    for (&t, &p) in y.iter().zip(pred) {
+        if (t as usize) < classes && (p as usize) < classes {
+            cm[t as usize][p as usize] += 1;
+        }
+    }
+    let n = y.len().max(1) as f64;
+    let acc = (0..classes).map(|c| cm[c][c]).sum::<i64>() as f64 / n;
+    let (mut macro_f1, mut weighted) = (0.0, 0.0);
+    for (c, row) in cm.iter().enumerate() {
+        let tp = row[c] as f64;
+        let support = row.iter().sum::<i64>() as f64;
+        let predicted = (0..classes).map(|r| cm[r][c]).sum::<i64>() as f64;
+        // sklearn's convention: F1 is 0 where precision and recall are both undefined or 0.
+        let f1 = if support + predicted > 0.0 {
+            2.0 * tp / (support + predicted)
+        } else {
+            0.0
+        };
+        macro_f1 += f1 / classes as f64;
+        weighted += f1 * support / n;
+    }
+    (acc, macro_f1, weighted, cm)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -143,32 +171,4 @@ mod tests {
         assert!((ua - 0.7083333333333333).abs() < 1e-12);
         assert!((wa - 0.625).abs() < 1e-12);
     }
-}
-
-/// Accuracy and macro-/weighted-F1 of predictions against labels over `classes` classes, and
-/// the confusion matrix (rows true, columns predicted).
-pub fn classification(y: &[i64], pred: &[i64], classes: usize) -> (f64, f64, f64, Vec<Vec<i64>>) {
-    let mut cm = vec![vec![0i64; classes]; classes];
-    for (&t, &p) in y.iter().zip(pred) {
-        if (t as usize) < classes && (p as usize) < classes {
-            cm[t as usize][p as usize] += 1;
-        }
-    }
-    let n = y.len().max(1) as f64;
-    let acc = (0..classes).map(|c| cm[c][c]).sum::<i64>() as f64 / n;
-    let (mut macro_f1, mut weighted) = (0.0, 0.0);
-    for (c, row) in cm.iter().enumerate() {
-        let tp = row[c] as f64;
-        let support = row.iter().sum::<i64>() as f64;
-        let predicted = (0..classes).map(|r| cm[r][c]).sum::<i64>() as f64;
-        // sklearn's convention: F1 is 0 where precision and recall are both undefined or 0.
-        let f1 = if support + predicted > 0.0 {
-            2.0 * tp / (support + predicted)
-        } else {
-            0.0
-        };
-        macro_f1 += f1 / classes as f64;
-        weighted += f1 * support / n;
-    }
-    (acc, macro_f1, weighted, cm)
 }

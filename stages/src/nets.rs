@@ -763,7 +763,7 @@ mod tests {
             t.w.ws
                 .shallow_clone()
                 .copy_(&Tensor::eye(16, (Kind::Float, Device::Cpu)));
-            t.w.bs.as_ref().unwrap().shallow_clone().zero_();
+            let _ = t.w.bs.as_ref().unwrap().shallow_clone().zero_();
         });
         let got = t.forward_t(&x, 0.0, false);
         let (q, k) = (t.q.forward(&x), t.k.forward(&x));

@@ -62,6 +62,20 @@ fn rows_of(t: &arrow::record_batch::RecordBatch, part: &str) -> Vec<usize> {
         .collect()
 }
 
+/// The valid-split accuracy of `eval_s` at seeds 1 and 2 for one multi-task setting.
+fn valid_accs(p: &Project, multitask: &str) -> Vec<f64> {
+    (1..=2)
+        .map(|seed| {
+            let t = p.table(&format!("eval_s[seed={seed},multitask={multitask}]"));
+            let k = strs(&t, "split")
+                .iter()
+                .position(|x| x.as_deref() == Some("valid"))
+                .unwrap();
+            f64s(&t, "acc")[k].unwrap()
+        })
+        .collect()
+}
+
 #[test]
 fn two_stage_training_is_deterministic_and_reruns_only_what_changed() {
     let p = Project::with_demo(&yaml(), 20, 1, &[]);
@@ -133,21 +147,7 @@ fn two_stage_training_is_deterministic_and_reruns_only_what_changed() {
             .all(|v| v.is_some_and(|v| (0.0..=1.0).contains(&v))));
     }
     // Mean and sample sd over the two seeds' valid accuracy, one row per multi-task setting.
-    let accs: Vec<f64> = [
-        "eval_s[seed=1,multitask=true]",
-        "eval_s[seed=2,multitask=true]",
-    ]
-    .iter()
-    .map(|n| {
-        let t = p.table(n);
-        let s = strs(&t, "split");
-        let k = s
-            .iter()
-            .position(|x| x.as_deref() == Some("valid"))
-            .unwrap();
-        f64s(&t, "acc")[k].unwrap()
-    })
-    .collect();
+    let accs = valid_accs(&p, "true");
     let agg = p.table("agg");
     assert_eq!(agg.num_rows(), 2);
     assert_eq!(strs(&agg, "multitask")[1].as_deref(), Some("true"));
@@ -161,20 +161,7 @@ fn two_stage_training_is_deterministic_and_reruns_only_what_changed() {
         "classification has no MMSA regression metrics"
     );
     // The paired difference over the two seeds, multi-task minus single-task.
-    let single: Vec<f64> = [
-        "eval_s[seed=1,multitask=false]",
-        "eval_s[seed=2,multitask=false]",
-    ]
-    .iter()
-    .map(|n| {
-        let t = p.table(n);
-        let k = strs(&t, "split")
-            .iter()
-            .position(|x| x.as_deref() == Some("valid"))
-            .unwrap();
-        f64s(&t, "acc")[k].unwrap()
-    })
-    .collect();
+    let single = valid_accs(&p, "false");
     let dir = p.table("dir_mt");
     assert_eq!(typed::<Int64Array>(&dir, "n").value(0), 2);
     let diff = (accs[0] - single[0] + accs[1] - single[1]) / 2.0;

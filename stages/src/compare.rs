@@ -12,11 +12,15 @@ use arrow::array::Array;
 use arrow::record_batch::RecordBatch;
 
 use crate::aggregate::{fmt_metric, mean_sd, parse_variant, METRICS};
+use crate::bootstrap::{interval, Outcomes, Pair};
 use crate::params::{ParamSpec, ParamType};
-use crate::table::{batch, f64_col, f64s, i64s, str_col, strings};
+use crate::table::{batch, f64_col, f64s, i64s, opt_strings, str_col, strings};
 use crate::{Output, Params, RunCtx, Stage, StageError};
 
 pub struct Compare;
+
+/// One evaluated model: its metric, and its per-clip outcomes where `evaluate` kept them.
+type Model = (f64, Option<Outcomes>);
 
 const PARAMS: &[ParamSpec] = &[
     ParamSpec::new(
@@ -53,6 +57,8 @@ struct Row {
     a: Vec<f64>,
     b: Vec<f64>,
     diffs: Vec<f64>,
+    /// The paired bootstrap's 95% interval, where every pair has per-clip outcomes.
+    boot: Option<(f64, f64)>,
 }
 
 impl Stage for Compare {
@@ -60,10 +66,10 @@ impl Stage for Compare {
         "compare"
     }
     fn version(&self) -> u32 {
-        1
+        2
     }
     fn about(&self) -> &'static str {
-        "a paper's direction: paired differences over seeds of gathered evaluate variants, a 95% t-interval and a verdict"
+        "a paper's direction: paired differences over seeds of gathered evaluate variants, a 95% t-interval and a verdict, and a paired bootstrap over clips and seeds"
     }
     fn params(&self) -> &'static [ParamSpec] {
         PARAMS
@@ -87,7 +93,7 @@ impl Stage for Compare {
         let sign = if metric == "mae" { -1.0 } else { 1.0 };
         let want = p.str("split")?;
         // value of `axis` -> (the other axes, as the pairing key) -> metric
-        let mut by: BTreeMap<String, BTreeMap<String, f64>> = BTreeMap::new();
+        let mut by: BTreeMap<String, BTreeMap<String, Model>> = BTreeMap::new();
         for (t, name) in ctx.inputs.iter().zip(ctx.input_names) {
             let (_, axes) = parse_variant(name);
             let Some(v) = axes.iter().find(|(k, _)| k == axis).map(|x| x.1.clone()) else {
@@ -103,7 +109,10 @@ impl Stage for Compare {
             let x = value(t, want, metric).ok_or_else(|| {
                 StageError::Input(format!("{name} has no `{metric}` on the `{want}` split"))
             })?;
-            by.entry(v).or_default().insert(key.join(","), x);
+            let outcomes = Outcomes::read(t, want);
+            by.entry(v)
+                .or_default()
+                .insert(key.join(","), (x, outcomes));
         }
         let Some(best) = by.get(better) else {
             return Err(StageError::param(
@@ -121,14 +130,25 @@ impl Stage for Compare {
                 a: vec![],
                 b: vec![],
                 diffs: vec![],
+                boot: None,
             };
-            for (key, &a) in best {
-                if let Some(&b) = vals.get(key) {
-                    row.a.push(a);
-                    row.b.push(b);
+            let mut pairs = Some(Vec::new());
+            for (key, (a, ao)) in best {
+                if let Some((b, bo)) = vals.get(key) {
+                    row.a.push(*a);
+                    row.b.push(*b);
                     row.diffs.push(sign * (a - b));
+                    let pair = ao
+                        .as_ref()
+                        .zip(bo.as_ref())
+                        .and_then(|(x, y)| Pair::new(x, y));
+                    pairs = pairs.zip(pair).map(|(mut v, p)| {
+                        v.push(p);
+                        v
+                    });
                 }
             }
+            row.boot = pairs.and_then(|p| interval(&p, metric, sign));
             if row.diffs.is_empty() {
                 return Err(StageError::Input(format!(
                     "{axis}={better} and {axis}={other} share no variant to pair"
@@ -148,7 +168,7 @@ impl Stage for Compare {
         let claim = p.str("claim").ok().filter(|c| !c.is_empty());
         let mut s = claim.map(|c| format!("Claim: {c}\n\n")).unwrap_or_default();
         s.push_str(&format!(
-            "| {} | n | {} | other | difference (95% t-interval) | verdict |\n|---|---|---|---|---|---|\n",
+            "| {} | n | {} | other | difference (95% t-interval) | verdict | bootstrap over clips and seeds (95%) |\n|---|---|---|---|---|---|---|\n",
             str_col(t, "better").ok()?.value(0),
             p.str("metric").ok()?
         ));
@@ -181,6 +201,7 @@ impl Compare {
         );
         let n = crate::table::col::<arrow::array::Int64Array>(t, "n").ok()?;
         let verdict = str_col(t, "verdict").ok()?;
+        let boot = str_col(t, "boot_verdict").ok();
         Some(
             (0..t.num_rows())
                 .map(|r| {
@@ -200,6 +221,12 @@ impl Compare {
                             show(f("ci_high", r))
                         ),
                         verdict.value(r).to_string(),
+                        match (f("boot_low", r), f("boot_high", r), boot) {
+                            (Some(lo), Some(hi), Some(b)) if !b.is_null(r) => {
+                                format!("[{}, {}] {}", show(Some(lo)), show(Some(hi)), b.value(r))
+                            }
+                            _ => "-".to_string(),
+                        },
                     ]
                 })
                 .collect(),
@@ -242,14 +269,18 @@ pub fn verdict(diffs: &[f64]) -> Verdict {
     }
     let half = t975(diffs.len() - 1) * sd / (diffs.len() as f64).sqrt();
     let (lo, hi) = (mean - half, mean + half);
-    let v = if lo > 0.0 {
+    (mean, Some((lo, hi)), judge(lo, hi))
+}
+
+/// The verdict of an interval of differences taken in the paper's direction.
+pub fn judge(lo: f64, hi: f64) -> &'static str {
+    if lo > 0.0 {
         "holds"
     } else if hi < 0.0 {
         "fails"
     } else {
         "inconclusive"
-    };
-    (mean, Some((lo, hi)), v)
+    }
 }
 
 fn table(rows: &[Row], axis: &str, better: &str, metric: &str) -> Result<RecordBatch, StageError> {
@@ -292,6 +323,22 @@ fn table(rows: &[Row], axis: &str, better: &str, metric: &str) -> Result<RecordB
         (
             "verdict",
             strings(&stats.iter().map(|s| s.2).collect::<Vec<_>>()),
+        ),
+        (
+            "boot_low",
+            f64s(rows.iter().map(|r| r.boot.map(|b| b.0)).collect()),
+        ),
+        (
+            "boot_high",
+            f64s(rows.iter().map(|r| r.boot.map(|b| b.1)).collect()),
+        ),
+        (
+            "boot_verdict",
+            opt_strings(
+                rows.iter()
+                    .map(|r| r.boot.map(|(lo, hi)| judge(lo, hi).to_string()))
+                    .collect(),
+            ),
         ),
     ])
 }

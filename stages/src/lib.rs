@@ -7,6 +7,7 @@ pub mod table;
 
 pub mod aggregate;
 pub mod audio;
+pub mod bootstrap;
 pub mod channels;
 pub mod cmmsf;
 pub mod command;

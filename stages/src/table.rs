@@ -2,7 +2,10 @@
 
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, Float64Array, Int64Array, StringArray, UInt64Array};
+use arrow::array::{
+    Array, ArrayRef, Float64Array, Int64Array, ListArray, StringArray, UInt64Array,
+};
+use arrow::buffer::OffsetBuffer;
 use arrow::datatypes::{DataType, Field, Schema};
 use arrow::record_batch::RecordBatch;
 
@@ -33,6 +36,46 @@ pub fn f64s(v: Vec<Option<f64>>) -> ArrayRef {
 
 pub fn i64s(v: Vec<Option<i64>>) -> ArrayRef {
     Arc::new(Int64Array::from(v))
+}
+
+/// One list per row, of any primitive or string array built from the rows' concatenation.
+fn lists(lens: Vec<usize>, values: ArrayRef) -> ArrayRef {
+    let field = Field::new("item", values.data_type().clone(), false);
+    Arc::new(ListArray::new(
+        Arc::new(field),
+        OffsetBuffer::from_lengths(lens),
+        values,
+        None,
+    ))
+}
+
+pub fn str_lists(rows: &[Vec<String>]) -> ArrayRef {
+    let lens = rows.iter().map(Vec::len).collect();
+    lists(lens, strings(&rows.concat()))
+}
+
+pub fn i64_lists(rows: &[Vec<i64>]) -> ArrayRef {
+    let lens = rows.iter().map(Vec::len).collect();
+    lists(lens, Arc::new(Int64Array::from(rows.concat())))
+}
+
+pub fn f64_lists(rows: &[Vec<f64>]) -> ArrayRef {
+    let lens = rows.iter().map(Vec::len).collect();
+    lists(lens, Arc::new(Float64Array::from(rows.concat())))
+}
+
+/// Row `r` of a list column as a typed array (empty when the row is null).
+pub fn list_row<T: Array + Clone + 'static>(
+    t: &RecordBatch,
+    name: &str,
+    r: usize,
+) -> Result<T, StageError> {
+    let l = col::<ListArray>(t, name)?;
+    let v = l.value(r);
+    v.as_any()
+        .downcast_ref::<T>()
+        .cloned()
+        .ok_or_else(|| StageError::Input(format!("column `{name}` holds the wrong list type")))
 }
 
 pub fn u64s(v: Vec<u64>) -> ArrayRef {

@@ -1636,10 +1636,10 @@ impl Stage for Evaluate {
         "evaluate"
     }
     fn version(&self) -> u32 {
-        5
+        6
     }
     fn about(&self) -> &'static str {
-        "per split: Acc, macro/weighted F1, UA, WA, confusion matrix of a training stage; multi-label: per-class and average binary Acc, WA, F1"
+        "per split: Acc, macro/weighted F1, UA, WA, confusion matrix of a training stage, and its per-clip outcomes; multi-label: per-class and average binary Acc, WA, F1"
     }
     fn params(&self) -> &'static [ParamSpec] {
         EVAL_PARAMS
@@ -1685,6 +1685,8 @@ impl Stage for Evaluate {
         // UA, WA; multi-label: the averages of per-class binary Acc, WA, F1 and the per-class values.
         let mut single: Vec<[Option<f64>; 2]> = Vec::new();
         let mut per_class: Vec<[Vec<f32>; 3]> = Vec::new();
+        let clip_id = str_col(t, "clip_id")?;
+        let mut outcomes: Vec<crate::bootstrap::Outcomes> = Vec::new();
         for s in ["train", "valid", "test"] {
             let keep: Vec<usize> = (0..t.num_rows())
                 .filter(|&r| part.value(r) == "prediction" && split.value(r) == s)
@@ -1695,6 +1697,15 @@ impl Stage for Evaluate {
             let ys: Vec<i64> = keep.iter().map(|&r| y.value(r)).collect();
             let ps: Vec<i64> = keep.iter().map(|&r| pred.value(r)).collect();
             let scores: Vec<f64> = keep.iter().map(|&r| score.value(r)).collect();
+            outcomes.push(crate::bootstrap::Outcomes {
+                ids: keep.iter().map(|&r| clip_id.value(r).to_string()).collect(),
+                y: ys.clone(),
+                pred: ps.clone(),
+                score: scores.clone(),
+                pred_score: keep.iter().map(|&r| pred_score.value(r)).collect(),
+                classes,
+                scale: scale.map(str::to_string),
+            });
             base.push(if multi {
                 Vec::new()
             } else {
@@ -1799,6 +1810,37 @@ impl Stage for Evaluate {
                 }
             }
         }
+        // Per clip, so that `compare` can bootstrap over clips as well as seeds.
+        let o = &outcomes;
+        let clip_cols = [
+            (
+                "clip_ids",
+                crate::table::str_lists(&o.iter().map(|x| x.ids.clone()).collect::<Vec<_>>()),
+            ),
+            (
+                "y_true",
+                crate::table::i64_lists(&o.iter().map(|x| x.y.clone()).collect::<Vec<_>>()),
+            ),
+            (
+                "y_pred",
+                crate::table::i64_lists(&o.iter().map(|x| x.pred.clone()).collect::<Vec<_>>()),
+            ),
+            (
+                "score_true",
+                crate::table::f64_lists(&o.iter().map(|x| x.score.clone()).collect::<Vec<_>>()),
+            ),
+            (
+                "score_pred",
+                crate::table::f64_lists(
+                    &o.iter().map(|x| x.pred_score.clone()).collect::<Vec<_>>(),
+                ),
+            ),
+            (
+                "scale",
+                crate::table::opt_strings(o.iter().map(|x| x.scale.clone()).collect()),
+            ),
+        ];
+        cols.extend(clip_cols);
         let table = batch(cols)?;
         Ok(Output {
             table,

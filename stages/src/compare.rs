@@ -27,7 +27,7 @@ const PARAMS: &[ParamSpec] = &[
         "axis",
         ParamType::Str,
         None,
-        "the matrix axis whose values are compared (source, fusion, multitask, ...)",
+        "the matrix axis whose values are compared (source, fusion, multitask, ...), or `stage` to compare whole input stages (a model and its ablation) paired on every axis",
     ),
     ParamSpec::new(
         "better",
@@ -95,8 +95,14 @@ impl Stage for Compare {
         // value of `axis` -> (the other axes, as the pairing key) -> metric
         let mut by: BTreeMap<String, BTreeMap<String, Model>> = BTreeMap::new();
         for (t, name) in ctx.inputs.iter().zip(ctx.input_names) {
-            let (_, axes) = parse_variant(name);
-            let Some(v) = axes.iter().find(|(k, _)| k == axis).map(|x| x.1.clone()) else {
+            let (base, axes) = parse_variant(name);
+            // `stage` compares whole stages (a model and its ablation), paired on every axis.
+            let v = if axis == "stage" {
+                Some(base)
+            } else {
+                axes.iter().find(|(k, _)| k == axis).map(|x| x.1.clone())
+            };
+            let Some(v) = v else {
                 return Err(StageError::Input(format!(
                     "{name} has no `{axis}` axis to compare"
                 )));

@@ -50,6 +50,7 @@ stages:
   eval_r: {{kind: evaluate, inputs: [fusion_r]}}
   probe_t: {{kind: linear_probe, inputs: [st, labels, split], params: {{target: t}}}}
   dir_mt: {{kind: compare, inputs: [eval_s], params: {{axis: multitask, better: \"true\", split: valid}}}}
+  dir_st: {{kind: compare, inputs: [evaluate, eval_r], params: {{axis: stage, better: evaluate, split: valid}}}}
 ",
         m = m.display()
     )
@@ -179,6 +180,39 @@ fn two_stage_training_is_deterministic_and_reruns_only_what_changed() {
         "inconclusive"
     };
     assert_eq!(strs(&dir, "verdict")[0].as_deref(), Some(want));
+    // The paired bootstrap over the clips and the two seeds: an interval and its own verdict.
+    let (blo, bhi) = (
+        f64s(&dir, "boot_low")[0].unwrap(),
+        f64s(&dir, "boot_high")[0].unwrap(),
+    );
+    assert!(blo <= bhi && blo >= -1.0 && bhi <= 1.0, "{blo} {bhi}");
+    let want = if blo > 0.0 {
+        "holds"
+    } else if bhi < 0.0 {
+        "fails"
+    } else {
+        "inconclusive"
+    };
+    assert_eq!(strs(&dir, "boot_verdict")[0].as_deref(), Some(want));
+    // The per-clip outcomes it drew from: the evaluated clips of each split, in the model's
+    // predictions.
+    let ev_clips = typed::<Int64Array>(&ev, "clips");
+    let ids_col = typed::<arrow::array::ListArray>(&ev, "clip_ids");
+    for k in 0..ev.num_rows() {
+        assert_eq!(ids_col.value(k).len() as i64, ev_clips.value(k));
+    }
+    // `axis: stage` pairs two whole stages: the classifier against the regression model.
+    let st = p.table("dir_st");
+    assert_eq!(strs(&st, "other")[0].as_deref(), Some("eval_r"));
+    let valid = |t: &arrow::record_batch::RecordBatch| {
+        let k = strs(t, "split")
+            .iter()
+            .position(|x| x.as_deref() == Some("valid"))
+            .unwrap();
+        f64s(t, "acc")[k].unwrap()
+    };
+    let d = valid(&ev) - valid(&p.table("eval_r"));
+    assert!((f64s(&st, "diff")[0].unwrap() - d).abs() < 1e-12);
     // `pipeline metrics`: an aggregate lists the models it gathers, one line per split.
     let out = p.run(&["metrics", "agg", "--json"]);
     assert!(

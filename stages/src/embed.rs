@@ -490,6 +490,7 @@ fn forward(
             // shape (images, fixed windows) and costs more than it saves where shapes vary
             // (texts padded per batch, whole clips). Per thread, so set where the forward runs.
             tch::jit::set_graph_executor_optimize(cfg.fixed_shapes);
+            let _torch = crate::torch::inference();
             let m = model.module.lock().unwrap();
             m.forward_is(&inputs)
         })

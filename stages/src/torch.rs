@@ -9,8 +9,26 @@ use tch::{CModule, Device};
 
 /// libtorch has one random generator per process: weight init and dropout of two trainings
 /// running side by side would interleave their draws and neither would be reproducible. Each
-/// training holds this from seeding to its last step (libtorch already uses every core).
+/// training holds this from seeding to its last step (libtorch already uses every core), and
+/// each embedding batch holds it for its forward pass: MKL's thread count is process-wide, and
+/// a matrix product split over another thread count sums in another order, so a batch that ran
+/// beside a one-thread training would not give the bytes it gives alone.
 pub static RNG: Mutex<()> = Mutex::new(());
+
+/// libtorch's thread count before any training changed it: what inference runs on.
+fn default_threads() -> i32 {
+    static DEFAULT: std::sync::OnceLock<i32> = std::sync::OnceLock::new();
+    *DEFAULT.get_or_init(tch::get_num_threads)
+}
+
+/// Inference's hold on libtorch: no training runs meanwhile, and the thread count is the
+/// process's default.
+pub fn inference() -> std::sync::MutexGuard<'static, ()> {
+    let _ = default_threads();
+    let guard = RNG.lock().unwrap_or_else(|e| e.into_inner());
+    tch::set_num_threads(default_threads());
+    guard
+}
 
 /// One training's hold on libtorch: the generator, seeded, and the intra-op thread count,
 /// put back when dropped.
@@ -22,6 +40,7 @@ pub struct Training {
 /// Seeds libtorch for a training and runs its ops on `threads` threads. The Uni2Mul models
 /// are small enough that a second thread costs more in hand-offs than it computes.
 pub fn training(seed: i64, threads: i64) -> Training {
+    let _ = default_threads();
     let rng = RNG.lock().unwrap_or_else(|e| e.into_inner());
     let before = tch::get_num_threads();
     tch::set_num_threads(threads.max(1) as i32);

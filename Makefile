@@ -59,57 +59,62 @@ $(MODELS_STAMP): scripts/models/export.py scripts/models/setup-torch.sh tests/da
 	.venv-torch/bin/python scripts/models/export.py clip-image --model data/models/tiny/clip-vision-tiny --out data/models/tiny/clip.pt
 	touch $@
 
-# The default pipeline (media and features), then the Uni2Mul study on the 600-clip demo: the
-# paper's model over SEEDS (table_main), a linear probe per modality, and a subset of the paper's
-# directions (IUA vs IMA for the model and for Table 2's encoders, pre-trained vs not), each a
-# paired difference over the seeds with a 95% t-interval. dir_multitask and dir_fusion are one
-# command away (`pipeline run dir_fusion -p pipeline/uni2mul.yaml $(UNI2MUL_SETS)`), and
-# UNI2MUL_TARGETS=all runs the full Table 2/3 grids.
-# UNI2MUL_SETS override the study's paper defaults for the demo, and the report lists them:
-# - lr 1e-3 (paper: 1e-4): the demo's 360 training clips give 12 updates an epoch, 360 in the
-#   paper's 30 epochs, against about 1,290 on CH-SIMS's 1,368; at 1e-4 the encoders were still
-#   improving at epoch 30.
-# - threads 2: trainings run one at a time, so each may use both cores.
+# `make run`: pipeline/default.yaml, then every study's paper model over SEEDS (`table_main`, the
+# seeds are folds for Foal-Net) on the 600-clip demo, the linear probes, and Uni2Mul's Table 2
+# directions (each encoder on its own label vs the multimodal one: a paired difference over the
+# seeds with a 95% t-interval and a paired bootstrap over clips and seeds). The other directions
+# are one command away, for example
+#   pipeline run dir_labels dir_pretrained -p pipeline/uni2mul.yaml $(UNI2MUL_SETS)
+#   pipeline run dir_vision_channels dir_audio_channels dir_bimodal -p pipeline/smp.yaml $(SMP_SETS)
+# and UNI2MUL_TARGETS=all runs Uni2Mul's full Table 2/3 grids. scripts/run-demo.sh runs the
+# studies in two lanes, one process per core.
+#
+# The *_SETS override the studies' paper settings for the demo on 2 cores; each report lists
+# its overrides.
+# - Learning rate x10 (Uni2Mul 1e-3, SMP and CM-MSF 1e-4): the demo's 360 training clips give
+#   a fraction of the paper's updates (Uni2Mul: 360 in 30 epochs against about 1,290 on
+#   CH-SIMS; SMP: 600 in 100 epochs against about 2,200); at the paper's rate the models were
+#   still near the baseline when training ended.
+# - Compute: SMP's faces from 10 frames per clip (paper: 32) at Uni2Mul's crop, so the two
+#   studies share one face stage; CM-MSF's video at 2.5 fps (paper: 15), N = 2 cascade layers
+#   (paper: 8) and 20 epochs (paper: 100); MER-SEM-MBT 4 segments per clip (default 8) and 8
+#   epochs (paper's early stopping at 30); Foal-Net 10 frames per clip (paper: 180), batch 8
+#   (the paper's 64 gives a demo fold 7 steps an epoch), 30 epochs (paper: 60).
 SEEDS ?= 1..3
-UNI2MUL_TARGETS ?= table_main table_probes dir_labels dir_pretrained \
-                   dir_encoder_v dir_encoder_a dir_encoder_t
-UNI2MUL_SETS ?= --set vars.seeds=$(SEEDS) --set vars.lr=0.001 --set vars.threads=2
+UNI2MUL_TARGETS ?= table_main table_probes dir_encoder_v dir_encoder_a dir_encoder_t
+UNI2MUL_SETS ?= --set vars.seeds=$(SEEDS) --set vars.lr=0.001
+SMP_SETS ?= --set vars.seeds=$(SEEDS) --set vars.lr=0.0001 --set vars.frames=10 --set face.crop_size=160
+CMMSF_SETS ?= --set vars.seeds=$(SEEDS) --set vars.lr=0.0001 --set vars.epochs=20 --set vars.layers=2 --set vars.video_fps=2.5
+MBT_SETS ?= --set vars.seeds=$(SEEDS) --set vars.epochs=8 --set vars.segments=4
+FOAL_SETS ?= --set vars.frames=10 --set vars.batch_size=8 --set vars.epochs=30
+export BIN UNI2MUL_TARGETS UNI2MUL_SETS SMP_SETS CMMSF_SETS MBT_SETS FOAL_SETS
 run: build demo-data models
-	$(BIN) run all
-	$(BIN) run $(UNI2MUL_TARGETS) -p pipeline/uni2mul.yaml $(UNI2MUL_SETS)
-	$(BIN) report -p pipeline/uni2mul.yaml $(UNI2MUL_SETS) -o report/uni2mul
-	$(BIN) metrics table_main table_probes dir_labels dir_pretrained -p pipeline/uni2mul.yaml $(UNI2MUL_SETS)
+	scripts/run-demo.sh
 
-# Papers 001 and 003: the main table of each (TARGETS; `all` adds every ablation) on the
-# CH-SIMS-layout and the MOSI-layout demo, then a report. SMP trains in about a minute per seed
-# on 2 cores; CM-MSF (N = 8 cascade layers, 13.4M parameters) in about 12 minutes per seed.
+# One study at a time with `make run`'s overrides (TARGETS; `all` adds every ablation and
+# direction). SMP and CM-MSF also run on the MOSI-layout demo.
 TARGETS ?= table_main
+MOSI_SETS := --set vars.data=$(DEMO_MOSI_DIR) --set vars.scale=mosi --set vars.probe_label=acc2 --set vars.probe_classes=2
 smp: build demo-data demo-mosi models
-	$(BIN) run $(TARGETS) -p pipeline/smp.yaml --set vars.seeds=$(SEEDS)
-	$(BIN) run $(TARGETS) -p pipeline/smp.yaml --set vars.seeds=$(SEEDS) --set vars.data=$(DEMO_MOSI_DIR) --set vars.scale=mosi --set vars.bimodal_metric=acc2
-	$(BIN) report -p pipeline/smp.yaml --set vars.seeds=$(SEEDS) -o report/smp
-	$(BIN) report -p pipeline/smp.yaml --set vars.seeds=$(SEEDS) --set vars.data=$(DEMO_MOSI_DIR) --set vars.scale=mosi --set vars.bimodal_metric=acc2 -o report/smp-mosi
+	$(BIN) run $(TARGETS) -p pipeline/smp.yaml $(SMP_SETS)
+	$(BIN) run $(TARGETS) -p pipeline/smp.yaml $(SMP_SETS) $(MOSI_SETS) --set vars.bimodal_metric=acc2
+	$(BIN) report -p pipeline/smp.yaml $(SMP_SETS) -o report/smp
+	$(BIN) report -p pipeline/smp.yaml $(SMP_SETS) $(MOSI_SETS) --set vars.bimodal_metric=acc2 -o report/smp-mosi
 
 cm-msf: build demo-data demo-mosi models
-	$(BIN) run $(TARGETS) -p pipeline/cm-msf.yaml --set vars.seeds=$(SEEDS)
-	$(BIN) run $(TARGETS) -p pipeline/cm-msf.yaml --set vars.seeds=$(SEEDS) --set vars.data=$(DEMO_MOSI_DIR) --set vars.scale=mosi
-	$(BIN) report -p pipeline/cm-msf.yaml --set vars.seeds=$(SEEDS) -o report/cm-msf
-	$(BIN) report -p pipeline/cm-msf.yaml --set vars.seeds=$(SEEDS) --set vars.data=$(DEMO_MOSI_DIR) --set vars.scale=mosi -o report/cm-msf-mosi
+	$(BIN) run $(TARGETS) -p pipeline/cm-msf.yaml $(CMMSF_SETS)
+	$(BIN) run $(TARGETS) -p pipeline/cm-msf.yaml $(CMMSF_SETS) $(MOSI_SETS)
+	$(BIN) report -p pipeline/cm-msf.yaml $(CMMSF_SETS) -o report/cm-msf
+	$(BIN) report -p pipeline/cm-msf.yaml $(CMMSF_SETS) $(MOSI_SETS) -o report/cm-msf-mosi
 
-# Papers 002 and 004 on the IEMOCAP-layout demo. MER-SEM-MBT trains its CNNs end to end (about
-# 4 s per epoch on 2 cores, so a few minutes per model); Foal-Net about a minute per fold.
-MBT_SEEDS ?= 1..3
+# Papers 002 and 004 on the IEMOCAP-layout demo.
 mer-sem-mbt: build demo-iemocap models
-	$(BIN) run $(TARGETS) -p pipeline/mer-sem-mbt.yaml --set vars.seeds=$(MBT_SEEDS)
-	$(BIN) report -p pipeline/mer-sem-mbt.yaml --set vars.seeds=$(MBT_SEEDS) --variants -o report/mer-sem-mbt
+	$(BIN) run $(TARGETS) -p pipeline/mer-sem-mbt.yaml $(MBT_SETS)
+	$(BIN) report -p pipeline/mer-sem-mbt.yaml $(MBT_SETS) --variants -o report/mer-sem-mbt
 
-# The paper's batch of 64 is the whole training set of a 120-clip demo fold (one step per
-# epoch, too few to learn); FOAL_BATCH=64 runs it anyway, a larger DEMO_N makes it fit.
-FOAL_BATCH ?= 8
-FOAL_EPOCHS ?= 30
 foal-net: build demo-iemocap models
-	$(BIN) run $(TARGETS) -p pipeline/foal-net.yaml --set vars.batch_size=$(FOAL_BATCH) --set vars.epochs=$(FOAL_EPOCHS)
-	$(BIN) report -p pipeline/foal-net.yaml --set vars.batch_size=$(FOAL_BATCH) --set vars.epochs=$(FOAL_EPOCHS) --variants -o report/foal-net
+	$(BIN) run $(TARGETS) -p pipeline/foal-net.yaml $(FOAL_SETS)
+	$(BIN) report -p pipeline/foal-net.yaml $(FOAL_SETS) --variants -o report/foal-net
 
 test: setup models
 	cargo test --workspace --all-targets

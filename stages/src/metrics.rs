@@ -49,6 +49,25 @@ pub fn binary(y: &[bool], p: &[bool]) -> Binary {
     }
 }
 
+/// The multi-label majority baseline: per class, the flag most of `rows` carry (a tie: off),
+/// as a constant prediction for every row of `truth`.
+pub fn majority_flags(truth: &[Vec<f32>], rows: &[usize], classes: usize) -> Vec<Vec<f32>> {
+    let flags: Vec<f32> = (0..classes)
+        .map(|c| {
+            let on = rows
+                .iter()
+                .filter(|&&r| truth[r].get(c).is_some_and(|&x| x >= 0.5))
+                .count();
+            if 2 * on > rows.len() {
+                1.0
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    vec![flags; truth.len()]
+}
+
 /// Each class's binary scores over `rows`, the flags of `truth` against `probs` above 0.5.
 pub fn per_class(
     truth: &[Vec<f32>],
@@ -112,6 +131,22 @@ pub fn classification(y: &[i64], pred: &[i64], classes: usize) -> (f64, f64, f64
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_multilabel_baseline_is_each_emotions_majority_flag() {
+        let truth = vec![
+            vec![1.0, 0.0, 1.0],
+            vec![1.0, 0.0, 0.0],
+            vec![0.0, 1.0, 1.0],
+            vec![1.0, 0.0, 0.0],
+        ];
+        // On rows 0-2: class 0 on twice (majority on), class 1 once (off), class 2 twice (on).
+        let flags = majority_flags(&truth, &[0, 1, 2], 3);
+        assert_eq!(flags.len(), 4);
+        assert!(flags.iter().all(|f| f == &vec![1.0, 0.0, 1.0]));
+        // A tie is off.
+        assert_eq!(majority_flags(&truth, &[0, 2], 3)[0], vec![0.0, 0.0, 1.0]);
+    }
 
     /// scikit-learn 1.9 on the same vectors: `accuracy_score`, `f1_score` (binary) and
     /// `balanced_accuracy_score`, which is the paper's WA written another way.

@@ -1636,7 +1636,7 @@ impl Stage for Evaluate {
         "evaluate"
     }
     fn version(&self) -> u32 {
-        6
+        7
     }
     fn about(&self) -> &'static str {
         "per split: Acc, macro/weighted F1, UA, WA, confusion matrix of a training stage, and its per-clip outcomes; multi-label: per-class and average binary Acc, WA, F1"
@@ -1679,6 +1679,13 @@ impl Stage for Evaluate {
             (vec![], vec![])
         };
         let baseline = Baseline::of(t, classes, scale)?;
+        // Multi-label: each emotion's majority flag on the training split, for every clip.
+        let base_flags = multi.then(|| {
+            let train: Vec<usize> = (0..t.num_rows())
+                .filter(|&r| part.value(r) == "prediction" && split.value(r) == "train")
+                .collect();
+            crate::metrics::majority_flags(&targets, &train, classes)
+        });
         let mut base: Vec<Vec<(String, Option<f64>)>> = Vec::new();
         let mut rows = Vec::new();
         let mut mmsa: Vec<[Option<f64>; 9]> = Vec::new();
@@ -1706,10 +1713,19 @@ impl Stage for Evaluate {
                 classes,
                 scale: scale.map(str::to_string),
             });
-            base.push(if multi {
-                Vec::new()
-            } else {
-                baseline.scores(&ys, &scores)
+            base.push(match &base_flags {
+                Some(flags) => {
+                    let b = crate::metrics::per_class(&targets, flags, &keep, classes);
+                    let avg = |f: fn(&crate::metrics::Binary) -> f64| {
+                        Some(b.iter().map(f).sum::<f64>() / b.len().max(1) as f64)
+                    };
+                    vec![
+                        ("avg_acc".to_string(), avg(|x| x.acc)),
+                        ("avg_wa".to_string(), avg(|x| x.wa)),
+                        ("avg_f1".to_string(), avg(|x| x.f1)),
+                    ]
+                }
+                None => baseline.scores(&ys, &scores),
             });
             let (acc, f1, wf1, cm) = metrics(&ys, &ps, classes);
             if multi {

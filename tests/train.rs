@@ -328,7 +328,7 @@ fn two_stage_training_is_deterministic_and_reruns_only_what_changed() {
         .to_vec();
     assert!(bytes == bytes2, "training is deterministic for a seed");
 
-    // A fusion change reruns the fusion and its evaluation only.
+    // A fusion change reruns the fusion, its evaluation and the comparison that reads it, only.
     let (code, events, _) = p.run_json(&["all", "--set", "fusion.fusion=transformer"]);
     assert_eq!(code, 0, "{events:?}");
     let mut ran: Vec<&str> = events
@@ -337,7 +337,7 @@ fn two_stage_training_is_deterministic_and_reruns_only_what_changed() {
         .map(|e| e["stage"].as_str().unwrap())
         .collect();
     ran.sort();
-    assert_eq!(ran, ["evaluate", "fusion"]);
+    assert_eq!(ran, ["dir_st", "evaluate", "fusion"]);
     // Another seed: other weights.
     let (code, _, _) = p.run_json(&["fusion", "--set", "fusion.seed=2"]);
     assert_eq!(code, 0);

@@ -56,6 +56,17 @@ stages:
     )
 }
 
+/// The verdict of an interval of differences in the paper's direction.
+fn verdict(lo: f64, hi: f64) -> &'static str {
+    if lo > 0.0 {
+        "holds"
+    } else if hi < 0.0 {
+        "fails"
+    } else {
+        "inconclusive"
+    }
+}
+
 fn rows_of(t: &arrow::record_batch::RecordBatch, part: &str) -> Vec<usize> {
     let p = strs(t, "part");
     (0..t.num_rows())
@@ -172,28 +183,17 @@ fn two_stage_training_is_deterministic_and_reruns_only_what_changed() {
         f64s(&dir, "ci_high")[0].unwrap(),
     );
     assert!(lo <= diff && diff <= hi);
-    let want = if lo > 0.0 {
-        "holds"
-    } else if hi < 0.0 {
-        "fails"
-    } else {
-        "inconclusive"
-    };
-    assert_eq!(strs(&dir, "verdict")[0].as_deref(), Some(want));
+    assert_eq!(strs(&dir, "verdict")[0].as_deref(), Some(verdict(lo, hi)));
     // The paired bootstrap over the clips and the two seeds: an interval and its own verdict.
     let (blo, bhi) = (
         f64s(&dir, "boot_low")[0].unwrap(),
         f64s(&dir, "boot_high")[0].unwrap(),
     );
     assert!(blo <= bhi && blo >= -1.0 && bhi <= 1.0, "{blo} {bhi}");
-    let want = if blo > 0.0 {
-        "holds"
-    } else if bhi < 0.0 {
-        "fails"
-    } else {
-        "inconclusive"
-    };
-    assert_eq!(strs(&dir, "boot_verdict")[0].as_deref(), Some(want));
+    assert_eq!(
+        strs(&dir, "boot_verdict")[0].as_deref(),
+        Some(verdict(blo, bhi))
+    );
     // The per-clip outcomes it drew from: the evaluated clips of each split, in the model's
     // predictions.
     let ev_clips = typed::<Int64Array>(&ev, "clips");

@@ -90,22 +90,8 @@ pub struct Pair {
 impl Pair {
     /// Pairs two models' outcomes by clip id; None when they were tested on different clips.
     pub fn new(better: &Outcomes, other: &Outcomes) -> Option<Pair> {
-        let mut a = better.clone();
-        let mut b = other.clone();
-        let order = |o: &Outcomes| {
-            let mut ix: Vec<usize> = (0..o.ids.len()).collect();
-            ix.sort_by(|&i, &j| o.ids[i].cmp(&o.ids[j]));
-            ix
-        };
-        let (ia, ib) = (order(&a), order(&b));
-        let ids = |o: &Outcomes, ix: &[usize]| ix.iter().map(|&i| o.ids[i].clone()).collect();
-        let (ida, idb): (Vec<String>, Vec<String>) = (ids(&a, &ia), ids(&b, &ib));
-        if ida != idb || ida.is_empty() {
-            return None;
-        }
-        a = a.reordered(&ia);
-        b = b.reordered(&ib);
-        Some(Pair {
+        let (a, b) = (better.sorted(), other.sorted());
+        (a.ids == b.ids && !a.ids.is_empty()).then_some(Pair {
             better: a,
             other: b,
         })
@@ -113,7 +99,10 @@ impl Pair {
 }
 
 impl Outcomes {
-    fn reordered(&self, ix: &[usize]) -> Outcomes {
+    /// The same outcomes in clip-id order.
+    fn sorted(&self) -> Outcomes {
+        let mut ix: Vec<usize> = (0..self.ids.len()).collect();
+        ix.sort_by(|&i, &j| self.ids[i].cmp(&self.ids[j]));
         Outcomes {
             ids: ix.iter().map(|&i| self.ids[i].clone()).collect(),
             y: ix.iter().map(|&i| self.y[i]).collect(),

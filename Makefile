@@ -67,7 +67,8 @@ $(MODELS_STAMP): scripts/models/export.py scripts/models/setup-torch.sh tests/da
 #   pipeline run dir_labels dir_pretrained -p pipeline/uni2mul.yaml $(UNI2MUL_SETS)
 #   pipeline run dir_vision_channels dir_audio_channels dir_bimodal -p pipeline/smp.yaml $(SMP_SETS)
 # and UNI2MUL_TARGETS=all runs Uni2Mul's full Table 2/3 grids. scripts/run-demo.sh runs the
-# studies in two lanes, one process per core.
+# studies as a queue of jobs (a study, or one seed of its paper model), one process per core
+# (DEMO_JOBS).
 #
 # The *_SETS override the studies' paper settings for the demo on 2 cores; each report lists
 # its overrides.
@@ -76,7 +77,8 @@ $(MODELS_STAMP): scripts/models/export.py scripts/models/setup-torch.sh tests/da
 #   CH-SIMS; SMP: 600 in 100 epochs against about 2,200); at the paper's rate the models were
 #   still near the baseline when training ended.
 # - Compute: SMP's faces from 10 frames per clip (paper: 32) at Uni2Mul's crop, so the two
-#   studies share one face stage; CM-MSF's video at 2.5 fps (paper: 15), N = 2 cascade layers
+#   studies share one face stage; CM-MSF's video at 2.5 fps (paper: 15) and so 16 video steps
+#   (6.4 s, the demo's longest clip; the study's 48 are 3.2 s at 15 fps), N = 2 cascade layers
 #   (paper: 8) and 20 epochs (paper: 100); MER-SEM-MBT 4 segments per clip (default 8) and 8
 #   epochs (paper's early stopping at 30); Foal-Net 10 frames per clip (paper: 180), batch 8
 #   (the paper's 64 gives a demo fold 7 steps an epoch), 30 epochs (paper: 60).
@@ -84,10 +86,10 @@ SEEDS ?= 1..3
 UNI2MUL_TARGETS ?= table_main table_probes dir_encoder_v dir_encoder_a dir_encoder_t
 UNI2MUL_SETS ?= --set vars.seeds=$(SEEDS) --set vars.lr=0.001
 SMP_SETS ?= --set vars.seeds=$(SEEDS) --set vars.lr=0.0001 --set vars.frames=10 --set face.crop_size=160
-CMMSF_SETS ?= --set vars.seeds=$(SEEDS) --set vars.lr=0.0001 --set vars.epochs=20 --set vars.layers=2 --set vars.video_fps=2.5
+CMMSF_SETS ?= --set vars.seeds=$(SEEDS) --set vars.lr=0.0001 --set vars.epochs=20 --set vars.layers=2 --set vars.video_fps=2.5 --set vars.video_steps=16
 MBT_SETS ?= --set vars.seeds=$(SEEDS) --set vars.epochs=8 --set vars.segments=4
 FOAL_SETS ?= --set vars.frames=10 --set vars.batch_size=8 --set vars.epochs=30
-export BIN UNI2MUL_TARGETS UNI2MUL_SETS SMP_SETS CMMSF_SETS MBT_SETS FOAL_SETS
+export SEEDS BIN UNI2MUL_TARGETS UNI2MUL_SETS SMP_SETS CMMSF_SETS MBT_SETS FOAL_SETS
 run: build demo-data models
 	scripts/run-demo.sh
 

@@ -1294,7 +1294,7 @@ impl Stage for TrainFusion {
         "train_fusion"
     }
     fn version(&self) -> u32 {
-        4
+        5
     }
     fn about(&self) -> &'static str {
         "stage two: fuse three encoders' H vectors (inputs: train_unimodal V, A, T; their features V, A, T; labels; split)"
@@ -1407,12 +1407,29 @@ impl Stage for TrainFusion {
             })
             .collect();
         let main_w = if multitask { w[0] } else { 1.0 };
+        // Frozen encoders run in eval mode, so their H is a constant of the clip: computed once
+        // here, the training steps read it as the dataset's inputs instead of recomputing it.
+        if pretrained {
+            let all: Vec<i64> = (0..ds.ids.len() as i64).collect();
+            let hs: Vec<Tensor> = tch::no_grad(|| {
+                encoders
+                    .iter()
+                    .zip(&ds.x)
+                    .map(|(e, xi)| chunked(&all, &|i| e.1.hidden_t(&xi.index_select(0, i), false)))
+                    .collect()
+            });
+            ds.x = hs;
+        }
         let fwd = |x: &[Tensor], _: &Tensor, train: bool| {
-            let hs: Vec<Tensor> = encoders
-                .iter()
-                .zip(x)
-                .map(|(e, xi)| e.1.hidden_t(xi, train && !pretrained))
-                .collect();
+            let hs: Vec<Tensor> = if pretrained {
+                x.iter().map(|h| h.shallow_clone()).collect()
+            } else {
+                encoders
+                    .iter()
+                    .zip(x)
+                    .map(|(e, xi)| e.1.hidden_t(xi, train))
+                    .collect()
+            };
             let logits = fusion.forward_t(&Tensor::cat(&hs, 1), train);
             let aux = if multitask {
                 heads
@@ -1428,11 +1445,15 @@ impl Stage for TrainFusion {
         };
         let trained = fit(&mut vs, &ds, &cfg, main_w, &aux_y, &fwd)?;
         let xm = tch::no_grad(|| {
-            let hs: Vec<Tensor> = encoders
-                .iter()
-                .zip(&ds.x)
-                .map(|(e, xi)| e.1.hidden_t(xi, false))
-                .collect();
+            let hs: Vec<Tensor> = if pretrained {
+                ds.x.iter().map(|h| h.shallow_clone()).collect()
+            } else {
+                encoders
+                    .iter()
+                    .zip(&ds.x)
+                    .map(|(e, xi)| e.1.hidden_t(xi, false))
+                    .collect()
+            };
             Tensor::cat(&hs, 1)
         });
         let config = json!({"fusion": p.str("fusion")?, "features": features, "outputs": outputs,

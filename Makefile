@@ -77,8 +77,7 @@ $(MODELS_STAMP): scripts/models/export.py scripts/models/setup-torch.sh tests/da
 #   CH-SIMS; SMP: 600 in 100 epochs against about 2,200); at the paper's rate the models were
 #   still near the baseline when training ended.
 # - Compute: SMP's faces from 10 frames per clip (paper: 32) at Uni2Mul's crop, so the two
-#   studies share one face stage; CM-MSF's video at 2.5 fps (paper: 15) and so 16 video steps
-#   (6.4 s, the demo's longest clip; the study's 48 are 3.2 s at 15 fps), N = 2 cascade layers
+#   studies share one face stage; CM-MSF's video at 2.5 fps (paper: 15), N = 2 cascade layers
 #   (paper: 8) and 20 epochs (paper: 100); MER-SEM-MBT 4 segments per clip (default 8) and 8
 #   epochs (paper's early stopping at 30); Foal-Net 10 frames per clip (paper: 180), batch 8
 #   (the paper's 64 gives a demo fold 7 steps an epoch), 30 epochs (paper: 60).
@@ -86,7 +85,7 @@ SEEDS ?= 1..3
 UNI2MUL_TARGETS ?= table_main table_probes dir_encoder_v dir_encoder_a dir_encoder_t
 UNI2MUL_SETS ?= --set vars.seeds=$(SEEDS) --set vars.lr=0.001
 SMP_SETS ?= --set vars.seeds=$(SEEDS) --set vars.lr=0.0001 --set vars.frames=10 --set face.crop_size=160
-CMMSF_SETS ?= --set vars.seeds=$(SEEDS) --set vars.lr=0.0001 --set vars.epochs=20 --set vars.layers=2 --set vars.video_fps=2.5 --set vars.video_steps=16
+CMMSF_SETS ?= --set vars.seeds=$(SEEDS) --set vars.lr=0.0001 --set vars.epochs=20 --set vars.layers=2 --set vars.video_fps=2.5
 MBT_SETS ?= --set vars.seeds=$(SEEDS) --set vars.epochs=8 --set vars.segments=4
 FOAL_SETS ?= --set vars.frames=10 --set vars.batch_size=8 --set vars.epochs=30
 export SEEDS BIN UNI2MUL_TARGETS UNI2MUL_SETS SMP_SETS CMMSF_SETS MBT_SETS FOAL_SETS

@@ -5,9 +5,8 @@ use serde_json::json;
 
 use crate::config::Plan;
 use crate::db::Db;
-use crate::exec::{explain, Env};
 use crate::keys::short;
-use crate::DagFormat;
+use crate::run::{explain, Env};
 
 pub fn status(env: &Env, targets: &[String], as_json: bool) -> Result<i32> {
     let selected = env.plan.select(targets).map_err(|e| anyhow!(e))?;
@@ -180,6 +179,14 @@ pub fn show(env: &Env, name: &str, nrows: usize, as_json: bool) -> Result<i32> {
         println!("{}", arrow::util::pretty::pretty_format_batches(&[head])?);
     }
     Ok(0)
+}
+
+/// How `pipeline dag` draws the plan.
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum DagFormat {
+    Ascii,
+    Dot,
+    Mermaid,
 }
 
 pub fn dag(plan: &Plan, format: DagFormat) -> String {

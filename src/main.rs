@@ -1,30 +1,17 @@
 //! `pipeline`: runs multimodal emotion recognition studies as a DAG of content-addressed,
 //! cached stages.
 
-mod config;
-mod db;
-mod exec;
-mod inspect;
-mod keys;
-mod locate;
-mod maint;
-mod metrics;
-mod registry;
-mod report;
-mod results;
-mod slurm;
-mod store;
-mod submit;
-
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 
-use crate::config::ConfigError;
-use crate::exec::{Env, RunOpts};
-use crate::registry::Registry;
-use crate::store::Store;
+use pipeline::config::{self, ConfigError};
+use pipeline::inspect::{self, DagFormat};
+use pipeline::registry::Registry;
+use pipeline::run::{self, Env, RunOpts};
+use pipeline::store::Store;
+use pipeline::{maint, metrics, report, results, submit};
 
 #[derive(Parser)]
 #[command(name = "pipeline", version, about = "Content-addressed DAG runner for multimodal emotion recognition studies", long_about = None)]
@@ -124,7 +111,7 @@ enum Cmd {
         expect_key: Option<String>,
         /// Compute only shard INDEX/COUNT of a per-clip stage's items, and record no artifact
         #[arg(long, value_name = "INDEX/COUNT")]
-        shard: Option<exec::Shard>,
+        shard: Option<run::Shard>,
         #[arg(long)]
         json: bool,
     },
@@ -190,13 +177,6 @@ enum Cmd {
     Kinds,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-pub enum DagFormat {
-    Ascii,
-    Dot,
-    Mermaid,
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match dispatch(cli) {
@@ -220,7 +200,7 @@ struct Loaded {
 
 fn load(cache: &Option<PathBuf>, p: &PipelineArgs, reg: &Registry) -> anyhow::Result<Loaded> {
     let file = absolute(&p.file);
-    let root = exec::project_root_of(&file);
+    let root = run::project_root_of(&file);
     let plan = config::load(&file, &root, &p.sets, reg)?;
     let cache = cache
         .as_ref()
@@ -279,7 +259,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                 dry_run,
                 argv,
             };
-            exec::run(&e, &opts, &rep).map_err(|err| match err.downcast::<ConfigError>() {
+            run::run(&e, &opts, &rep).map_err(|err| match err.downcast::<ConfigError>() {
                 Ok(ce) => ce.into(),
                 Err(other) => other,
             })
@@ -327,7 +307,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             let l = load(&cli.cache, &p, &reg)?;
             let e = env(&l, &reg)?;
             let rep = report::Reporter::new(json);
-            exec::exec_stage(&e, &stage, expect_key.as_deref(), shard, &rep)
+            run::exec_stage(&e, &stage, expect_key.as_deref(), shard, &rep)
         }
         Cmd::Report { p, out, variants } => {
             let l = load(&cli.cache, &p, &reg)?;

@@ -9,9 +9,9 @@ use anyhow::{Context, Result};
 
 use crate::config;
 use crate::db::Db;
-use crate::exec::Env;
 use crate::keys::short;
 use crate::registry::Registry;
+use crate::run::Env;
 use crate::store::Store;
 
 /// Keeps what the pipelines in `<root>/pipeline/` would use now and what the last `keep_runs`
@@ -80,7 +80,7 @@ pub fn gc(reg: &Registry, root: &Path, cache: &Path, keep_runs: i64, dry_run: bo
         for r in rows {
             let (id, data) = r?;
             if keep_ids.contains(&id) {
-                if let Some((obj, _, _)) = crate::exec::parse_shard_ref(&data) {
+                if let Some((obj, _, _)) = crate::run::parse_shard_ref(&data) {
                     keep_objects.insert(obj);
                 }
             }
@@ -206,7 +206,7 @@ pub fn verify(cache: &Path, fix: bool) -> Result<i32> {
             .prepare("SELECT data FROM items WHERE substr(data, 1, 6) = CAST('shard:' AS BLOB)")?;
         let rows = st.query_map([], |r| r.get::<_, Vec<u8>>(0))?;
         for r in rows {
-            if let Some((obj, _, _)) = crate::exec::parse_shard_ref(&r?) {
+            if let Some((obj, _, _)) = crate::run::parse_shard_ref(&r?) {
                 if !present.contains(obj.as_str()) {
                     println!("missing  item object {}", short(&obj));
                     bad_shards.insert(obj);

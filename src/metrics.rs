@@ -11,7 +11,7 @@ use arrow::record_batch::RecordBatch;
 use serde_json::{json, Map, Value};
 
 use crate::db::Db;
-use crate::exec::Env;
+use crate::run::Env;
 
 /// Stage kinds whose tables hold per-split metrics of one model.
 const EVALUATED: [&str; 2] = ["evaluate", "linear_probe"];
@@ -115,7 +115,7 @@ fn lines_of(stage: &str, variant: &Map<String, Value>, t: &RecordBatch) -> Vec<L
         .map(|r| {
             let mut metrics = BTreeMap::new();
             let mut baseline = BTreeMap::new();
-            for m in stages::aggregate::METRICS.iter() {
+            for m in stages::metrics::common::METRICS.iter() {
                 if let Some(v) = value(m.0, r) {
                     metrics.insert(m.0, v);
                 }
@@ -147,7 +147,7 @@ fn variant_text(v: &Map<String, Value>) -> String {
 /// Stage, variant, split, then each metric any line has (in the evaluation tables' order), as
 /// `value [baseline]`; percentages for fractions.
 fn text_table(lines: &[Line]) -> String {
-    let metrics: Vec<&stages::aggregate::Metric> = stages::aggregate::METRICS
+    let metrics: Vec<&stages::metrics::common::Metric> = stages::metrics::common::METRICS
         .iter()
         .filter(|m| lines.iter().any(|l| l.metrics.contains_key(m.0)))
         .collect();
@@ -159,7 +159,7 @@ fn text_table(lines: &[Line]) -> String {
     for l in lines {
         let mut row = vec![l.stage.clone(), variant_text(&l.variant), l.split.clone()];
         for m in &metrics {
-            let fmt = |v: f64| stages::aggregate::fmt_metric(m, v);
+            let fmt = |v: f64| stages::metrics::common::fmt_metric(m, v);
             row.push(match (l.metrics.get(m.0), l.baseline.get(m.0)) {
                 (Some(&v), Some(&b)) => format!("{} [{}]", fmt(v), fmt(b)),
                 (Some(&v), None) => fmt(v),

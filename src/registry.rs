@@ -15,7 +15,7 @@ impl Default for Registry {
 impl Registry {
     pub fn new() -> Self {
         Registry {
-            stages: stages::registry(),
+            stages: stages::registry::registry(),
         }
     }
     pub fn get(&self, kind: &str) -> Option<&dyn Stage> {

@@ -9,7 +9,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 
 use crate::db::Db;
-use crate::exec::Env;
+use crate::run::Env;
 
 /// `sets` are the command line's `--set` overrides, listed at the top so that a table is never
 /// read without the settings that made it.

@@ -19,8 +19,8 @@ use stages::Mode as StageMode;
 
 use crate::config::{scalar_text, Plan};
 use crate::db::{now, Db, Job};
-use crate::exec::{Env, EXIT_FAILED, EXIT_OK, EXIT_PARTIAL};
 use crate::keys::short;
+use crate::run::{Env, EXIT_FAILED, EXIT_OK, EXIT_PARTIAL};
 use crate::slurm;
 
 pub struct SubmitOpts {

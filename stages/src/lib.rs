@@ -4,34 +4,14 @@
 
 pub mod params;
 pub mod table;
-
-pub mod aggregate;
-pub mod audio;
-pub mod bootstrap;
-pub mod channels;
-pub mod cmmsf;
-pub mod command;
-pub mod compare;
-pub mod decode;
-pub mod embed;
-pub mod face;
-pub mod features;
-pub mod figures;
-pub mod foal;
-pub mod ingest;
-pub mod joint;
-pub mod labels;
-pub mod linprobe;
-pub mod mbt;
-pub mod metrics;
-pub mod mtcnn;
-pub mod nets;
-pub mod probe;
-pub mod smp;
-pub mod spectral;
-pub mod split;
-pub mod summary;
 pub mod torch;
+
+pub mod data;
+pub mod embed;
+pub mod features;
+pub mod media;
+pub mod metrics;
+pub mod registry;
 pub mod train;
 
 use std::collections::BTreeMap;
@@ -237,37 +217,6 @@ pub trait Stage: Send + Sync {
     fn run_batch(&self, ctx: &RunCtx, rows: &[usize]) -> Vec<Result<RecordBatch, ItemError>> {
         rows.iter().map(|&r| self.run_item(ctx, r)).collect()
     }
-}
-
-/// Every stage kind this build knows.
-pub fn registry() -> Vec<Box<dyn Stage>> {
-    vec![
-        Box::new(ingest::Ingest),
-        Box::new(labels::Labels),
-        Box::new(split::Split),
-        Box::new(probe::Probe),
-        Box::new(audio::Audio),
-        Box::new(decode::Decode),
-        Box::new(face::FaceCrop),
-        Box::new(features::LogMel),
-        Box::new(features::Mfcc),
-        Box::new(features::Segment),
-        Box::new(features::Pad),
-        Box::new(channels::FaceGeometry),
-        Box::new(channels::Concat),
-        Box::new(summary::Summary),
-        Box::new(embed::Embed::default()),
-        Box::new(embed::Pixels),
-        Box::new(train::TrainUnimodal),
-        Box::new(train::ExportHidden),
-        Box::new(train::TrainFusion),
-        Box::new(joint::TrainJoint),
-        Box::new(train::Evaluate),
-        Box::new(linprobe::LinearProbe),
-        Box::new(aggregate::Aggregate),
-        Box::new(compare::Compare),
-        Box::new(command::Command),
-    ]
 }
 
 /// Resolves a path param against the project root.

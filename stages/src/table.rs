@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, Float64Array, Int64Array, ListArray, StringArray, UInt64Array,
+    Array, ArrayRef, Float32Array, Float64Array, Int64Array, ListArray, StringArray, UInt64Array,
 };
 use arrow::buffer::OffsetBuffer;
 use arrow::datatypes::{DataType, Field, Schema};
@@ -127,4 +127,16 @@ pub fn empty(fields: Vec<(&str, DataType)>) -> RecordBatch {
             .collect::<Vec<_>>(),
     );
     RecordBatch::new_empty(Arc::new(schema))
+}
+
+/// One f32 list per row: the layout waveforms and flattened features are stored in.
+pub fn f32_lists(rows: Vec<Vec<f32>>) -> ArrayRef {
+    let lens: Vec<usize> = rows.iter().map(Vec::len).collect();
+    let values = Float32Array::from(rows.concat());
+    Arc::new(ListArray::new(
+        Arc::new(Field::new("item", DataType::Float32, false)),
+        OffsetBuffer::from_lengths(lens),
+        Arc::new(values),
+        None,
+    ))
 }

@@ -1,0 +1,56 @@
+//! Matrix axes: their values (lists, `a..b` ranges, `${var}`) and the variants they span.
+
+use serde_json::Value as J;
+use serde_yaml_ng::Value as Y;
+
+use super::to_json;
+
+/// An axis's values: a list, an integer range `a..b`, or `${var}` naming either, so that
+/// `--set vars.seeds=1..2` shrinks a grid from the command line.
+pub(super) fn matrix_values(v: &Y, vars: &J) -> Result<Vec<J>, String> {
+    if let Some(name) = v
+        .as_str()
+        .and_then(|s| s.strip_prefix("${"))
+        .and_then(|s| s.strip_suffix('}'))
+    {
+        let val = vars
+            .get(name)
+            .ok_or_else(|| format!("`${{{name}}}` is not defined under vars"))?;
+        let y: Y = serde_json::from_value(val.clone()).map_err(|e| e.to_string())?;
+        // One value is a one-value axis: `--set vars.seeds=3`.
+        if matches!(y, Y::Number(_) | Y::Bool(_)) || matches!(&y, Y::String(s) if !s.contains(".."))
+        {
+            return Ok(vec![val.clone()]);
+        }
+        return matrix_values(&y, &J::Null).map_err(|e| format!("vars.{name} = {val}: {e}"));
+    }
+    match v {
+        Y::Sequence(s) if !s.is_empty() => Ok(s.iter().map(to_json).collect()),
+        Y::String(s) if s.contains("..") => {
+            let (a, b) = s.split_once("..").expect("checked");
+            let (a, b) = (a.trim().parse::<i64>(), b.trim().parse::<i64>());
+            match (a, b) {
+                (Ok(a), Ok(b)) if a <= b => Ok((a..=b).map(J::from).collect()),
+                _ => Err(format!("`{s}` is not an integer range like 1..5")),
+            }
+        }
+        _ => Err("give a non-empty list, or an integer range like 1..5".into()),
+    }
+}
+
+pub(super) fn cartesian(axes: &[(String, Vec<J>)]) -> Vec<Vec<(String, J)>> {
+    let mut out: Vec<Vec<(String, J)>> = vec![Vec::new()];
+    for (a, vals) in axes {
+        out = out
+            .into_iter()
+            .flat_map(|prefix| {
+                vals.iter().map(move |v| {
+                    let mut p = prefix.clone();
+                    p.push((a.clone(), v.clone()));
+                    p
+                })
+            })
+            .collect();
+    }
+    out
+}

@@ -1,0 +1,64 @@
+//! A stage's given params against its kind's declared ones: names, types, defaults.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value as J;
+use stages::{ParamSpec, Params, Stage};
+
+use super::did_you_mean;
+
+pub(super) fn check_params(
+    stage: &dyn Stage,
+    given: &BTreeMap<String, J>,
+) -> Result<Params, (String, String, Option<String>)> {
+    let specs = stage.params();
+    for k in given.keys() {
+        if !specs.iter().any(|p| p.name == k) {
+            let names = specs.iter().map(|p| p.name);
+            return Err((
+                k.clone(),
+                format!("unknown param `{k}` for kind `{}`", stage.kind()),
+                Some(format!(
+                    "{}params of `{}`: {}",
+                    did_you_mean(k, names)
+                        .map(|h| format!("{h}; "))
+                        .unwrap_or_default(),
+                    stage.kind(),
+                    param_names(specs)
+                )),
+            ));
+        }
+    }
+    let mut out = BTreeMap::new();
+    for p in specs {
+        let v = match given.get(p.name) {
+            Some(v) => p.ty.check(v).map_err(|e| {
+                (
+                    p.name.to_string(),
+                    format!("param `{}`: {e}", p.name),
+                    Some(p.doc.to_string()),
+                )
+            })?,
+            None => match p.default_value() {
+                Some(d) => d,
+                None => {
+                    return Err((
+                        String::new(),
+                        format!("missing required param `{}` ({})", p.name, p.ty.describe()),
+                        Some(format!("{}: {}", p.name, p.doc)),
+                    ))
+                }
+            },
+        };
+        out.insert(p.name.to_string(), v);
+    }
+    Ok(Params(out))
+}
+
+pub(super) fn param_names(specs: &[ParamSpec]) -> String {
+    if specs.is_empty() {
+        "(none)".into()
+    } else {
+        specs.iter().map(|p| p.name).collect::<Vec<_>>().join(", ")
+    }
+}

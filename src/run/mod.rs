@@ -1,0 +1,139 @@
+//! Running a plan: decide fresh/stale from keys, then execute stale stages in dependency order,
+//! `-j` at a time, with per-item work on the rayon pool.
+//!
+//! Crash safety: an artifact is recorded only after its object is durably in place, and each
+//! finished item is committed on its own, so after kill -9 a rerun reuses every finished stage
+//! and item. Concurrency: a stage is computed under an exclusive lock on its key, so a second
+//! process waits and then reuses the first one's artifact instead of computing it again.
+
+mod items;
+mod reports;
+mod scheduler;
+mod stage;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use stages::ItemError;
+
+use crate::config::Plan;
+use crate::db::{Artifact, Db};
+use crate::keys::{self, StageKey};
+use crate::registry::Registry;
+use crate::store::Store;
+
+pub use items::{parse_shard_ref, Shard};
+pub use scheduler::run;
+pub use stage::{exec_stage, explain};
+
+pub struct RunOpts {
+    pub targets: Vec<String>,
+    pub jobs: usize,
+    pub keep_going: bool,
+    pub dry_run: bool,
+    pub argv: String,
+}
+
+pub const EXIT_OK: i32 = 0;
+pub const EXIT_FAILED: i32 = 1;
+pub const EXIT_PARTIAL: i32 = 3;
+
+/// The planned state of one selected stage.
+pub struct Planned {
+    pub idx: usize,
+    pub key: Result<StageKey, String>,
+    pub artifact: Option<Artifact>,
+}
+
+pub struct Env<'a> {
+    pub plan: &'a Plan,
+    pub reg: &'a Registry,
+    pub cache: PathBuf,
+    pub store: Store,
+    /// The pipeline's name in the index (its path relative to the project root).
+    pub pipeline_id: String,
+}
+
+impl Env<'_> {
+    /// Keys and cache state for the selected stages, without running anything.
+    pub fn plan_state(&self, db: &mut Db, selected: &[usize]) -> Result<Vec<Planned>> {
+        let keys = keys::compute(self.plan, self.reg, db, selected)?;
+        let mut out = Vec::new();
+        for (idx, key) in keys {
+            let artifact = match &key {
+                Ok(k) => db
+                    .artifact(&k.key)?
+                    .filter(|a| self.store.object_path(&a.object).exists()),
+                Err(_) => None,
+            };
+            out.push(Planned { idx, key, artifact });
+        }
+        Ok(out)
+    }
+}
+
+/// What became of one stage in this run: its name, key, and result.
+pub(crate) type Finished = (String, Option<String>, Result<StageRun, String>);
+
+pub(crate) struct StageRun {
+    pub outcome: Outcome,
+    pub secs: f64,
+    pub computed: usize,
+    pub reused: usize,
+    pub errors: Vec<ItemError>,
+}
+
+impl StageRun {
+    /// A stage whose artifact was already there (with the item errors it was recorded with).
+    pub fn cached(secs: f64, errors: Vec<ItemError>) -> StageRun {
+        StageRun {
+            outcome: Outcome::Cached,
+            secs,
+            computed: 0,
+            reused: 0,
+            errors,
+        }
+    }
+}
+
+/// How a stage that did not fail ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Computed now and recorded.
+    Ran,
+    /// Its artifact was in the cache (or another process recorded it while this one waited).
+    Cached,
+    /// One shard's items computed for a cluster job; the artifact comes later.
+    Shard,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ran => "ran",
+            Outcome::Cached => "cached",
+            Outcome::Shard => "shard",
+        }
+    }
+}
+
+pub fn project_root_of(pipeline: &Path) -> PathBuf {
+    // pipeline/foo.yaml lives one level below the project root.
+    let parent = pipeline.parent().unwrap_or(Path::new("."));
+    if parent.file_name().is_some_and(|n| n == "pipeline") {
+        parent
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."))
+    } else {
+        parent.to_path_buf()
+    }
+}
+
+/// The message of a caught panic.
+pub(crate) fn panic_text(p: &Box<dyn std::any::Any + Send>) -> String {
+    p.downcast_ref::<String>()
+        .cloned()
+        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "no message".into())
+}

@@ -1,0 +1,3 @@
+//! Pretrained TorchScript models over clips: faces, audio windows, tokens.
+
+pub mod pretrained;

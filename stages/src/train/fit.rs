@@ -1,0 +1,400 @@
+//! The training loop every network shares: Adam(W), seeded batches, reduce-on-plateau, and
+//! the best epoch kept by the selection rule; the params every training stage reads.
+
+use arrow::array::{BooleanArray, Int64Array};
+use arrow::record_batch::RecordBatch;
+use tch::nn::{self, OptimizerConfig};
+use tch::Tensor;
+
+use crate::params::{ParamSpec, ParamType};
+use crate::table::{col, str_col};
+use crate::train::checkpoint::*;
+use crate::train::dataset::*;
+use crate::{Params, StageError};
+
+/// A small deterministic generator for batch order (xorshift64*), independent of libtorch's.
+pub(crate) struct Shuffle(u64);
+
+impl Shuffle {
+    pub(crate) fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    pub(crate) fn permute(&mut self, n: usize) -> Vec<usize> {
+        let mut v: Vec<usize> = (0..n).collect();
+        for i in (1..n).rev() {
+            let j = (self.next() % (i as u64 + 1)) as usize;
+            v.swap(i, j);
+        }
+        v
+    }
+}
+
+pub use crate::metrics::emotion::classification as metrics;
+
+/// What `fit` keeps: the epoch with the best validation accuracy (ties: lower loss), the best
+/// average per-class F1 (multi-label), or the lowest validation loss.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Select {
+    Acc,
+    F1,
+    Loss,
+}
+
+pub struct TrainCfg {
+    pub lr: f64,
+    pub epochs: i64,
+    pub batch: i64,
+    pub seed: i64,
+    /// Reduce-on-plateau: (factor, patience) on the validation loss, as PyTorch's
+    /// `ReduceLROnPlateau(mode="min", threshold=1e-4)`.
+    pub plateau: Option<(f64, i64)>,
+    /// AdamW with this weight decay instead of Adam.
+    pub adamw: Option<f64>,
+    /// Learning rates of variable groups other than 0 (`nn::Path::set_group`): backbones
+    /// fine-tuned more gently than the layers on top.
+    pub group_lr: Vec<(usize, f64)>,
+    /// None: the task's default (Acc for classes, F1 for multi-label, Loss for scores).
+    pub select: Option<Select>,
+    /// Stop after this many epochs without a better selected epoch.
+    pub patience: Option<i64>,
+}
+
+impl Select {
+    /// The `select` param: `val_loss` (or `loss`), `acc`, `f1`; `auto` leaves it to the task.
+    pub fn param(p: &Params) -> Result<Option<Select>, StageError> {
+        Ok(match p.str("select")? {
+            "val_loss" | "loss" => Some(Select::Loss),
+            "acc" => Some(Select::Acc),
+            "f1" => Some(Select::F1),
+            _ => None,
+        })
+    }
+}
+
+impl TrainCfg {
+    pub(crate) fn from(p: &Params) -> Result<Self, StageError> {
+        let c = TrainCfg {
+            lr: p.f64("lr")?,
+            epochs: p.i64("epochs")?,
+            batch: p.i64("batch_size")?,
+            seed: p.i64("seed")?,
+            plateau: None,
+            adamw: None,
+            group_lr: Vec::new(),
+            select: None,
+            patience: None,
+        };
+        if c.epochs < 1 || c.batch < 1 || c.lr <= 0.0 {
+            return Err(StageError::param(
+                "epochs",
+                "epochs and batch_size must be >= 1 and lr > 0",
+            ));
+        }
+        Ok(c)
+    }
+}
+
+/// A term a model adds to the main loss of a training batch.
+pub enum Aux {
+    /// (weight, logits of an auxiliary head, index into `fit`'s `aux_y`): multi-task training.
+    Head(f64, Tensor, usize),
+    /// A loss the model computed itself from the batch and its targets (contrastive terms).
+    Loss(Tensor),
+}
+
+/// What a model reports for one batch, given its inputs, its targets and whether it trains:
+/// logits for the main target, plus auxiliary terms.
+pub type Forward<'a> = dyn Fn(&[Tensor], &Tensor, bool) -> (Tensor, Vec<Aux>) + 'a;
+
+/// epoch, train loss, valid loss, valid acc, valid macro F1 (multi-label: the averages of the
+/// per-class binary accuracy and F1).
+pub type Epoch = (i64, f64, f64, f64, f64);
+
+pub struct Trained {
+    pub curve: Vec<Epoch>,
+    pub best_epoch: i64,
+    pub checkpoint: Vec<u8>,
+    /// Per clip: class probabilities, or the predicted score.
+    pub outputs: Vec<Vec<f32>>,
+}
+
+/// Clips per forward pass outside training: bounds memory on big datasets and big inputs
+/// (end-to-end CNNs see every patch and face of every clip).
+pub(crate) const EVAL_CHUNK: i64 = 64;
+
+/// `f` over `idx` in chunks, the results concatenated along the first axis.
+pub fn chunked(idx: &[i64], f: &dyn Fn(&Tensor) -> Tensor) -> Tensor {
+    let parts: Vec<Tensor> = idx
+        .chunks(EVAL_CHUNK as usize)
+        .map(|c| f(&Tensor::from_slice(c)))
+        .collect();
+    Tensor::cat(&parts, 0)
+}
+
+/// Adam (or AdamW) on the task's loss; keeps the weights of the best epoch by `cfg.select`.
+/// `aux_y[k]` are the labels of auxiliary head k.
+pub fn fit(
+    vs: &mut nn::VarStore,
+    ds: &Dataset,
+    cfg: &TrainCfg,
+    main_weight: f64,
+    aux_y: &[Tensor],
+    forward: &Forward,
+) -> Result<Trained, StageError> {
+    let built = match cfg.adamw {
+        Some(wd) => nn::AdamW {
+            wd,
+            ..Default::default()
+        }
+        .build(vs, cfg.lr),
+        None => nn::Adam::default().build(vs, cfg.lr),
+    };
+    let mut opt = built.map_err(|e| StageError::Other(format!("optimizer: {e}")))?;
+    // zero_grad registers the variables (and so their groups) with the optimizer.
+    opt.zero_grad();
+    for &(g, glr) in &cfg.group_lr {
+        opt.set_lr_group(g, glr);
+    }
+    let task = ds.task;
+    let select = cfg.select.unwrap_or(match task {
+        Task::Classify { .. } => Select::Acc,
+        Task::MultiLabel { .. } => Select::F1,
+        Task::Regress { .. } => Select::Loss,
+    });
+    let y = ds.targets();
+    let train_idx = ds.idx_of("train");
+    let valid_idx = ds.idx_of("valid");
+    let mut shuffle =
+        Shuffle(0x9e37_79b9_7f4a_7c15 ^ (cfg.seed as u64).wrapping_mul(0x1000_0000_01b3));
+    let mut curve = Vec::new();
+    // (valid acc, valid f1, valid loss, epoch, weights) of the best epoch so far.
+    type Best = (f64, f64, f64, i64, Vec<(String, Tensor)>);
+    let mut best: Option<Best> = None;
+    let take =
+        |idx: &Tensor| -> Vec<Tensor> { ds.x.iter().map(|x| x.index_select(0, idx)).collect() };
+    let logits_of =
+        |idx: &[i64]| chunked(idx, &|i| forward(&take(i), &y.index_select(0, i), false).0);
+    let (mut lr, mut plateau_best, mut bad_epochs) = (cfg.lr, f64::INFINITY, 0i64);
+    let mut since_best = 0i64;
+    for epoch in 1..=cfg.epochs {
+        let order = shuffle.permute(train_idx.len());
+        let mut total = 0.0;
+        for chunk in order.chunks(cfg.batch as usize) {
+            let ids: Vec<i64> = chunk.iter().map(|&k| train_idx[k]).collect();
+            let idx = Tensor::from_slice(&ids);
+            let yb = y.index_select(0, &idx);
+            let (logits, aux) = forward(&take(&idx), &yb, true);
+            let loss = total_loss(ds, (&logits, aux), (&yb, &idx), main_weight, aux_y);
+            opt.backward_step(&loss);
+            total += loss.double_value(&[]) * ids.len() as f64;
+        }
+        let (vloss, vacc, vf1) = tch::no_grad(|| {
+            // The loss that training minimises, auxiliary heads and terms included, so that
+            // a multi-task model is selected on what it was trained for.
+            let (mut parts, mut loss) = (Vec::new(), 0.0);
+            for c in valid_idx.chunks(EVAL_CHUNK as usize) {
+                let idx = Tensor::from_slice(c);
+                let yb = y.index_select(0, &idx);
+                let (logits, aux) = forward(&take(&idx), &yb, false);
+                let l = total_loss(ds, (&logits, aux), (&yb, &idx), main_weight, aux_y);
+                loss += l.double_value(&[]) * c.len() as f64;
+                parts.push(logits);
+            }
+            let logits = Tensor::cat(&parts, 0);
+            let (acc, f1) = valid_scores(ds, &valid_idx, &logits);
+            (loss / valid_idx.len().max(1) as f64, acc, f1)
+        });
+        curve.push((epoch, total / train_idx.len() as f64, vloss, vacc, vf1));
+        if let Some((factor, patience)) = cfg.plateau {
+            if vloss < plateau_best * (1.0 - 1e-4) {
+                (plateau_best, bad_epochs) = (vloss, 0);
+            } else {
+                bad_epochs += 1;
+                if bad_epochs > patience {
+                    lr *= factor;
+                    opt.set_lr(lr);
+                    for &(g, glr) in &cfg.group_lr {
+                        opt.set_lr_group(g, glr * lr / cfg.lr);
+                    }
+                    bad_epochs = 0;
+                }
+            }
+        }
+        let better = best.as_ref().is_none_or(|b| match select {
+            Select::Acc => vacc > b.0 || (vacc == b.0 && vloss < b.2),
+            Select::F1 => vf1 > b.1 || (vf1 == b.1 && vloss < b.2),
+            Select::Loss => vloss < b.2,
+        });
+        if better {
+            let snap = vs
+                .variables()
+                .into_iter()
+                .map(|(k, v)| (k, v.detach().copy()))
+                .collect();
+            best = Some((vacc, vf1, vloss, epoch, snap));
+            since_best = 0;
+        } else {
+            since_best += 1;
+            if cfg.patience.is_some_and(|p| since_best >= p) {
+                break;
+            }
+        }
+    }
+    let (_, _, _, best_epoch, snap) = best.expect("at least one epoch");
+    tch::no_grad(|| {
+        let vars = vs.variables();
+        for (k, v) in &snap {
+            if let Some(t) = vars.get(k) {
+                t.shallow_clone().copy_(v);
+            }
+        }
+    });
+    let checkpoint = safetensors_bytes(&snap)?;
+    let all: Vec<i64> = (0..ds.ids.len() as i64).collect();
+    let out = tch::no_grad(|| task.outputs_of(&logits_of(&all)));
+    Ok(Trained {
+        curve,
+        best_epoch,
+        checkpoint,
+        outputs: rows_of(&out),
+    })
+}
+
+/// The weighted training objective of a batch: the main task's loss plus every auxiliary
+/// head's and term's. `batch` is (targets of the batch, their indices into the dataset).
+pub(crate) fn total_loss(
+    ds: &Dataset,
+    (logits, aux): (&Tensor, Vec<Aux>),
+    (yb, idx): (&Tensor, &Tensor),
+    main_weight: f64,
+    aux_y: &[Tensor],
+) -> Tensor {
+    let mut loss = ds.loss(logits, yb) * main_weight;
+    for a in aux {
+        match a {
+            Aux::Head(w, l, k) => loss += ds.task.loss(&l, &aux_y[k].index_select(0, idx)) * w,
+            Aux::Loss(l) => loss += l,
+        }
+    }
+    loss
+}
+
+/// Validation accuracy and macro F1; multi-label: the averages of per-class binary accuracy and
+/// F1 at probability 0.5.
+pub(crate) fn valid_scores(ds: &Dataset, idx: &[i64], logits: &Tensor) -> (f64, f64) {
+    let task = ds.task;
+    if let Task::MultiLabel { classes } = task {
+        let probs = rows_of(&task.outputs_of(logits));
+        let truth: Vec<Vec<f32>> = idx.iter().map(|&i| ds.flags[i as usize].clone()).collect();
+        let rows: Vec<usize> = (0..idx.len()).collect();
+        let b = crate::metrics::emotion::per_class(&truth, &probs, &rows, classes as usize);
+        let n = classes.max(1) as f64;
+        return (
+            b.iter().map(|x| x.acc).sum::<f64>() / n,
+            b.iter().map(|x| x.f1).sum::<f64>() / n,
+        );
+    }
+    let pred = predictions(task, logits);
+    let truth: Vec<i64> = idx.iter().map(|&i| ds.cls[i as usize]).collect();
+    let (acc, f1, _, _) = metrics(&truth, &pred, task.classes());
+    (acc, f1)
+}
+
+pub(crate) fn rows_of(t: &Tensor) -> Vec<Vec<f32>> {
+    (0..t.size()[0])
+        .map(|i| Vec::try_from(t.get(i)).unwrap_or_default())
+        .collect()
+}
+
+/// Predicted classes of a batch of model outputs.
+pub(crate) fn predictions(task: Task, out: &Tensor) -> Vec<i64> {
+    rows_of(&task.outputs_of(out))
+        .iter()
+        .map(|o| task.predict(o))
+        .collect()
+}
+
+pub(crate) const COMMON: [ParamSpec; 9] = [
+    ParamSpec::new(
+        "label",
+        ParamType::Str,
+        Some("\"acc3\""),
+        "labels column to predict: classes (acc2, acc3, acc5, acc7, class) or the score `y` (MMSA regression)",
+    ),
+    ParamSpec::new(
+        "classes",
+        ParamType::Int,
+        Some("3"),
+        "number of classes (classification)",
+    ),
+    ParamSpec::new("lr", ParamType::Float, Some("0.0001"), "Adam learning rate"),
+    ParamSpec::new(
+        "epochs",
+        ParamType::Int,
+        Some("30"),
+        "training epochs; the best-on-valid epoch's weights are kept",
+    ),
+    ParamSpec::new("batch_size", ParamType::Int, Some("32"), "clips per step"),
+    ParamSpec::new(
+        "seed",
+        ParamType::Int,
+        Some("1"),
+        "weight init and batch order",
+    ),
+    ParamSpec::new(
+        "threads",
+        ParamType::Int,
+        Some("1"),
+        "libtorch threads; these small models train fastest on one",
+    ),
+    ParamSpec::new(
+        "select",
+        ParamType::Enum(&["val_loss", "acc", "f1"]),
+        Some("\"val_loss\""),
+        "the kept epoch: lowest validation loss (the weighted sum of every head's loss that training minimises), or best validation accuracy / macro F1",
+    ),
+    ParamSpec::new(
+        "standardize",
+        ParamType::Bool,
+        Some("true"),
+        "standardise each feature dimension with the training split's mean and sd (padding steps stay zero)",
+    ),
+];
+
+pub(crate) fn curve_report(t: &RecordBatch) -> Option<String> {
+    let part = str_col(t, "part").ok()?;
+    let best = col::<BooleanArray>(t, "best").ok()?;
+    let acc = crate::table::f64_col(t, "valid_acc").ok()?;
+    let f1 = crate::table::f64_col(t, "valid_f1").ok()?;
+    let ep = col::<Int64Array>(t, "epoch").ok()?;
+    (0..t.num_rows())
+        .find(|&r| part.value(r) == "curve" && best.value(r))
+        .map(|r| {
+            format!(
+                "best epoch {}: valid acc {:.4}, macro F1 {:.4}",
+                ep.value(r),
+                acc.value(r),
+                f1.value(r)
+            )
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shuffle_is_a_seeded_permutation() {
+        let a = Shuffle(7).permute(50);
+        let b = Shuffle(7).permute(50);
+        let c = Shuffle(8).permute(50);
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+        let mut s = a.clone();
+        s.sort();
+        assert_eq!(s, (0..50).collect::<Vec<_>>());
+    }
+}

@@ -1,0 +1,284 @@
+//! `train_fusion`: Uni2Mul's stage two, the fusion of three encoders' H vectors.
+
+use arrow::record_batch::RecordBatch;
+use serde_json::json;
+use tch::nn::{self, Module};
+use tch::{Device, Tensor};
+
+use crate::params::{ParamSpec, ParamType};
+use crate::train::checkpoint::*;
+use crate::train::dataset::*;
+use crate::train::fit::*;
+use crate::train::nets::uni2mul::{Encoder, Fusion, ATTENTIONS, FUSIONS};
+use crate::{Output, Params, RunCtx, Stage, StageError};
+
+/// `train_fusion`: Uni2Mul stage two. Inputs: the three `train_unimodal` stages (V, A, T), their
+/// three feature stages, labels, split. With `pretrained` the encoders carry their stage-one
+/// weights and are frozen; without, the same encoders start untrained and learn jointly.
+pub struct TrainFusion;
+
+const FUSION_PARAMS: &[ParamSpec] = &[
+    ParamSpec::new(
+        "fusion",
+        ParamType::Enum(FUSIONS),
+        Some("\"conformer\""),
+        "fusion head on X_M = [H_V : H_A : H_T]",
+    ),
+    ParamSpec::new(
+        "attention",
+        ParamType::Enum(ATTENTIONS),
+        Some("\"tanh\""),
+        "self-attention of the attention/transformer/conformer fusions: the paper's eq. 16 (tanh) or the scaled dot product",
+    ),
+    ParamSpec::new(
+        "multitask",
+        ParamType::Bool,
+        Some("true"),
+        "also train V, A, T heads on their own labels (loss weights in `weights`)",
+    ),
+    ParamSpec::new(
+        "weights",
+        ParamType::FloatList,
+        Some("[0.3, 0.2, 0.2, 0.3]"),
+        "multi-task loss weights M, V, A, T",
+    ),
+    ParamSpec::new(
+        "pretrained",
+        ParamType::Bool,
+        Some("true"),
+        "load the stage-one encoders and freeze them (false: the paper's \"w/o pre-train\")",
+    ),
+    COMMON[0],
+    COMMON[1],
+    COMMON[2],
+    COMMON[3],
+    COMMON[4],
+    COMMON[5],
+    COMMON[6],
+    COMMON[7],
+    COMMON[8],
+];
+
+impl Stage for TrainFusion {
+    fn kind(&self) -> &'static str {
+        "train_fusion"
+    }
+    fn version(&self) -> u32 {
+        5
+    }
+    fn about(&self) -> &'static str {
+        "stage two: fuse three encoders' H vectors (inputs: train_unimodal V, A, T; their features V, A, T; labels; split)"
+    }
+    fn params(&self) -> &'static [ParamSpec] {
+        FUSION_PARAMS
+    }
+    fn arity(&self) -> (usize, usize) {
+        (8, 8)
+    }
+    fn run(&self, ctx: &RunCtx) -> Result<Output, StageError> {
+        let p = ctx.params;
+        let mut cfg = TrainCfg::from(p)?;
+        cfg.select = Select::param(p)?;
+        let _torch = crate::torch::training(cfg.seed, p.i64("threads")?);
+        let label = p.str("label")?;
+        let classes = p.i64("classes")?;
+        let mut ds = dataset(ctx, &[3, 4, 5], (6, 7), "m", label, classes, None)?;
+        let outputs = ds.task.outputs();
+        let pretrained = p.bool("pretrained")?;
+        let standardized = fusion_standardize(ctx, &mut ds, pretrained, p.bool("standardize")?)?;
+        let multitask = p.bool("multitask")?;
+        let w = p.f64_list("weights")?;
+        if w.len() != 4 {
+            return Err(StageError::param("weights", "four weights: M, V, A, T"));
+        }
+        // Unimodal labels for the auxiliary heads, aligned with the fusion dataset's clips.
+        let mut aux_y = Vec::new();
+        for target in ["v", "a", "t"] {
+            let by = label_map(&ctx.inputs[6], target, label)?;
+            let ys: Vec<f64> = ds
+                .ids
+                .iter()
+                .map(|i| by.get(i).copied().unwrap_or(0.0))
+                .collect();
+            aux_y.push(ds.task.target(&ys));
+        }
+        let mut vs = nn::VarStore::new(Device::Cpu);
+        let mut frozen = nn::VarStore::new(Device::Cpu);
+        let mut encoders = Vec::new();
+        for (k, name) in ["v", "a", "t"].iter().enumerate() {
+            let (bytes, c) = checkpoint_of(&ctx.inputs[k])?;
+            let arch = c["model"].as_str().unwrap_or_default().to_string();
+            let (t, d) = (ds.x[k].size()[1], ds.x[k].size()[2]);
+            if c["steps"].as_i64() != Some(t) || c["dim"].as_i64() != Some(d) {
+                return Err(StageError::Input(format!(
+                    "encoder {name} was trained on {} x {} features, input {} has {t} x {d}",
+                    c["steps"],
+                    c["dim"],
+                    k + 3
+                )));
+            }
+            let store = if pretrained { &frozen } else { &vs };
+            // Only H is used here, so stage one may have had another task (classes for a
+            // regression fusion); its own head keeps its shape to load.
+            let enc_out = c["outputs"].as_i64().unwrap_or(outputs);
+            let enc = Encoder::new(&(store.root() / *name), &arch, t, d, enc_out)
+                .map_err(StageError::Input)?;
+            encoders.push((bytes, enc));
+        }
+        if pretrained {
+            // Stage-one weights under each encoder's prefix, then frozen.
+            let mut named = Vec::new();
+            for (k, name) in ["v", "a", "t"].iter().enumerate() {
+                let mut one = nn::VarStore::new(Device::Cpu);
+                let c = checkpoint_of(&ctx.inputs[k])?.1;
+                let _ = Encoder::new(
+                    &one.root(),
+                    c["model"].as_str().unwrap_or_default(),
+                    ds.x[k].size()[1],
+                    ds.x[k].size()[2],
+                    c["outputs"].as_i64().unwrap_or(outputs),
+                )
+                .map_err(StageError::Input)?;
+                load_safetensors(&mut one, &encoders[k].0)?;
+                for (n, t) in one.variables() {
+                    named.push((format!("{name}.{n}"), t));
+                }
+            }
+            tch::no_grad(|| {
+                let vars = frozen.variables();
+                for (n, t) in &named {
+                    if let Some(v) = vars.get(n) {
+                        v.shallow_clone().copy_(t);
+                    }
+                }
+            });
+            frozen.freeze();
+        }
+        let features: i64 = encoders.iter().map(|e| e.1.hidden).sum();
+        let fusion = Fusion::new(
+            &(vs.root() / "fusion"),
+            p.str("fusion")?,
+            features,
+            outputs,
+            p.str("attention")?,
+        )
+        .map_err(StageError::Input)?;
+        // Multi-task heads on each H; with frozen encoders these are new, trainable heads.
+        let heads: Vec<nn::Linear> = encoders
+            .iter()
+            .zip(["v", "a", "t"])
+            .map(|(e, n)| {
+                nn::linear(
+                    vs.root() / "aux" / n,
+                    e.1.hidden,
+                    outputs,
+                    Default::default(),
+                )
+            })
+            .collect();
+        let main_w = if multitask { w[0] } else { 1.0 };
+        // Frozen encoders run in eval mode, so their H is a constant of the clip: computed once
+        // here, the training steps read it as the dataset's inputs instead of recomputing it.
+        if pretrained {
+            let all: Vec<i64> = (0..ds.ids.len() as i64).collect();
+            let hs: Vec<Tensor> = tch::no_grad(|| {
+                encoders
+                    .iter()
+                    .zip(&ds.x)
+                    .map(|(e, xi)| chunked(&all, &|i| e.1.hidden_t(&xi.index_select(0, i), false)))
+                    .collect()
+            });
+            ds.x = hs;
+        }
+        let fwd = |x: &[Tensor], _: &Tensor, train: bool| {
+            let hs: Vec<Tensor> = if pretrained {
+                x.iter().map(|h| h.shallow_clone()).collect()
+            } else {
+                encoders
+                    .iter()
+                    .zip(x)
+                    .map(|(e, xi)| e.1.hidden_t(xi, train))
+                    .collect()
+            };
+            let logits = fusion.forward_t(&Tensor::cat(&hs, 1), train);
+            let aux = if multitask {
+                heads
+                    .iter()
+                    .zip(&hs)
+                    .enumerate()
+                    .map(|(k, (h, hk))| Aux::Head(w[k + 1], h.forward(hk), k))
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            (logits, aux)
+        };
+        let trained = fit(&mut vs, &ds, &cfg, main_w, &aux_y, &fwd)?;
+        let xm = tch::no_grad(|| {
+            let hs: Vec<Tensor> = if pretrained {
+                ds.x.iter().map(|h| h.shallow_clone()).collect()
+            } else {
+                encoders
+                    .iter()
+                    .zip(&ds.x)
+                    .map(|(e, xi)| e.1.hidden_t(xi, false))
+                    .collect()
+            };
+            Tensor::cat(&hs, 1)
+        });
+        let config = json!({"fusion": p.str("fusion")?, "features": features, "outputs": outputs,
+                            "encoders": encoders.iter().map(|e| e.1.hidden).collect::<Vec<_>>(),
+                            "standardize": standardized});
+        Ok(Output {
+            table: model_table(&ds, &trained, config, Some(&xm))?,
+            errors: vec![],
+        })
+    }
+    fn reports(&self) -> bool {
+        true
+    }
+    fn report(&self, _p: &Params, t: &RecordBatch) -> Option<String> {
+        curve_report(t)
+    }
+}
+
+/// Standardises the fusion's three feature inputs. Frozen (pre-trained) encoders get exactly
+/// the statistics they were trained with, or raw features if they were trained on raw ones,
+/// whatever `on` says; encoders trained here follow `on`.
+fn fusion_standardize(
+    ctx: &RunCtx,
+    ds: &mut Dataset,
+    pretrained: bool,
+    on: bool,
+) -> Result<serde_json::Value, StageError> {
+    if !pretrained {
+        return Ok(ds.standardize_all(on));
+    }
+    let mut used = Vec::new();
+    for k in 0..3 {
+        let (_, c) = checkpoint_of(&ctx.inputs[k])?;
+        match c["standardize"].get(0).and_then(Standardizer::from_json) {
+            Some(s) if s.mean.len() as i64 != ds.x[k].size()[2] => {
+                return Err(StageError::Input(format!(
+                    "encoder {k} was standardised over {} dimensions, its features have {}",
+                    s.mean.len(),
+                    ds.x[k].size()[2]
+                )))
+            }
+            Some(s) => used.push(Some(ds.standardize(k, Some(s)))),
+            None => used.push(None),
+        }
+    }
+    Ok(if used.iter().all(Option::is_none) {
+        serde_json::Value::Null
+    } else {
+        serde_json::Value::Array(
+            used.iter()
+                .map(|s| {
+                    s.as_ref()
+                        .map_or(serde_json::Value::Null, Standardizer::to_json)
+                })
+                .collect(),
+        )
+    })
+}

@@ -1,0 +1,96 @@
+//! `train_unimodal`: Uni2Mul's stage one, one encoder trained on one modality's sequences.
+
+use arrow::record_batch::RecordBatch;
+use serde_json::json;
+use tch::nn::{self};
+use tch::{Device, Tensor};
+
+use crate::params::{ParamSpec, ParamType};
+use crate::train::checkpoint::*;
+use crate::train::dataset::*;
+use crate::train::fit::*;
+use crate::train::nets::uni2mul::{Encoder, ENCODERS};
+use crate::{Output, Params, RunCtx, Stage, StageError};
+
+/// `train_unimodal`: one encoder on one modality's padded feature sequences, labelled with
+/// that modality's labels (IUA) or the multimodal one (IMA), as the `labels` input was made.
+pub struct TrainUnimodal;
+
+const UNI_PARAMS: &[ParamSpec] = &[
+    ParamSpec::new(
+        "modality",
+        ParamType::Enum(&["v", "a", "t", "m"]),
+        None,
+        "whose labels to learn: v, a, t (IUA with labels source iua) or m",
+    ),
+    ParamSpec::new(
+        "model",
+        ParamType::Enum(ENCODERS),
+        None,
+        "encoder (Uni2Mul: v cnn_lstm, a cnn_attn_bilstm, t cnn_attn)",
+    ),
+    COMMON[0],
+    COMMON[1],
+    COMMON[2],
+    COMMON[3],
+    COMMON[4],
+    COMMON[5],
+    COMMON[6],
+    COMMON[7],
+    COMMON[8],
+];
+
+impl Stage for TrainUnimodal {
+    fn kind(&self) -> &'static str {
+        "train_unimodal"
+    }
+    fn version(&self) -> u32 {
+        4
+    }
+    fn about(&self) -> &'static str {
+        "stage one: an encoder + classifier on one modality's features (inputs: features, labels, split)"
+    }
+    fn params(&self) -> &'static [ParamSpec] {
+        UNI_PARAMS
+    }
+    fn arity(&self) -> (usize, usize) {
+        (3, 3)
+    }
+    fn run(&self, ctx: &RunCtx) -> Result<Output, StageError> {
+        let p = ctx.params;
+        let mut cfg = TrainCfg::from(p)?;
+        cfg.select = Select::param(p)?;
+        let _torch = crate::torch::training(cfg.seed, p.i64("threads")?);
+        let classes = p.i64("classes")?;
+        let mut ds = dataset(
+            ctx,
+            &[0],
+            (1, 2),
+            p.str("modality")?,
+            p.str("label")?,
+            classes,
+            None,
+        )?;
+        let standardized = ds.standardize_all(p.bool("standardize")?);
+        let (t, d) = (ds.x[0].size()[1], ds.x[0].size()[2]);
+        let arch = p.str("model")?;
+        let mut vs = nn::VarStore::new(Device::Cpu);
+        let enc = Encoder::new(&vs.root(), arch, t, d, ds.task.outputs())
+            .map_err(|e| StageError::param("model", e))?;
+        let fwd = |x: &[Tensor], _: &Tensor, train: bool| (enc.forward_t(&x[0], train), Vec::new());
+        let trained = fit(&mut vs, &ds, &cfg, 1.0, &[], &fwd)?;
+        let hidden = tch::no_grad(|| enc.hidden_t(&ds.x[0], false));
+        let config = json!({"model": arch, "steps": t, "dim": d, "outputs": ds.task.outputs(),
+                            "hidden": enc.hidden, "standardize": standardized});
+        Ok(Output {
+            table: model_table(&ds, &trained, config, Some(&hidden))?,
+            errors: vec![],
+        })
+    }
+    fn reports(&self) -> bool {
+        true
+    }
+    fn report(&self, _p: &Params, t: &RecordBatch) -> Option<String> {
+        curve_report(t)
+    }
+}

@@ -1,9 +1,12 @@
 //! `evaluate`: a trained model's metrics per split, beside the majority-class baseline on the
 //! same split, with the per-clip outcomes that the paired bootstrap reads.
 
-use arrow::array::{Array, Float32Array, Int64Array, ListArray};
+use arrow::array::{
+    Array, ArrayRef, Float32Array, Float64Array, Int64Array, ListArray, StringArray,
+};
 use arrow::record_batch::RecordBatch;
 
+use crate::metrics::bootstrap::Outcomes;
 use crate::params::{ParamSpec, ParamType};
 use crate::table::{batch, col, f32_lists, f64s, i64s, str_col, strings};
 use crate::train::checkpoint::*;
@@ -168,216 +171,22 @@ impl Stage for Evaluate {
         (1, 1)
     }
     fn run(&self, ctx: &RunCtx) -> Result<Output, StageError> {
-        let t = &ctx.inputs[0];
-        let (_, config) = checkpoint_of(t)?;
-        let classes = config["classes"].as_i64().unwrap_or(3).max(1) as usize;
-        let scale = config["scale"]
-            .as_str()
-            .filter(|_| config["task"] == "regress");
-        let part = str_col(t, "part")?;
-        let split = str_col(t, "split")?;
-        let y = col::<Int64Array>(t, "y")?;
-        let pred = col::<Int64Array>(t, "pred")?;
-        let score = crate::table::f64_col(t, "score")?;
-        let pred_score = crate::table::f64_col(t, "pred_score")?;
-        let multi = config["task"] == "multilabel";
-        let lists_of = |name: &str| -> Result<Vec<Vec<f32>>, StageError> {
-            let l = col::<ListArray>(t, name)?;
-            Ok((0..t.num_rows())
-                .map(|r| {
-                    l.value(r)
-                        .as_any()
-                        .downcast_ref::<Float32Array>()
-                        .map(|a| a.values().to_vec())
-                        .unwrap_or_default()
-                })
-                .collect())
-        };
-        let (targets, probs) = if multi {
-            (lists_of("targets")?, lists_of("probs")?)
-        } else {
-            (vec![], vec![])
-        };
-        let baseline = Baseline::of(t, classes, scale)?;
+        let p = Predictions::of(&ctx.inputs[0])?;
+        let baseline = Baseline::of(p.t, p.classes, p.scale.as_deref())?;
         // Multi-label: each emotion's majority flag on the training split, for every clip.
-        let base_flags = multi.then(|| {
-            let train: Vec<usize> = (0..t.num_rows())
-                .filter(|&r| part.value(r) == "prediction" && split.value(r) == "train")
-                .collect();
-            crate::metrics::emotion::majority_flags(&targets, &train, classes)
+        let base_flags = p.multi.then(|| {
+            let train = p.rows_of("train");
+            crate::metrics::emotion::majority_flags(&p.targets, &train, p.classes)
         });
-        let mut base: Vec<Vec<(String, Option<f64>)>> = Vec::new();
-        let mut rows = Vec::new();
-        let mut mmsa: Vec<[Option<f64>; 9]> = Vec::new();
-        // UA, WA; multi-label: the averages of per-class binary Acc, WA, F1 and the per-class values.
-        let mut single: Vec<[Option<f64>; 2]> = Vec::new();
-        let mut per_class: Vec<[Vec<f32>; 3]> = Vec::new();
-        let clip_id = str_col(t, "clip_id")?;
-        let mut outcomes: Vec<crate::metrics::bootstrap::Outcomes> = Vec::new();
-        for s in ["train", "valid", "test"] {
-            let keep: Vec<usize> = (0..t.num_rows())
-                .filter(|&r| part.value(r) == "prediction" && split.value(r) == s)
-                .collect();
-            if keep.is_empty() {
-                continue;
-            }
-            let ys: Vec<i64> = keep.iter().map(|&r| y.value(r)).collect();
-            let ps: Vec<i64> = keep.iter().map(|&r| pred.value(r)).collect();
-            let scores: Vec<f64> = keep.iter().map(|&r| score.value(r)).collect();
-            outcomes.push(crate::metrics::bootstrap::Outcomes {
-                ids: keep.iter().map(|&r| clip_id.value(r).to_string()).collect(),
-                y: ys.clone(),
-                pred: ps.clone(),
-                score: scores.clone(),
-                pred_score: keep.iter().map(|&r| pred_score.value(r)).collect(),
-                classes,
-                scale: scale.map(str::to_string),
-            });
-            base.push(match &base_flags {
-                Some(flags) => {
-                    let b = crate::metrics::emotion::per_class(&targets, flags, &keep, classes);
-                    let avg = |f: fn(&crate::metrics::emotion::Binary) -> f64| {
-                        Some(b.iter().map(f).sum::<f64>() / b.len().max(1) as f64)
-                    };
-                    vec![
-                        ("avg_acc".to_string(), avg(|x| x.acc)),
-                        ("avg_wa".to_string(), avg(|x| x.wa)),
-                        ("avg_f1".to_string(), avg(|x| x.f1)),
-                    ]
-                }
-                None => baseline.scores(&ys, &scores),
-            });
-            let (acc, f1, wf1, cm) = metrics(&ys, &ps, classes);
-            if multi {
-                let b = crate::metrics::emotion::per_class(&targets, &probs, &keep, classes);
-                per_class.push([
-                    b.iter().map(|x| x.acc as f32).collect(),
-                    b.iter().map(|x| x.wa as f32).collect(),
-                    b.iter().map(|x| x.f1 as f32).collect(),
-                ]);
-                single.push([None, None]);
-            } else {
-                let (ua, wa) = crate::metrics::emotion::ua_wa(&ys, &ps);
-                single.push([Some(ua), Some(wa)]);
-                per_class.push(Default::default());
-            }
-            rows.push((
-                s,
-                ys.len() as i64,
-                acc,
-                f1,
-                wf1,
-                cm.into_iter().flatten().collect::<Vec<i64>>(),
-            ));
-            mmsa.push(match scale {
-                Some(scale) => crate::metrics::mmsa::mmsa_metrics(
-                    scale,
-                    &keep.iter().map(|&r| score.value(r)).collect::<Vec<_>>(),
-                    &keep
-                        .iter()
-                        .map(|&r| pred_score.value(r))
-                        .collect::<Vec<_>>(),
-                ),
-                None => [None; 9],
-            });
-        }
-        let cms: Vec<Vec<f32>> = rows
-            .iter()
-            .map(|r| r.5.iter().map(|&v| v as f32).collect())
-            .collect();
-        let mut cols = vec![
-            (
-                "split",
-                strings(&rows.iter().map(|r| r.0).collect::<Vec<_>>()),
-            ),
-            ("clips", i64s(rows.iter().map(|r| Some(r.1)).collect())),
-            ("acc", f64s(rows.iter().map(|r| Some(r.2)).collect())),
-            ("f1_macro", f64s(rows.iter().map(|r| Some(r.3)).collect())),
-            (
-                "f1_weighted",
-                f64s(rows.iter().map(|r| Some(r.4)).collect()),
-            ),
-            ("classes", i64s(vec![Some(classes as i64); rows.len()])),
-            ("confusion", f32_lists(cms)),
-        ];
-        for (k, name) in crate::metrics::mmsa::MMSA_METRICS.iter().enumerate() {
-            cols.push((name, f64s(mmsa.iter().map(|m| m[k]).collect())));
-        }
-        cols.push(("ua", f64s(single.iter().map(|m| m[0]).collect())));
-        cols.push(("wa", f64s(single.iter().map(|m| m[1]).collect())));
-        let avg = |v: &Vec<f32>| {
-            (!v.is_empty()).then(|| v.iter().map(|&x| f64::from(x)).sum::<f64>() / v.len() as f64)
-        };
-        for (k, (a, c)) in [
-            ("avg_acc", "class_acc"),
-            ("avg_wa", "class_wa"),
-            ("avg_f1", "class_f1"),
-        ]
-        .into_iter()
-        .enumerate()
-        {
-            cols.push((a, f64s(per_class.iter().map(|m| avg(&m[k])).collect())));
-            cols.push((
-                c,
-                f32_lists(per_class.iter().map(|m| m[k].clone()).collect()),
-            ));
-        }
-        let mut names: Vec<&String> = base.iter().flatten().map(|(k, _)| k).collect();
-        names.sort();
-        names.dedup();
-        let base_cols: Vec<(String, arrow::array::ArrayRef)> = names
-            .iter()
-            .map(|&name| {
-                let v = base
-                    .iter()
-                    .map(|b| b.iter().find(|(k, _)| k == name).and_then(|x| x.1))
-                    .collect();
-                (format!("base_{name}"), f64s(v))
+        let scores: Vec<SplitScores> = ["train", "valid", "test"]
+            .into_iter()
+            .filter_map(|s| {
+                let keep = p.rows_of(s);
+                (!keep.is_empty()).then(|| p.score_split(s, &keep, &baseline, base_flags.as_ref()))
             })
             .collect();
-        for (k, v) in &base_cols {
-            cols.push((k.as_str(), v.clone()));
-        }
-        if multi {
-            // Single-label scores of the flags' argmax would only confuse the tables.
-            for (name, col) in cols.iter_mut() {
-                if ["acc", "f1_macro", "f1_weighted"].contains(name) {
-                    *col = f64s(vec![None; rows.len()]);
-                }
-            }
-        }
-        // Per clip, so that `compare` can bootstrap over clips as well as seeds.
-        let o = &outcomes;
-        let clip_cols = [
-            (
-                "clip_ids",
-                crate::table::str_lists(&o.iter().map(|x| x.ids.clone()).collect::<Vec<_>>()),
-            ),
-            (
-                "y_true",
-                crate::table::i64_lists(&o.iter().map(|x| x.y.clone()).collect::<Vec<_>>()),
-            ),
-            (
-                "y_pred",
-                crate::table::i64_lists(&o.iter().map(|x| x.pred.clone()).collect::<Vec<_>>()),
-            ),
-            (
-                "score_true",
-                crate::table::f64_lists(&o.iter().map(|x| x.score.clone()).collect::<Vec<_>>()),
-            ),
-            (
-                "score_pred",
-                crate::table::f64_lists(
-                    &o.iter().map(|x| x.pred_score.clone()).collect::<Vec<_>>(),
-                ),
-            ),
-            (
-                "scale",
-                crate::table::opt_strings(o.iter().map(|x| x.scale.clone()).collect()),
-            ),
-        ];
-        cols.extend(clip_cols);
-        let table = batch(cols)?;
+        let cols = columns(&scores, p.classes, p.multi);
+        let table = batch(cols.iter().map(|(k, v)| (k.as_str(), v.clone())).collect())?;
         Ok(Output {
             table,
             errors: vec![],
@@ -479,6 +288,271 @@ impl Stage for Evaluate {
         }
         Some(s)
     }
+}
+
+/// A training stage's predictions table, read once.
+struct Predictions<'a> {
+    t: &'a RecordBatch,
+    part: &'a StringArray,
+    split: &'a StringArray,
+    clip_id: &'a StringArray,
+    y: &'a Int64Array,
+    pred: &'a Int64Array,
+    score: &'a Float64Array,
+    pred_score: &'a Float64Array,
+    classes: usize,
+    /// The label scale of a regression model.
+    scale: Option<String>,
+    multi: bool,
+    /// Multi-label: each clip's flags and predicted probabilities.
+    targets: Vec<Vec<f32>>,
+    probs: Vec<Vec<f32>>,
+}
+
+impl<'a> Predictions<'a> {
+    fn of(t: &'a RecordBatch) -> Result<Predictions<'a>, StageError> {
+        let (_, config) = checkpoint_of(t)?;
+        let multi = config["task"] == "multilabel";
+        let lists_of = |name: &str| -> Result<Vec<Vec<f32>>, StageError> {
+            let l = col::<ListArray>(t, name)?;
+            Ok((0..t.num_rows())
+                .map(|r| {
+                    l.value(r)
+                        .as_any()
+                        .downcast_ref::<Float32Array>()
+                        .map(|a| a.values().to_vec())
+                        .unwrap_or_default()
+                })
+                .collect())
+        };
+        let (targets, probs) = if multi {
+            (lists_of("targets")?, lists_of("probs")?)
+        } else {
+            (vec![], vec![])
+        };
+        let scale = (config["task"] == "regress")
+            .then(|| config["scale"].as_str().map(str::to_string))
+            .flatten();
+        Ok(Predictions {
+            t,
+            part: str_col(t, "part")?,
+            split: str_col(t, "split")?,
+            clip_id: str_col(t, "clip_id")?,
+            y: col::<Int64Array>(t, "y")?,
+            pred: col::<Int64Array>(t, "pred")?,
+            score: crate::table::f64_col(t, "score")?,
+            pred_score: crate::table::f64_col(t, "pred_score")?,
+            classes: config["classes"].as_i64().unwrap_or(3).max(1) as usize,
+            scale,
+            multi,
+            targets,
+            probs,
+        })
+    }
+
+    /// The prediction rows of one split.
+    fn rows_of(&self, s: &str) -> Vec<usize> {
+        (0..self.t.num_rows())
+            .filter(|&r| self.part.value(r) == "prediction" && self.split.value(r) == s)
+            .collect()
+    }
+
+    /// One split's metrics, its baseline's, and its per-clip outcomes.
+    fn score_split(
+        &self,
+        s: &'static str,
+        keep: &[usize],
+        baseline: &Baseline,
+        base_flags: Option<&Vec<Vec<f32>>>,
+    ) -> SplitScores {
+        use crate::metrics::emotion::{per_class, ua_wa};
+        let ys: Vec<i64> = keep.iter().map(|&r| self.y.value(r)).collect();
+        let ps: Vec<i64> = keep.iter().map(|&r| self.pred.value(r)).collect();
+        let scores: Vec<f64> = keep.iter().map(|&r| self.score.value(r)).collect();
+        let pred_scores: Vec<f64> = keep.iter().map(|&r| self.pred_score.value(r)).collect();
+        let base = match base_flags {
+            Some(flags) => {
+                let b = per_class(&self.targets, flags, keep, self.classes);
+                let avg = |f: fn(&crate::metrics::emotion::Binary) -> f64| {
+                    Some(b.iter().map(f).sum::<f64>() / b.len().max(1) as f64)
+                };
+                vec![
+                    ("avg_acc".to_string(), avg(|x| x.acc)),
+                    ("avg_wa".to_string(), avg(|x| x.wa)),
+                    ("avg_f1".to_string(), avg(|x| x.f1)),
+                ]
+            }
+            None => baseline.scores(&ys, &scores),
+        };
+        let (acc, f1, wf1, cm) = metrics(&ys, &ps, self.classes);
+        let (single, per_class) = if self.multi {
+            let b = per_class(&self.targets, &self.probs, keep, self.classes);
+            let per: [Vec<f32>; 3] = [
+                b.iter().map(|x| x.acc as f32).collect(),
+                b.iter().map(|x| x.wa as f32).collect(),
+                b.iter().map(|x| x.f1 as f32).collect(),
+            ];
+            ([None, None], per)
+        } else {
+            let (ua, wa) = ua_wa(&ys, &ps);
+            ([Some(ua), Some(wa)], Default::default())
+        };
+        let mmsa = match self.scale.as_deref() {
+            Some(scale) => crate::metrics::mmsa::mmsa_metrics(scale, &scores, &pred_scores),
+            None => [None; 9],
+        };
+        SplitScores {
+            split: s,
+            clips: ys.len() as i64,
+            acc,
+            f1,
+            wf1,
+            cm: cm.into_iter().flatten().collect(),
+            mmsa,
+            single,
+            per_class,
+            base,
+            outcomes: Outcomes {
+                ids: keep
+                    .iter()
+                    .map(|&r| self.clip_id.value(r).to_string())
+                    .collect(),
+                y: ys,
+                pred: ps,
+                score: scores,
+                pred_score: pred_scores,
+                classes: self.classes,
+                scale: self.scale.clone(),
+            },
+        }
+    }
+}
+
+/// One split's scores.
+struct SplitScores {
+    split: &'static str,
+    clips: i64,
+    acc: f64,
+    f1: f64,
+    wf1: f64,
+    /// The confusion matrix, row-major.
+    cm: Vec<i64>,
+    mmsa: [Option<f64>; 9],
+    /// UA, WA (single-label).
+    single: [Option<f64>; 2],
+    /// Multi-label: per-class binary Acc, WA, F1.
+    per_class: [Vec<f32>; 3],
+    /// The majority-class baseline's metrics on the same clips.
+    base: Vec<(String, Option<f64>)>,
+    outcomes: Outcomes,
+}
+
+/// The evaluation table: one row per split.
+fn columns(rows: &[SplitScores], classes: usize, multi: bool) -> Vec<(String, ArrayRef)> {
+    let f = |g: fn(&SplitScores) -> Option<f64>| f64s(rows.iter().map(g).collect());
+    let mut cols: Vec<(String, ArrayRef)> = vec![
+        (
+            "split".into(),
+            strings(&rows.iter().map(|r| r.split).collect::<Vec<_>>()),
+        ),
+        (
+            "clips".into(),
+            i64s(rows.iter().map(|r| Some(r.clips)).collect()),
+        ),
+        ("acc".into(), f(|r| Some(r.acc))),
+        ("f1_macro".into(), f(|r| Some(r.f1))),
+        ("f1_weighted".into(), f(|r| Some(r.wf1))),
+        (
+            "classes".into(),
+            i64s(vec![Some(classes as i64); rows.len()]),
+        ),
+        (
+            "confusion".into(),
+            f32_lists(
+                rows.iter()
+                    .map(|r| r.cm.iter().map(|&v| v as f32).collect())
+                    .collect(),
+            ),
+        ),
+    ];
+    for (k, name) in crate::metrics::mmsa::MMSA_METRICS.iter().enumerate() {
+        cols.push((
+            name.to_string(),
+            f64s(rows.iter().map(|r| r.mmsa[k]).collect()),
+        ));
+    }
+    cols.push(("ua".into(), f(|r| r.single[0])));
+    cols.push(("wa".into(), f(|r| r.single[1])));
+    let avg = |v: &Vec<f32>| {
+        (!v.is_empty()).then(|| v.iter().map(|&x| f64::from(x)).sum::<f64>() / v.len() as f64)
+    };
+    for (k, (a, c)) in [
+        ("avg_acc", "class_acc"),
+        ("avg_wa", "class_wa"),
+        ("avg_f1", "class_f1"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        cols.push((
+            a.into(),
+            f64s(rows.iter().map(|r| avg(&r.per_class[k])).collect()),
+        ));
+        let lists = rows.iter().map(|r| r.per_class[k].clone()).collect();
+        cols.push((c.into(), f32_lists(lists)));
+    }
+    let mut names: Vec<&String> = rows.iter().flat_map(|r| &r.base).map(|(k, _)| k).collect();
+    names.sort();
+    names.dedup();
+    for name in names {
+        let v = rows
+            .iter()
+            .map(|r| r.base.iter().find(|(k, _)| k == name).and_then(|x| x.1))
+            .collect();
+        cols.push((format!("base_{name}"), f64s(v)));
+    }
+    if multi {
+        // Single-label scores of the flags' argmax would only confuse the tables.
+        for (name, col) in cols.iter_mut() {
+            if ["acc", "f1_macro", "f1_weighted"].contains(&name.as_str()) {
+                *col = f64s(vec![None; rows.len()]);
+            }
+        }
+    }
+    cols.extend(clip_columns(rows));
+    cols
+}
+
+/// Per clip, so that `compare` can bootstrap over clips as well as seeds.
+fn clip_columns(rows: &[SplitScores]) -> Vec<(String, ArrayRef)> {
+    use crate::table::{f64_lists, i64_lists, opt_strings, str_lists};
+    let o: Vec<&Outcomes> = rows.iter().map(|r| &r.outcomes).collect();
+    vec![
+        (
+            "clip_ids".into(),
+            str_lists(&o.iter().map(|x| x.ids.clone()).collect::<Vec<_>>()),
+        ),
+        (
+            "y_true".into(),
+            i64_lists(&o.iter().map(|x| x.y.clone()).collect::<Vec<_>>()),
+        ),
+        (
+            "y_pred".into(),
+            i64_lists(&o.iter().map(|x| x.pred.clone()).collect::<Vec<_>>()),
+        ),
+        (
+            "score_true".into(),
+            f64_lists(&o.iter().map(|x| x.score.clone()).collect::<Vec<_>>()),
+        ),
+        (
+            "score_pred".into(),
+            f64_lists(&o.iter().map(|x| x.pred_score.clone()).collect::<Vec<_>>()),
+        ),
+        (
+            "scale".into(),
+            opt_strings(o.iter().map(|x| x.scale.clone()).collect()),
+        ),
+    ]
 }
 
 #[cfg(test)]

@@ -177,7 +177,12 @@ pub fn fit(
         |idx: &Tensor| -> Vec<Tensor> { ds.x.iter().map(|x| x.index_select(0, idx)).collect() };
     let logits_of =
         |idx: &[i64]| chunked(idx, &|i| forward(&take(i), &y.index_select(0, i), false).0);
-    let (mut lr, mut plateau_best, mut bad_epochs) = (cfg.lr, f64::INFINITY, 0i64);
+    let mut plateau = Plateau {
+        lr: cfg.lr,
+        best: f64::INFINITY,
+        bad_epochs: 0,
+        rule: cfg.plateau,
+    };
     let mut since_best = 0i64;
     for epoch in 1..=cfg.epochs {
         let order = shuffle.permute(train_idx.len());
@@ -191,36 +196,12 @@ pub fn fit(
             opt.backward_step(&loss);
             total += loss.double_value(&[]) * ids.len() as f64;
         }
-        let (vloss, vacc, vf1) = tch::no_grad(|| {
-            // The loss that training minimises, auxiliary heads and terms included, so that
-            // a multi-task model is selected on what it was trained for.
-            let (mut parts, mut loss) = (Vec::new(), 0.0);
-            for c in valid_idx.chunks(EVAL_CHUNK as usize) {
-                let idx = Tensor::from_slice(c);
-                let yb = y.index_select(0, &idx);
-                let (logits, aux) = forward(&take(&idx), &yb, false);
-                let l = total_loss(ds, (&logits, aux), (&yb, &idx), main_weight, aux_y);
-                loss += l.double_value(&[]) * c.len() as f64;
-                parts.push(logits);
-            }
-            let logits = Tensor::cat(&parts, 0);
-            let (acc, f1) = valid_scores(ds, &valid_idx, &logits);
-            (loss / valid_idx.len().max(1) as f64, acc, f1)
-        });
+        let (vloss, vacc, vf1) = validate(ds, (&y, &valid_idx), main_weight, aux_y, forward);
         curve.push((epoch, total / train_idx.len() as f64, vloss, vacc, vf1));
-        if let Some((factor, patience)) = cfg.plateau {
-            if vloss < plateau_best * (1.0 - 1e-4) {
-                (plateau_best, bad_epochs) = (vloss, 0);
-            } else {
-                bad_epochs += 1;
-                if bad_epochs > patience {
-                    lr *= factor;
-                    opt.set_lr(lr);
-                    for &(g, glr) in &cfg.group_lr {
-                        opt.set_lr_group(g, glr * lr / cfg.lr);
-                    }
-                    bad_epochs = 0;
-                }
+        if let Some(new_lr) = plateau.step(vloss) {
+            opt.set_lr(new_lr);
+            for &(g, glr) in &cfg.group_lr {
+                opt.set_lr_group(g, glr * new_lr / cfg.lr);
             }
         }
         let better = best.as_ref().is_none_or(|b| match select {
@@ -261,6 +242,61 @@ pub fn fit(
         checkpoint,
         outputs: rows_of(&out),
     })
+}
+
+/// The validation loss (the loss training minimises, auxiliary heads and terms included, so
+/// that a multi-task model is selected on what it was trained for), accuracy and F1.
+fn validate(
+    ds: &Dataset,
+    (y, valid_idx): (&Tensor, &[i64]),
+    main_weight: f64,
+    aux_y: &[Tensor],
+    forward: &Forward,
+) -> (f64, f64, f64) {
+    let take =
+        |idx: &Tensor| -> Vec<Tensor> { ds.x.iter().map(|x| x.index_select(0, idx)).collect() };
+    tch::no_grad(|| {
+        let (mut parts, mut loss) = (Vec::new(), 0.0);
+        for c in valid_idx.chunks(EVAL_CHUNK as usize) {
+            let idx = Tensor::from_slice(c);
+            let yb = y.index_select(0, &idx);
+            let (logits, aux) = forward(&take(&idx), &yb, false);
+            let l = total_loss(ds, (&logits, aux), (&yb, &idx), main_weight, aux_y);
+            loss += l.double_value(&[]) * c.len() as f64;
+            parts.push(logits);
+        }
+        let logits = Tensor::cat(&parts, 0);
+        let (acc, f1) = valid_scores(ds, valid_idx, &logits);
+        (loss / valid_idx.len().max(1) as f64, acc, f1)
+    })
+}
+
+/// Reduce-on-plateau: after more than `patience` epochs without a lower validation loss, the
+/// learning rate is multiplied by `factor`.
+struct Plateau {
+    lr: f64,
+    best: f64,
+    bad_epochs: i64,
+    /// (factor, patience); None: a constant rate.
+    rule: Option<(f64, i64)>,
+}
+
+impl Plateau {
+    /// The new learning rate, when this epoch's loss lowers it.
+    fn step(&mut self, vloss: f64) -> Option<f64> {
+        let (factor, patience) = self.rule?;
+        if vloss < self.best * (1.0 - 1e-4) {
+            (self.best, self.bad_epochs) = (vloss, 0);
+            return None;
+        }
+        self.bad_epochs += 1;
+        if self.bad_epochs <= patience {
+            return None;
+        }
+        self.lr *= factor;
+        self.bad_epochs = 0;
+        Some(self.lr)
+    }
 }
 
 /// The weighted training objective of a batch: the main task's loss plus every auxiliary

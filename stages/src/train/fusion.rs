@@ -91,68 +91,13 @@ impl Stage for TrainFusion {
         if w.len() != 4 {
             return Err(StageError::param("weights", "four weights: M, V, A, T"));
         }
-        // Unimodal labels for the auxiliary heads, aligned with the fusion dataset's clips.
-        let mut aux_y = Vec::new();
-        for target in ["v", "a", "t"] {
-            let by = label_map(&ctx.inputs[6], target, label)?;
-            let ys: Vec<f64> = ds
-                .ids
-                .iter()
-                .map(|i| by.get(i).copied().unwrap_or(0.0))
-                .collect();
-            aux_y.push(ds.task.target(&ys));
-        }
+        let aux_y = aux_labels(ctx, &ds, label)?;
         let mut vs = nn::VarStore::new(Device::Cpu);
         let mut frozen = nn::VarStore::new(Device::Cpu);
-        let mut encoders = Vec::new();
-        for (k, name) in ["v", "a", "t"].iter().enumerate() {
-            let (bytes, c) = checkpoint_of(&ctx.inputs[k])?;
-            let arch = c["model"].as_str().unwrap_or_default().to_string();
-            let (t, d) = (ds.x[k].size()[1], ds.x[k].size()[2]);
-            if c["steps"].as_i64() != Some(t) || c["dim"].as_i64() != Some(d) {
-                return Err(StageError::Input(format!(
-                    "encoder {name} was trained on {} x {} features, input {} has {t} x {d}",
-                    c["steps"],
-                    c["dim"],
-                    k + 3
-                )));
-            }
-            let store = if pretrained { &frozen } else { &vs };
-            // Only H is used here, so stage one may have had another task (classes for a
-            // regression fusion); its own head keeps its shape to load.
-            let enc_out = c["outputs"].as_i64().unwrap_or(outputs);
-            let enc = Encoder::new(&(store.root() / *name), &arch, t, d, enc_out)
-                .map_err(StageError::Input)?;
-            encoders.push((bytes, enc));
-        }
+        let store = if pretrained { &frozen } else { &vs };
+        let encoders = build_encoders(ctx, &ds, store, outputs)?;
         if pretrained {
-            // Stage-one weights under each encoder's prefix, then frozen.
-            let mut named = Vec::new();
-            for (k, name) in ["v", "a", "t"].iter().enumerate() {
-                let mut one = nn::VarStore::new(Device::Cpu);
-                let c = checkpoint_of(&ctx.inputs[k])?.1;
-                let _ = Encoder::new(
-                    &one.root(),
-                    c["model"].as_str().unwrap_or_default(),
-                    ds.x[k].size()[1],
-                    ds.x[k].size()[2],
-                    c["outputs"].as_i64().unwrap_or(outputs),
-                )
-                .map_err(StageError::Input)?;
-                load_safetensors(&mut one, &encoders[k].0)?;
-                for (n, t) in one.variables() {
-                    named.push((format!("{name}.{n}"), t));
-                }
-            }
-            tch::no_grad(|| {
-                let vars = frozen.variables();
-                for (n, t) in &named {
-                    if let Some(v) = vars.get(n) {
-                        v.shallow_clone().copy_(t);
-                    }
-                }
-            });
-            frozen.freeze();
+            load_frozen(ctx, &ds, &mut frozen, &encoders, outputs)?;
         }
         let features: i64 = encoders.iter().map(|e| e.1.hidden).sum();
         let fusion = Fusion::new(
@@ -177,18 +122,8 @@ impl Stage for TrainFusion {
             })
             .collect();
         let main_w = if multitask { w[0] } else { 1.0 };
-        // Frozen encoders run in eval mode, so their H is a constant of the clip: computed once
-        // here, the training steps read it as the dataset's inputs instead of recomputing it.
         if pretrained {
-            let all: Vec<i64> = (0..ds.ids.len() as i64).collect();
-            let hs: Vec<Tensor> = tch::no_grad(|| {
-                encoders
-                    .iter()
-                    .zip(&ds.x)
-                    .map(|(e, xi)| chunked(&all, &|i| e.1.hidden_t(&xi.index_select(0, i), false)))
-                    .collect()
-            });
-            ds.x = hs;
+            cache_hidden(&mut ds, &encoders);
         }
         let fwd = |x: &[Tensor], _: &Tensor, train: bool| {
             let hs: Vec<Tensor> = if pretrained {
@@ -240,6 +175,103 @@ impl Stage for TrainFusion {
     fn report(&self, _p: &Params, t: &RecordBatch) -> Option<String> {
         curve_report(t)
     }
+}
+
+/// Unimodal labels for the auxiliary heads (inputs 6: labels), aligned with the dataset's clips.
+fn aux_labels(ctx: &RunCtx, ds: &Dataset, label: &str) -> Result<Vec<Tensor>, StageError> {
+    let mut aux_y = Vec::new();
+    for target in ["v", "a", "t"] {
+        let by = label_map(&ctx.inputs[6], target, label)?;
+        let ys: Vec<f64> = ds
+            .ids
+            .iter()
+            .map(|i| by.get(i).copied().unwrap_or(0.0))
+            .collect();
+        aux_y.push(ds.task.target(&ys));
+    }
+    Ok(aux_y)
+}
+
+/// The three stage-one encoders (inputs 0-2) built in `store`, each with its checkpoint bytes,
+/// after checking that they were trained on features of the fusion's shapes.
+fn build_encoders(
+    ctx: &RunCtx,
+    ds: &Dataset,
+    store: &nn::VarStore,
+    outputs: i64,
+) -> Result<Vec<(Vec<u8>, Encoder)>, StageError> {
+    let mut encoders = Vec::new();
+    for (k, name) in ["v", "a", "t"].iter().enumerate() {
+        let (bytes, c) = checkpoint_of(&ctx.inputs[k])?;
+        let arch = c["model"].as_str().unwrap_or_default().to_string();
+        let (t, d) = (ds.x[k].size()[1], ds.x[k].size()[2]);
+        if c["steps"].as_i64() != Some(t) || c["dim"].as_i64() != Some(d) {
+            return Err(StageError::Input(format!(
+                "encoder {name} was trained on {} x {} features, input {} has {t} x {d}",
+                c["steps"],
+                c["dim"],
+                k + 3
+            )));
+        }
+        // Only H is used here, so stage one may have had another task (classes for a
+        // regression fusion); its own head keeps its shape to load.
+        let enc_out = c["outputs"].as_i64().unwrap_or(outputs);
+        let enc = Encoder::new(&(store.root() / *name), &arch, t, d, enc_out)
+            .map_err(StageError::Input)?;
+        encoders.push((bytes, enc));
+    }
+    Ok(encoders)
+}
+
+/// Stage-one weights under each encoder's prefix of `frozen`, then frozen.
+fn load_frozen(
+    ctx: &RunCtx,
+    ds: &Dataset,
+    frozen: &mut nn::VarStore,
+    encoders: &[(Vec<u8>, Encoder)],
+    outputs: i64,
+) -> Result<(), StageError> {
+    let mut named = Vec::new();
+    for (k, name) in ["v", "a", "t"].iter().enumerate() {
+        let mut one = nn::VarStore::new(Device::Cpu);
+        let c = checkpoint_of(&ctx.inputs[k])?.1;
+        let _ = Encoder::new(
+            &one.root(),
+            c["model"].as_str().unwrap_or_default(),
+            ds.x[k].size()[1],
+            ds.x[k].size()[2],
+            c["outputs"].as_i64().unwrap_or(outputs),
+        )
+        .map_err(StageError::Input)?;
+        load_safetensors(&mut one, &encoders[k].0)?;
+        for (n, t) in one.variables() {
+            named.push((format!("{name}.{n}"), t));
+        }
+    }
+    tch::no_grad(|| {
+        let vars = frozen.variables();
+        for (n, t) in &named {
+            if let Some(v) = vars.get(n) {
+                v.shallow_clone().copy_(t);
+            }
+        }
+    });
+    frozen.freeze();
+    Ok(())
+}
+
+/// Frozen encoders run in eval mode, so their H is a constant of the clip: computed once, the
+/// training steps read it as the dataset's inputs instead of recomputing it.
+fn cache_hidden(ds: &mut Dataset, encoders: &[(Vec<u8>, Encoder)]) {
+    let all: Vec<i64> = (0..ds.ids.len() as i64).collect();
+    let hs: Vec<Tensor> = tch::no_grad(|| {
+        encoders
+            .iter()
+            .zip(&ds.x)
+            .map(|(e, xi)| chunked(&all, &|i| e.1.hidden_t(&xi.index_select(0, i), false)))
+            .collect()
+    });
+    ds.x = hs;
 }
 
 /// Standardises the fusion's three feature inputs. Frozen (pre-trained) encoders get exactly

@@ -322,14 +322,13 @@ impl Db {
         Ok(self.conn.last_insert_rowid())
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// One stage's line in run `run`'s history: its (outcome, seconds), its (computed, reused,
+    /// failed) item counts and, for a failure, the message.
     pub fn record_stage(
         &self,
         run: i64,
-        stage: &str,
-        key: Option<&str>,
-        outcome: &str,
-        secs: f64,
+        (stage, key): (&str, Option<&str>),
+        (outcome, secs): (&str, f64),
         counts: (usize, usize, usize),
         message: Option<&str>,
     ) -> Result<()> {

@@ -337,33 +337,38 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             root,
         } => {
             let root = absolute(&root);
-            let cache = cli
-                .cache
-                .as_ref()
-                .map(|c| absolute(c))
-                .unwrap_or_else(|| root.join("cache"));
+            let cache = cache_dir(&cli.cache, &root.join("cache"));
             maint::gc(&reg, &root, &cache, keep_runs, dry_run)
         }
         Cmd::Verify { fix } => {
-            let cache = cli
-                .cache
-                .as_ref()
-                .map(|c| absolute(c))
-                .unwrap_or_else(|| absolute(Path::new("cache")));
+            let cache = cache_dir(&cli.cache, &absolute(Path::new("cache")));
             maint::verify(&cache, fix)
         }
         Cmd::Kinds => {
-            for s in reg.all() {
-                println!("{} (v{}): {}", s.kind(), s.version(), s.about());
-                for p in s.params() {
-                    let d = p
-                        .default
-                        .map(|d| format!(" = {d}"))
-                        .unwrap_or_else(|| " (required)".into());
-                    println!("    {}: {}{d}  — {}", p.name, p.ty.describe(), p.doc);
-                }
-            }
+            print_kinds(&reg);
             Ok(0)
+        }
+    }
+}
+
+/// `--cache DIR` made absolute, or `default`.
+fn cache_dir(given: &Option<PathBuf>, default: &Path) -> PathBuf {
+    given
+        .as_ref()
+        .map(|c| absolute(c))
+        .unwrap_or_else(|| default.to_path_buf())
+}
+
+/// `pipeline kinds`: every stage kind with its version, what it does and its params.
+fn print_kinds(reg: &Registry) {
+    for s in reg.all() {
+        println!("{} (v{}): {}", s.kind(), s.version(), s.about());
+        for p in s.params() {
+            let d = p
+                .default
+                .map(|d| format!(" = {d}"))
+                .unwrap_or_else(|| " (required)".into());
+            println!("    {}: {}{d}  — {}", p.name, p.ty.describe(), p.doc);
         }
     }
 }

@@ -2,7 +2,7 @@
 
 use arrow::array::Array;
 use std::collections::HashSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -21,38 +21,16 @@ pub fn gc(reg: &Registry, root: &Path, cache: &Path, keep_runs: i64, dry_run: bo
     let mut db = Db::open(cache)?;
     let mut keep_keys: HashSet<String> = db.recent_run_keys(keep_runs)?.into_iter().collect();
     let mut keep_ids: HashSet<String> = HashSet::new();
-    let dir = root.join("pipeline");
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .with_context(|| {
-            format!(
-                "reading {} (run gc from the project root or pass --root)",
-                dir.display()
-            )
-        })?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
-        .collect();
-    files.sort();
+    let files = pipeline_files(root)?;
     for f in &files {
-        let plan = config::load(f, root, &[], reg)?;
-        let env = Env {
-            plan: &plan,
+        live_keys(
             reg,
-            cache: cache.to_path_buf(),
-            store: Store::open(cache)?,
-            pipeline_id: f
-                .strip_prefix(root)
-                .unwrap_or(f)
-                .to_string_lossy()
-                .into_owned(),
-        };
-        let all: Vec<usize> = (0..plan.stages.len()).collect();
-        for p in env.plan_state(&mut db, &all)? {
-            if let Ok(k) = p.key {
-                keep_keys.insert(k.key);
-                keep_ids.insert(k.stage_id);
-            }
-        }
+            root,
+            cache,
+            &mut db,
+            f,
+            (&mut keep_keys, &mut keep_ids),
+        )?;
     }
     let artifacts = db.artifacts()?;
     for a in &artifacts {
@@ -70,22 +48,7 @@ pub fn gc(reg: &Registry, root: &Path, cache: &Path, keep_runs: i64, dry_run: bo
         .map(|a| a.object.clone())
         .collect();
     // Items of sharded stages live in objects of their own, referenced from the item cache.
-    {
-        let mut st = db.conn.prepare(
-            "SELECT stage_id, data FROM items WHERE substr(data, 1, 6) = CAST('shard:' AS BLOB)",
-        )?;
-        let rows = st.query_map([], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
-        })?;
-        for r in rows {
-            let (id, data) = r?;
-            if keep_ids.contains(&id) {
-                if let Some((obj, _, _)) = crate::run::parse_shard_ref(&data) {
-                    keep_objects.insert(obj);
-                }
-            }
-        }
-    }
+    keep_objects.extend(shard_objects(&db, &keep_ids)?);
     let drop_objects: Vec<_> = store
         .objects()?
         .into_iter()
@@ -96,20 +59,7 @@ pub fn gc(reg: &Registry, root: &Path, cache: &Path, keep_runs: i64, dry_run: bo
         .filter_map(|(_, p)| p.metadata().ok())
         .map(|m| m.len())
         .sum();
-    let item_count: i64 = {
-        let mut n = 0i64;
-        let mut st = db
-            .conn
-            .prepare("SELECT stage_id, COUNT(*) FROM items GROUP BY stage_id")?;
-        let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
-        for r in rows {
-            let (id, c) = r?;
-            if !keep_ids.contains(&id) {
-                n += c;
-            }
-        }
-        n
-    };
+    let item_count = dropped_items(&db, &keep_ids)?;
     let temps = store.stale_temps(Duration::from_secs(3600));
     let verb = if dry_run { "would delete" } else { "deleted" };
     println!(
@@ -154,6 +104,90 @@ pub fn gc(reg: &Registry, root: &Path, cache: &Path, keep_runs: i64, dry_run: bo
     }
     db.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")?;
     Ok(0)
+}
+
+/// The pipelines of `<root>/pipeline/`.
+fn pipeline_files(root: &Path) -> Result<Vec<PathBuf>> {
+    let dir = root.join("pipeline");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .with_context(|| {
+            format!(
+                "reading {} (run gc from the project root or pass --root)",
+                dir.display()
+            )
+        })?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// Adds the keys and stage identities that pipeline `f` would use now.
+fn live_keys(
+    reg: &Registry,
+    root: &Path,
+    cache: &Path,
+    db: &mut Db,
+    f: &Path,
+    (keys, ids): (&mut HashSet<String>, &mut HashSet<String>),
+) -> Result<()> {
+    let plan = config::load(f, root, &[], reg)?;
+    let env = Env {
+        plan: &plan,
+        reg,
+        cache: cache.to_path_buf(),
+        store: Store::open(cache)?,
+        pipeline_id: f
+            .strip_prefix(root)
+            .unwrap_or(f)
+            .to_string_lossy()
+            .into_owned(),
+    };
+    let all: Vec<usize> = (0..plan.stages.len()).collect();
+    for p in env.plan_state(db, &all)? {
+        if let Ok(k) = p.key {
+            keys.insert(k.key);
+            ids.insert(k.stage_id);
+        }
+    }
+    Ok(())
+}
+
+/// The objects that the kept stages' sharded items are stored in.
+fn shard_objects(db: &Db, keep_ids: &HashSet<String>) -> Result<Vec<String>> {
+    let mut st = db.conn.prepare(
+        "SELECT stage_id, data FROM items WHERE substr(data, 1, 6) = CAST('shard:' AS BLOB)",
+    )?;
+    let rows = st.query_map([], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
+    })?;
+    let mut out = Vec::new();
+    for r in rows {
+        let (id, data) = r?;
+        if keep_ids.contains(&id) {
+            if let Some((obj, _, _)) = crate::run::parse_shard_ref(&data) {
+                out.push(obj);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// How many cached items belong to stages that are not kept.
+fn dropped_items(db: &Db, keep_ids: &HashSet<String>) -> Result<i64> {
+    let mut n = 0i64;
+    let mut st = db
+        .conn
+        .prepare("SELECT stage_id, COUNT(*) FROM items GROUP BY stage_id")?;
+    let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+    for r in rows {
+        let (id, c) = r?;
+        if !keep_ids.contains(&id) {
+            n += c;
+        }
+    }
+    Ok(n)
 }
 
 /// Re-hashes every object against its name and checks every artifact's object is present.

@@ -106,7 +106,6 @@ struct Script {
     log: String,
 }
 
-#[allow(clippy::too_many_arguments)]
 fn script(
     env: &Env,
     opts: &SubmitOpts,
@@ -491,13 +490,19 @@ impl Session<'_> {
         if res.shards > 1 {
             let sc = script(env, self.opts, &name, key, res, Some(res.shards), &deps)?;
             let id = self.sbatch_or_print(&dir, &name, key, "shards", &sc, &deps)?;
-            self.record(db, &id, key, &name, "shards", res.shards, &deps, &sc.log)?;
+            self.record(
+                db,
+                (&id, key, &name),
+                ("shards", res.shards),
+                &deps,
+                &sc.log,
+            )?;
             stage_deps = vec![id.clone()];
             array_id = Some(id);
         }
         let sc = script(env, self.opts, &name, key, res, None, &stage_deps)?;
         let id = self.sbatch_or_print(&dir, &name, key, "stage", &sc, &stage_deps)?;
-        self.record(db, &id, key, &name, "stage", 1, &stage_deps, &sc.log)?;
+        self.record(db, (&id, key, &name), ("stage", 1), &stage_deps, &sc.log)?;
         if !self.opts.dry_run {
             let after = if deps.is_empty() {
                 String::new()
@@ -548,15 +553,13 @@ impl Session<'_> {
         Ok(id)
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// Files a submitted job: (job id, stage key, stage name), (role, array tasks), the jobs it
+    /// waits for, its log.
     fn record(
         &self,
         db: &Db,
-        id: &str,
-        key: &str,
-        name: &str,
-        role: &str,
-        tasks: usize,
+        (id, key, name): (&str, &str, &str),
+        (role, tasks): (&str, usize),
         deps: &[String],
         log: &str,
     ) -> Result<()> {
@@ -577,6 +580,55 @@ impl Session<'_> {
             reason: String::new(),
             done_tasks: 0,
         })
+    }
+}
+
+impl Session<'_> {
+    /// `--watch`: polls Slurm, reports each job's change and the counts, and submits what waited
+    /// for room, until no job is open.
+    fn watch(&mut self, db: &mut Db, mut deferred: usize, t0: Instant) -> Result<()> {
+        let poll = std::env::var("PIPELINE_POLL_SECS")
+            .ok()
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(2.0);
+        let mut last_counts = String::new();
+        loop {
+            std::thread::sleep(Duration::from_secs_f64(poll));
+            for j in refresh(db)? {
+                self.say(
+                    json!({"event": "job", "job": j.id, "stage": j.stage, "role": j.role, "state": j.state, "word": word(&j), "reason": j.reason, "done_tasks": j.done_tasks, "tasks": j.tasks, "log": j.log}),
+                    format!("{:<10} {}{}  {}", word(&j), j.stage, if j.role == "shards" { " (shards)" } else { "" }, describe(&j)),
+                );
+            }
+            if deferred > 0 {
+                deferred = self.pass(db)?;
+            }
+            let jobs = db.jobs()?;
+            let open = jobs
+                .iter()
+                .filter(|j| !slurm::is_terminal(&j.state))
+                .count();
+            let mut n: BTreeMap<&str, usize> = BTreeMap::new();
+            for j in latest_jobs(db)?.values() {
+                *n.entry(word(j)).or_default() += 1;
+            }
+            let counts = format!(
+                "{} queued, {} running, {} done, {} failed, {} cancelled",
+                n.get("queued").unwrap_or(&0),
+                n.get("running").unwrap_or(&0),
+                n.get("done").unwrap_or(&0),
+                n.get("failed").unwrap_or(&0),
+                n.get("cancelled").unwrap_or(&0)
+            );
+            if counts != last_counts && !self.opts.json {
+                println!("[{:>4.0}s] {counts}", t0.elapsed().as_secs_f64());
+            }
+            last_counts = counts;
+            if open == 0 && deferred == 0 {
+                break;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -643,7 +695,7 @@ pub fn submit(env: &Env, opts: &SubmitOpts) -> Result<i32> {
         jobs_sent: 0,
     };
     let t0 = Instant::now();
-    let mut deferred = sess.pass(&mut db)?;
+    let deferred = sess.pass(&mut db)?;
     let queued_before = |db: &Db| -> Result<usize> {
         Ok(db
             .jobs()?
@@ -671,47 +723,7 @@ pub fn submit(env: &Env, opts: &SubmitOpts) -> Result<i32> {
     if opts.dry_run || !opts.watch {
         return Ok(EXIT_OK);
     }
-    let poll = std::env::var("PIPELINE_POLL_SECS")
-        .ok()
-        .and_then(|v| v.parse::<f64>().ok())
-        .unwrap_or(2.0);
-    let mut last_counts = String::new();
-    loop {
-        std::thread::sleep(Duration::from_secs_f64(poll));
-        for j in refresh(&db)? {
-            sess.say(
-                json!({"event": "job", "job": j.id, "stage": j.stage, "role": j.role, "state": j.state, "word": word(&j), "reason": j.reason, "done_tasks": j.done_tasks, "tasks": j.tasks, "log": j.log}),
-                format!("{:<10} {}{}  {}", word(&j), j.stage, if j.role == "shards" { " (shards)" } else { "" }, describe(&j)),
-            );
-        }
-        if deferred > 0 {
-            deferred = sess.pass(&mut db)?;
-        }
-        let jobs = db.jobs()?;
-        let open = jobs
-            .iter()
-            .filter(|j| !slurm::is_terminal(&j.state))
-            .count();
-        let mut n: BTreeMap<&str, usize> = BTreeMap::new();
-        for j in latest_jobs(&db)?.values() {
-            *n.entry(word(j)).or_default() += 1;
-        }
-        let counts = format!(
-            "{} queued, {} running, {} done, {} failed, {} cancelled",
-            n.get("queued").unwrap_or(&0),
-            n.get("running").unwrap_or(&0),
-            n.get("done").unwrap_or(&0),
-            n.get("failed").unwrap_or(&0),
-            n.get("cancelled").unwrap_or(&0)
-        );
-        if counts != last_counts && !opts.json {
-            println!("[{:>4.0}s] {counts}", t0.elapsed().as_secs_f64());
-        }
-        last_counts = counts;
-        if open == 0 && deferred == 0 {
-            break;
-        }
-    }
+    sess.watch(&mut db, deferred, t0)?;
     // The outcome is what the cache holds now.
     let planned = env.plan_state(&mut db, &selected)?;
     let missing: Vec<&str> = planned

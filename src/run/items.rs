@@ -107,7 +107,6 @@ fn item_hashes(
         .collect())
 }
 
-#[allow(clippy::too_many_arguments)]
 pub(super) fn run_items(
     job: &ItemRun,
     db: &mut Db,

@@ -270,12 +270,18 @@ impl Book {
                     }
                     let counts = (sr.computed, sr.reused, sr.errors.len());
                     let outcome = sr.outcome.as_str();
-                    db.record_stage(run_id, name, key.as_deref(), outcome, sr.secs, counts, None)?;
+                    db.record_stage(
+                        run_id,
+                        (name, key.as_deref()),
+                        (outcome, sr.secs),
+                        counts,
+                        None,
+                    )?;
                 }
                 Err(e) => {
                     sum.failed.push(name.clone());
                     let key = key.as_deref();
-                    db.record_stage(run_id, name, key, "failed", 0.0, (0, 0, 0), Some(e))?;
+                    db.record_stage(run_id, (name, key), ("failed", 0.0), (0, 0, 0), Some(e))?;
                 }
             }
         }

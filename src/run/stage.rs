@@ -82,7 +82,13 @@ pub fn exec_stage(
     )?;
     if present[&idx] && shard.is_none() {
         rep.stage_done(name, Outcome::Cached.as_str(), &json!({"key": key.key}), "");
-        db.record_stage(run_id, name, Some(&key.key), "cached", 0.0, (0, 0, 0), None)?;
+        db.record_stage(
+            run_id,
+            (name, Some(&key.key)),
+            ("cached", 0.0),
+            (0, 0, 0),
+            None,
+        )?;
         db.end_run(run_id, EXIT_OK)?;
         return Ok(EXIT_OK);
     }
@@ -108,10 +114,8 @@ pub fn exec_stage(
             );
             db.record_stage(
                 run_id,
-                name,
-                Some(&key.key),
-                sr.outcome.as_str(),
-                sr.secs,
+                (name, Some(&key.key)),
+                (sr.outcome.as_str(), sr.secs),
                 (sr.computed, sr.reused, sr.errors.len()),
                 None,
             )?;
@@ -122,10 +126,8 @@ pub fn exec_stage(
             rep.stage_done(&label, "failed", &json!({"error": msg}), &msg);
             db.record_stage(
                 run_id,
-                name,
-                Some(&key.key),
-                "failed",
-                0.0,
+                (name, Some(&key.key)),
+                ("failed", 0.0),
                 (0, 0, 0),
                 Some(&msg),
             )?;

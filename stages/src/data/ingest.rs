@@ -15,9 +15,11 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
+use arrow::record_batch::RecordBatch;
+
 use crate::params::{ParamSpec, ParamType};
 use crate::table::{batch, f64s, opt_strings, strings, u64s};
-use crate::{resolve, ItemError, Output, PlanCtx, RunCtx, Stage, StageError};
+use crate::{resolve, FileInfo, ItemError, Output, PlanCtx, RunCtx, Stage, StageError};
 
 pub struct Ingest;
 
@@ -108,34 +110,16 @@ impl Ingest {
                     .to_string()
             })
             .collect();
-        let idx = |name: &str| header.iter().position(|h| h.eq_ignore_ascii_case(name));
-        let need = |name: &str| {
-            idx(name).ok_or_else(|| {
-                StageError::Input(format!(
-                    "{}: no `{name}` column (columns: {})",
-                    file.display(),
-                    header.join(",")
-                ))
-            })
-        };
+        let cols = Columns::of(layout, &header, &file)?;
         let media_root = match layout {
             "mmsa" => file.parent().unwrap_or(Path::new(".")).join("Raw"),
             _ => file.parent().unwrap_or(Path::new(".")).to_path_buf(),
         };
         let ext = params.str("media_ext")?.to_string();
-        let (c_id, c_group, c_path) = match layout {
-            "mmsa" => (Some(need("clip_id")?), Some(need("video_id")?), None),
-            _ => (idx("id"), idx("group"), Some(need("path")?)),
-        };
-        let c_text = need("text")?;
-        let c_label = idx("label");
-        let c_lt = idx("label_T");
-        let c_la = idx("label_A");
-        let c_lv = idx("label_V");
-        let c_ann = idx("annotation");
-        let c_mode = match layout {
-            "mmsa" => idx("mode"),
-            _ => idx("split").or_else(|| idx("mode")),
+        let place = Place {
+            layout,
+            media_root: &media_root,
+            ext: &ext,
         };
 
         let mut rows = Vec::new();
@@ -154,94 +138,9 @@ impl Ingest {
                     continue;
                 }
             };
-            let raw = |c: Option<usize>| c.and_then(|c| rec.get(c));
-            // Ids must be usable before we can name the clip in any other error.
-            let id_of = |c: Option<usize>| -> Option<String> {
-                raw(c).map(|b| String::from_utf8_lossy(b).trim().to_string())
-            };
-            let (clip_id, group, media) = match layout {
-                "mmsa" => {
-                    let vid = id_of(c_group).unwrap_or_default();
-                    let cid = id_of(c_id).unwrap_or_default();
-                    let media = media_root.join(&vid).join(format!("{cid}.{ext}"));
-                    (format!("{vid}/{cid}"), vid, media)
-                }
-                _ => {
-                    let p = id_of(c_path).unwrap_or_default();
-                    let id = id_of(c_id)
-                        .filter(|s| !s.is_empty())
-                        .unwrap_or_else(|| p.clone());
-                    let group = id_of(c_group).unwrap_or_default();
-                    (id, group, media_root.join(&p))
-                }
-            };
-            let mut bad = |field: &str, reason: String| {
-                errors.push(ItemError::new(clip_id.clone(), field, reason));
-            };
-            if clip_id.trim_matches('/').is_empty() {
-                bad("clip_id", format!("line {line}: empty clip id"));
-                continue;
+            if let Some(row) = row(&rec, line, &cols, &place, (&mut seen, &mut errors)) {
+                rows.push(row);
             }
-            if !seen.insert(clip_id.clone()) {
-                bad("clip_id", format!("line {line}: duplicate clip id"));
-                continue;
-            }
-            let text = match std::str::from_utf8(raw(Some(c_text)).unwrap_or_default()) {
-                Ok(t) => t.to_string(),
-                Err(e) => {
-                    bad(
-                        "text",
-                        format!("line {line}: text is not valid UTF-8 ({e}); re-save the manifest as UTF-8"),
-                    );
-                    continue;
-                }
-            };
-            let mut num = |c: Option<usize>, field: &str| -> Result<Option<f64>, ()> {
-                let Some(b) = raw(c) else { return Ok(None) };
-                let s = String::from_utf8_lossy(b);
-                let s = s.trim();
-                if s.is_empty() {
-                    return Ok(None);
-                }
-                match s.parse::<f64>() {
-                    Ok(v) if v.is_finite() => Ok(Some(v)),
-                    _ => {
-                        bad(field, format!("line {line}: `{s}` is not a number"));
-                        Err(())
-                    }
-                }
-            };
-            let (Ok(label), Ok(label_t), Ok(label_a), Ok(label_v)) = (
-                num(c_label, "label"),
-                num(c_lt, "label_T"),
-                num(c_la, "label_A"),
-                num(c_lv, "label_V"),
-            ) else {
-                continue;
-            };
-            let opt_text = |c: Option<usize>| {
-                raw(c)
-                    .map(|b| String::from_utf8_lossy(b).trim().to_string())
-                    .filter(|s| !s.is_empty())
-            };
-            rows.push(Row {
-                line,
-                clip_id,
-                group,
-                media,
-                text,
-                label,
-                label_t,
-                label_a,
-                label_v,
-                annotation: opt_text(c_ann),
-                mode: opt_text(c_mode),
-                audio: None,
-                span: None,
-                speaker: None,
-                emotion: None,
-                vad: None,
-            });
         }
         Ok(Manifest {
             rows,
@@ -249,6 +148,167 @@ impl Ingest {
             sources: Vec::new(),
         })
     }
+}
+
+/// Column positions of a CSV-style manifest (`mmsa` or `csv` layout).
+struct Columns {
+    id: Option<usize>,
+    group: Option<usize>,
+    path: Option<usize>,
+    text: usize,
+    label: Option<usize>,
+    lt: Option<usize>,
+    la: Option<usize>,
+    lv: Option<usize>,
+    ann: Option<usize>,
+    mode: Option<usize>,
+}
+
+impl Columns {
+    fn of(layout: &str, header: &[String], file: &Path) -> Result<Columns, StageError> {
+        let idx = |name: &str| header.iter().position(|h| h.eq_ignore_ascii_case(name));
+        let need = |name: &str| {
+            idx(name).ok_or_else(|| {
+                StageError::Input(format!(
+                    "{}: no `{name}` column (columns: {})",
+                    file.display(),
+                    header.join(",")
+                ))
+            })
+        };
+        let (id, group, path) = match layout {
+            "mmsa" => (Some(need("clip_id")?), Some(need("video_id")?), None),
+            _ => (idx("id"), idx("group"), Some(need("path")?)),
+        };
+        let text = need("text")?;
+        let mode = match layout {
+            "mmsa" => idx("mode"),
+            _ => idx("split").or_else(|| idx("mode")),
+        };
+        Ok(Columns {
+            id,
+            group,
+            path,
+            text,
+            label: idx("label"),
+            lt: idx("label_T"),
+            la: idx("label_A"),
+            lv: idx("label_V"),
+            ann: idx("annotation"),
+            mode,
+        })
+    }
+}
+
+/// Where a manifest's media files are.
+struct Place<'a> {
+    layout: &'a str,
+    media_root: &'a Path,
+    ext: &'a str,
+}
+
+/// One manifest record as a clip, or None with its error recorded (and a duplicate id noted in
+/// `seen`).
+fn row(
+    rec: &csv::ByteRecord,
+    line: usize,
+    cols: &Columns,
+    place: &Place,
+    (seen, errors): (&mut HashSet<String>, &mut Vec<ItemError>),
+) -> Option<Row> {
+    let raw = |c: Option<usize>| c.and_then(|c| rec.get(c));
+    // Ids must be usable before we can name the clip in any other error.
+    let id_of = |c: Option<usize>| -> Option<String> {
+        raw(c).map(|b| String::from_utf8_lossy(b).trim().to_string())
+    };
+    let (clip_id, group, media) = match place.layout {
+        "mmsa" => {
+            let vid = id_of(cols.group).unwrap_or_default();
+            let cid = id_of(cols.id).unwrap_or_default();
+            let media = place
+                .media_root
+                .join(&vid)
+                .join(format!("{cid}.{}", place.ext));
+            (format!("{vid}/{cid}"), vid, media)
+        }
+        _ => {
+            let p = id_of(cols.path).unwrap_or_default();
+            let id = id_of(cols.id)
+                .filter(|s| !s.is_empty())
+                .unwrap_or_else(|| p.clone());
+            let group = id_of(cols.group).unwrap_or_default();
+            (id, group, place.media_root.join(&p))
+        }
+    };
+    let mut bad = |field: &str, reason: String| {
+        errors.push(ItemError::new(clip_id.clone(), field, reason));
+    };
+    if clip_id.trim_matches('/').is_empty() {
+        bad("clip_id", format!("line {line}: empty clip id"));
+        return None;
+    }
+    if !seen.insert(clip_id.clone()) {
+        bad("clip_id", format!("line {line}: duplicate clip id"));
+        return None;
+    }
+    let text = match std::str::from_utf8(raw(Some(cols.text)).unwrap_or_default()) {
+        Ok(t) => t.to_string(),
+        Err(e) => {
+            bad(
+                "text",
+                format!(
+                    "line {line}: text is not valid UTF-8 ({e}); re-save the manifest as UTF-8"
+                ),
+            );
+            return None;
+        }
+    };
+    let mut num = |c: Option<usize>, field: &str| -> Result<Option<f64>, ()> {
+        let Some(b) = raw(c) else { return Ok(None) };
+        let s = String::from_utf8_lossy(b);
+        let s = s.trim();
+        if s.is_empty() {
+            return Ok(None);
+        }
+        match s.parse::<f64>() {
+            Ok(v) if v.is_finite() => Ok(Some(v)),
+            _ => {
+                bad(field, format!("line {line}: `{s}` is not a number"));
+                Err(())
+            }
+        }
+    };
+    let (Ok(label), Ok(label_t), Ok(label_a), Ok(label_v)) = (
+        num(cols.label, "label"),
+        num(cols.lt, "label_T"),
+        num(cols.la, "label_A"),
+        num(cols.lv, "label_V"),
+    ) else {
+        return None;
+    };
+    let opt_text = |c: Option<usize>| {
+        raw(c)
+            .map(|b| String::from_utf8_lossy(b).trim().to_string())
+            .filter(|s| !s.is_empty())
+    };
+    Some(Row {
+        line,
+        clip_id,
+        group,
+        media,
+        text,
+        label,
+        label_t,
+        label_a,
+        label_v,
+        annotation: opt_text(cols.ann),
+        mode: opt_text(cols.mode),
+        audio: None,
+        span: None,
+        speaker: None,
+        emotion: None,
+        vad: None,
+    })
 }
 
 fn csv_err(file: &Path, e: csv::Error) -> StageError {
@@ -322,118 +382,127 @@ impl Stage for Ingest {
             audio_hash.push(audio);
             kept.push((r, info));
         }
-        let rel = |p: &Path| {
-            p.strip_prefix(ctx.root)
-                .unwrap_or(p)
-                .to_string_lossy()
-                .into_owned()
-        };
-        let table = batch(vec![
-            (
-                "clip_id",
-                strings(
-                    &kept
-                        .iter()
-                        .map(|(r, _)| r.clip_id.as_str())
-                        .collect::<Vec<_>>(),
-                ),
-            ),
-            (
-                "group",
-                strings(
-                    &kept
-                        .iter()
-                        .map(|(r, _)| r.group.as_str())
-                        .collect::<Vec<_>>(),
-                ),
-            ),
-            (
-                "media_path",
-                strings(&kept.iter().map(|(r, _)| rel(&r.media)).collect::<Vec<_>>()),
-            ),
-            (
-                "media_hash",
-                strings(
-                    &kept
-                        .iter()
-                        .map(|(_, i)| i.hash.as_str())
-                        .collect::<Vec<_>>(),
-                ),
-            ),
-            (
-                "media_bytes",
-                u64s(kept.iter().map(|(_, i)| i.size).collect()),
-            ),
-            (
-                "text",
-                strings(
-                    &kept
-                        .iter()
-                        .map(|(r, _)| r.text.as_str())
-                        .collect::<Vec<_>>(),
-                ),
-            ),
-            ("label", f64s(kept.iter().map(|(r, _)| r.label).collect())),
-            (
-                "label_T",
-                f64s(kept.iter().map(|(r, _)| r.label_t).collect()),
-            ),
-            (
-                "label_A",
-                f64s(kept.iter().map(|(r, _)| r.label_a).collect()),
-            ),
-            (
-                "label_V",
-                f64s(kept.iter().map(|(r, _)| r.label_v).collect()),
-            ),
-            (
-                "annotation",
-                opt_strings(kept.iter().map(|(r, _)| r.annotation.clone()).collect()),
-            ),
-            (
-                "mode",
-                opt_strings(kept.iter().map(|(r, _)| r.mode.clone()).collect()),
-            ),
-            (
-                "audio_path",
-                opt_strings(
-                    kept.iter()
-                        .map(|(r, _)| r.audio.as_deref().map(rel))
-                        .collect(),
-                ),
-            ),
-            ("audio_hash", opt_strings(audio_hash)),
-            (
-                "start_s",
-                f64s(kept.iter().map(|(r, _)| r.span.map(|s| s.0)).collect()),
-            ),
-            (
-                "end_s",
-                f64s(kept.iter().map(|(r, _)| r.span.map(|s| s.1)).collect()),
-            ),
-            (
-                "speaker",
-                opt_strings(kept.iter().map(|(r, _)| r.speaker.clone()).collect()),
-            ),
-            (
-                "emotion",
-                opt_strings(kept.iter().map(|(r, _)| r.emotion.clone()).collect()),
-            ),
-            (
-                "valence",
-                f64s(kept.iter().map(|(r, _)| r.vad.map(|v| v[0])).collect()),
-            ),
-            (
-                "arousal",
-                f64s(kept.iter().map(|(r, _)| r.vad.map(|v| v[1])).collect()),
-            ),
-            (
-                "dominance",
-                f64s(kept.iter().map(|(r, _)| r.vad.map(|v| v[2])).collect()),
-            ),
-        ])?;
+        let table = clips_table(ctx.root, &kept, audio_hash)?;
         Ok(Output { table, errors })
     }
+}
+
+/// The clips table: one row per clip whose media files are there, paths relative to `root`.
+fn clips_table(
+    root: &Path,
+    kept: &[(Row, FileInfo)],
+    audio_hash: Vec<Option<String>>,
+) -> Result<RecordBatch, StageError> {
+    let rel = |p: &Path| {
+        p.strip_prefix(root)
+            .unwrap_or(p)
+            .to_string_lossy()
+            .into_owned()
+    };
+    batch(vec![
+        (
+            "clip_id",
+            strings(
+                &kept
+                    .iter()
+                    .map(|(r, _)| r.clip_id.as_str())
+                    .collect::<Vec<_>>(),
+            ),
+        ),
+        (
+            "group",
+            strings(
+                &kept
+                    .iter()
+                    .map(|(r, _)| r.group.as_str())
+                    .collect::<Vec<_>>(),
+            ),
+        ),
+        (
+            "media_path",
+            strings(&kept.iter().map(|(r, _)| rel(&r.media)).collect::<Vec<_>>()),
+        ),
+        (
+            "media_hash",
+            strings(
+                &kept
+                    .iter()
+                    .map(|(_, i)| i.hash.as_str())
+                    .collect::<Vec<_>>(),
+            ),
+        ),
+        (
+            "media_bytes",
+            u64s(kept.iter().map(|(_, i)| i.size).collect()),
+        ),
+        (
+            "text",
+            strings(
+                &kept
+                    .iter()
+                    .map(|(r, _)| r.text.as_str())
+                    .collect::<Vec<_>>(),
+            ),
+        ),
+        ("label", f64s(kept.iter().map(|(r, _)| r.label).collect())),
+        (
+            "label_T",
+            f64s(kept.iter().map(|(r, _)| r.label_t).collect()),
+        ),
+        (
+            "label_A",
+            f64s(kept.iter().map(|(r, _)| r.label_a).collect()),
+        ),
+        (
+            "label_V",
+            f64s(kept.iter().map(|(r, _)| r.label_v).collect()),
+        ),
+        (
+            "annotation",
+            opt_strings(kept.iter().map(|(r, _)| r.annotation.clone()).collect()),
+        ),
+        (
+            "mode",
+            opt_strings(kept.iter().map(|(r, _)| r.mode.clone()).collect()),
+        ),
+        (
+            "audio_path",
+            opt_strings(
+                kept.iter()
+                    .map(|(r, _)| r.audio.as_deref().map(rel))
+                    .collect(),
+            ),
+        ),
+        ("audio_hash", opt_strings(audio_hash)),
+        (
+            "start_s",
+            f64s(kept.iter().map(|(r, _)| r.span.map(|s| s.0)).collect()),
+        ),
+        (
+            "end_s",
+            f64s(kept.iter().map(|(r, _)| r.span.map(|s| s.1)).collect()),
+        ),
+        (
+            "speaker",
+            opt_strings(kept.iter().map(|(r, _)| r.speaker.clone()).collect()),
+        ),
+        (
+            "emotion",
+            opt_strings(kept.iter().map(|(r, _)| r.emotion.clone()).collect()),
+        ),
+        (
+            "valence",
+            f64s(kept.iter().map(|(r, _)| r.vad.map(|v| v[0])).collect()),
+        ),
+        (
+            "arousal",
+            f64s(kept.iter().map(|(r, _)| r.vad.map(|v| v[1])).collect()),
+        ),
+        (
+            "dominance",
+            f64s(kept.iter().map(|(r, _)| r.vad.map(|v| v[2])).collect()),
+        ),
+    ])
 }
 
 /// IEMOCAP_full_release, read the way the corpus ships: one EmoEvaluation and one

@@ -9,6 +9,8 @@
 
 use std::collections::BTreeMap;
 
+use arrow::record_batch::RecordBatch;
+
 use crate::params::{ParamSpec, ParamType};
 use crate::table::{batch, i64s, opt_str, str_col, strings};
 use crate::{ItemError, Output, RunCtx, Stage, StageError};
@@ -86,115 +88,12 @@ impl Stage for Split {
     }
     fn run(&self, ctx: &RunCtx) -> Result<Output, StageError> {
         let t = &ctx.inputs[0];
-        let ids = str_col(t, "clip_id")?;
-        let method = ctx.params.str("method")?;
-        let group_param = ctx.params.str("group_column")?;
         let mut errors = Vec::new();
-        let mut rows: Vec<(String, i64, &'static str)> = Vec::new();
-        match method {
-            "manifest" => {
-                let modes = str_col(t, "mode")?;
-                for i in 0..t.num_rows() {
-                    let id = ids.value(i);
-                    match opt_str(modes, i).map(|m| (m, normalise_mode(m))) {
-                        Some((_, Some(s))) => rows.push((id.to_string(), 0, s)),
-                        Some((m, None)) => errors.push(ItemError::new(
-                            id,
-                            "mode",
-                            format!("`{m}` is not train, valid or test"),
-                        )),
-                        None => errors.push(ItemError::new(id, "mode", "empty split")),
-                    }
-                }
-            }
-            "ratio" => {
-                let ratios = ctx.params.f64_list("ratios")?;
-                if ratios.len() != 3
-                    || ratios.iter().any(|r| *r < 0.0)
-                    || ratios.iter().sum::<f64>() <= 0.0
-                {
-                    return Err(StageError::param(
-                        "ratios",
-                        "needs three non-negative fractions (train, valid, test)",
-                    ));
-                }
-                let seed = ctx.params.i64("seed")?;
-                let groups = if group_param.is_empty() {
-                    None
-                } else {
-                    Some(str_col(t, group_param)?)
-                };
-                let unit = |i: usize| match groups {
-                    Some(g) => g.value(i).to_string(),
-                    None => ids.value(i).to_string(),
-                };
-                let mut units: Vec<String> = (0..t.num_rows()).map(unit).collect();
-                units.sort();
-                units.dedup();
-                units.sort_by_cached_key(|u| rank_key(seed, u));
-                let [c1, c2, _] = cut(units.len(), &ratios);
-                let which: BTreeMap<String, &'static str> = units
-                    .into_iter()
-                    .enumerate()
-                    .map(|(k, u)| {
-                        (
-                            u,
-                            if k < c1 {
-                                "train"
-                            } else if k < c2 {
-                                "valid"
-                            } else {
-                                "test"
-                            },
-                        )
-                    })
-                    .collect();
-                for i in 0..t.num_rows() {
-                    rows.push((ids.value(i).to_string(), 0, which[&unit(i)]));
-                }
-            }
-            _ => {
-                let col = if group_param.is_empty() {
-                    "group"
-                } else {
-                    group_param
-                };
-                let groups = str_col(t, col)?;
-                let mut names: Vec<&str> = (0..t.num_rows()).map(|i| groups.value(i)).collect();
-                names.sort();
-                names.dedup();
-                if names.len() < 2 {
-                    return Err(StageError::Input(format!(
-                        "leave-one-group-out needs at least two groups in `{col}`, found {}",
-                        names.len()
-                    )));
-                }
-                let share = ctx.params.f64("valid_share")?;
-                if !(0.0..1.0).contains(&share) {
-                    return Err(StageError::param("valid_share", "needs 0 <= share < 1"));
-                }
-                let seed = ctx.params.i64("seed")?;
-                for (fold, g) in names.iter().enumerate() {
-                    let mut rest: Vec<usize> = (0..t.num_rows())
-                        .filter(|&i| groups.value(i) != *g)
-                        .collect();
-                    rest.sort_by_cached_key(|&i| rank_key(seed, ids.value(i)));
-                    let n_valid = (share * rest.len() as f64).round() as usize;
-                    let valid: std::collections::HashSet<usize> =
-                        rest.into_iter().take(n_valid).collect();
-                    for i in 0..t.num_rows() {
-                        let s = if groups.value(i) == *g {
-                            "test"
-                        } else if valid.contains(&i) {
-                            "valid"
-                        } else {
-                            "train"
-                        };
-                        rows.push((ids.value(i).to_string(), fold as i64, s));
-                    }
-                }
-            }
-        }
+        let rows = match ctx.params.str("method")? {
+            "manifest" => by_manifest(t, &mut errors)?,
+            "ratio" => by_ratio(ctx, t)?,
+            _ => leave_one_group_out(ctx, t)?,
+        };
         let table = batch(vec![
             (
                 "clip_id",
@@ -208,6 +107,124 @@ impl Stage for Split {
         ])?;
         Ok(Output { table, errors })
     }
+}
+
+/// (clip id, fold, split) rows.
+type Rows = Vec<(String, i64, &'static str)>;
+
+/// The split each clip's `mode` column names.
+fn by_manifest(t: &RecordBatch, errors: &mut Vec<ItemError>) -> Result<Rows, StageError> {
+    let ids = str_col(t, "clip_id")?;
+    let mut rows: Rows = Vec::new();
+    let modes = str_col(t, "mode")?;
+    for i in 0..t.num_rows() {
+        let id = ids.value(i);
+        match opt_str(modes, i).map(|m| (m, normalise_mode(m))) {
+            Some((_, Some(s))) => rows.push((id.to_string(), 0, s)),
+            Some((m, None)) => errors.push(ItemError::new(
+                id,
+                "mode",
+                format!("`{m}` is not train, valid or test"),
+            )),
+            None => errors.push(ItemError::new(id, "mode", "empty split")),
+        }
+    }
+    Ok(rows)
+}
+
+/// Seeded fractions of the clips (or of the groups in `group_column`).
+fn by_ratio(ctx: &RunCtx, t: &RecordBatch) -> Result<Rows, StageError> {
+    let ids = str_col(t, "clip_id")?;
+    let group_param = ctx.params.str("group_column")?;
+    let mut rows: Rows = Vec::new();
+    let ratios = ctx.params.f64_list("ratios")?;
+    if ratios.len() != 3 || ratios.iter().any(|r| *r < 0.0) || ratios.iter().sum::<f64>() <= 0.0 {
+        return Err(StageError::param(
+            "ratios",
+            "needs three non-negative fractions (train, valid, test)",
+        ));
+    }
+    let seed = ctx.params.i64("seed")?;
+    let groups = if group_param.is_empty() {
+        None
+    } else {
+        Some(str_col(t, group_param)?)
+    };
+    let unit = |i: usize| match groups {
+        Some(g) => g.value(i).to_string(),
+        None => ids.value(i).to_string(),
+    };
+    let mut units: Vec<String> = (0..t.num_rows()).map(unit).collect();
+    units.sort();
+    units.dedup();
+    units.sort_by_cached_key(|u| rank_key(seed, u));
+    let [c1, c2, _] = cut(units.len(), &ratios);
+    let which: BTreeMap<String, &'static str> = units
+        .into_iter()
+        .enumerate()
+        .map(|(k, u)| {
+            (
+                u,
+                if k < c1 {
+                    "train"
+                } else if k < c2 {
+                    "valid"
+                } else {
+                    "test"
+                },
+            )
+        })
+        .collect();
+    for i in 0..t.num_rows() {
+        rows.push((ids.value(i).to_string(), 0, which[&unit(i)]));
+    }
+    Ok(rows)
+}
+
+/// One fold per group: its clips are the test split, a seeded share of the rest is valid.
+fn leave_one_group_out(ctx: &RunCtx, t: &RecordBatch) -> Result<Rows, StageError> {
+    let ids = str_col(t, "clip_id")?;
+    let group_param = ctx.params.str("group_column")?;
+    let mut rows: Rows = Vec::new();
+    let col = if group_param.is_empty() {
+        "group"
+    } else {
+        group_param
+    };
+    let groups = str_col(t, col)?;
+    let mut names: Vec<&str> = (0..t.num_rows()).map(|i| groups.value(i)).collect();
+    names.sort();
+    names.dedup();
+    if names.len() < 2 {
+        return Err(StageError::Input(format!(
+            "leave-one-group-out needs at least two groups in `{col}`, found {}",
+            names.len()
+        )));
+    }
+    let share = ctx.params.f64("valid_share")?;
+    if !(0.0..1.0).contains(&share) {
+        return Err(StageError::param("valid_share", "needs 0 <= share < 1"));
+    }
+    let seed = ctx.params.i64("seed")?;
+    for (fold, g) in names.iter().enumerate() {
+        let mut rest: Vec<usize> = (0..t.num_rows())
+            .filter(|&i| groups.value(i) != *g)
+            .collect();
+        rest.sort_by_cached_key(|&i| rank_key(seed, ids.value(i)));
+        let n_valid = (share * rest.len() as f64).round() as usize;
+        let valid: std::collections::HashSet<usize> = rest.into_iter().take(n_valid).collect();
+        for i in 0..t.num_rows() {
+            let s = if groups.value(i) == *g {
+                "test"
+            } else if valid.contains(&i) {
+                "valid"
+            } else {
+                "train"
+            };
+            rows.push((ids.value(i).to_string(), fold as i64, s));
+        }
+    }
+    Ok(rows)
 }
 
 #[cfg(test)]

@@ -128,6 +128,50 @@ fn scaled(w: u32, h: u32, max_side: u32) -> (u32, u32) {
     )
 }
 
+/// Decoded frames to packed RGB24 at most `max_side` pixels on the longer side; the scaler is
+/// made for the first frame's size and format.
+struct RgbFrames {
+    scaler: Option<(Scaler, u32, u32)>,
+    max_side: u32,
+}
+
+impl RgbFrames {
+    fn convert(&mut self, f: &Video, target: f64, pts: f64) -> Result<Frame, String> {
+        if self.scaler.is_none() {
+            let (w, h) = scaled(f.width(), f.height(), self.max_side);
+            let s = Scaler::get(
+                f.format(),
+                f.width(),
+                f.height(),
+                Pixel::RGB24,
+                w,
+                h,
+                Flags::AREA,
+            )
+            .map_err(|e| format!("cannot convert frames to RGB: {e}"))?;
+            self.scaler = Some((s, w, h));
+        }
+        let (s, w, h) = self.scaler.as_mut().expect("set above");
+        let mut rgb = Video::empty();
+        s.run(f, &mut rgb)
+            .map_err(|e| format!("frame conversion failed: {e}"))?;
+        let (w, h) = (*w as usize, *h as usize);
+        let stride = rgb.stride(0);
+        let data = rgb.data(0);
+        let mut packed = Vec::with_capacity(w * h * 3);
+        for row in 0..h {
+            packed.extend_from_slice(&data[row * stride..row * stride + w * 3]);
+        }
+        Ok(Frame {
+            target_s: target,
+            pts_s: pts,
+            width: w as u32,
+            height: h as u32,
+            rgb: packed,
+        })
+    }
+}
+
 /// Decodes the frames `sampling` asks for from `path`, within `span` when given.
 pub fn decode_frames(
     path: &Path,
@@ -170,41 +214,11 @@ pub fn decode_frames(
     let want = targets(sampling, dur, clip);
     let all = matches!(sampling, Sampling::All);
     let mut out = Vec::new();
-    let mut scaler: Option<(Scaler, u32, u32)> = None;
-    let mut convert = |f: &Video, target: f64, pts: f64| -> Result<Frame, String> {
-        if scaler.is_none() {
-            let (w, h) = scaled(f.width(), f.height(), max_side);
-            let s = Scaler::get(
-                f.format(),
-                f.width(),
-                f.height(),
-                Pixel::RGB24,
-                w,
-                h,
-                Flags::AREA,
-            )
-            .map_err(|e| format!("cannot convert frames to RGB: {e}"))?;
-            scaler = Some((s, w, h));
-        }
-        let (s, w, h) = scaler.as_mut().expect("set above");
-        let mut rgb = Video::empty();
-        s.run(f, &mut rgb)
-            .map_err(|e| format!("frame conversion failed: {e}"))?;
-        let (w, h) = (*w as usize, *h as usize);
-        let stride = rgb.stride(0);
-        let data = rgb.data(0);
-        let mut packed = Vec::with_capacity(w * h * 3);
-        for row in 0..h {
-            packed.extend_from_slice(&data[row * stride..row * stride + w * 3]);
-        }
-        Ok(Frame {
-            target_s: target,
-            pts_s: pts,
-            width: w as u32,
-            height: h as u32,
-            rgb: packed,
-        })
+    let mut rgb = RgbFrames {
+        scaler: None,
+        max_side,
     };
+    let mut convert = |f: &Video, target: f64, pts: f64| rgb.convert(f, target, pts);
     let mut next = 0usize;
     let mut prev: Option<(Video, f64)> = None;
     let mut decoded = Video::empty();

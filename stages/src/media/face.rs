@@ -293,49 +293,53 @@ impl Stage for FaceCrop {
                 format!("no face in any of the {} frames", frames.num_rows()),
             ));
         }
-        let g = |f: fn(&(usize, Face, Vec<u8>)) -> f64| -> Vec<Option<f64>> {
-            rows.iter().map(|r| r.face.as_ref().map(f)).collect()
-        };
-        let mut crops = BinaryBuilder::new();
-        for r in &rows {
-            match &r.face {
-                Some((_, _, c)) => crops.append_value(c),
-                None => crops.append_null(),
-            }
-        }
-        let landmarks: Vec<Vec<f32>> = rows
-            .iter()
-            .map(|r| {
-                r.face.as_ref().map_or_else(Vec::new, |(_, f, _)| {
-                    f.landmarks
-                        .iter()
-                        .flat_map(|p| [p[0] as f32, p[1] as f32])
-                        .collect()
-                })
-            })
-            .collect();
-        batch(vec![
-            ("frame", i64s(rows.iter().map(|r| Some(r.frame)).collect())),
-            ("pts_s", f64s(rows.iter().map(|r| Some(r.pts)).collect())),
-            (
-                "face",
-                i64s(
-                    rows.iter()
-                        .map(|r| r.face.as_ref().map(|f| f.0 as i64))
-                        .collect(),
-                ),
-            ),
-            ("prob", f64s(g(|f| f.1.prob))),
-            ("x1", f64s(g(|f| f.1.bbox[0]))),
-            ("y1", f64s(g(|f| f.1.bbox[1]))),
-            ("x2", f64s(g(|f| f.1.bbox[2]))),
-            ("y2", f64s(g(|f| f.1.bbox[3]))),
-            ("landmarks", f32_lists(landmarks)),
-            ("crop_size", i64s(vec![Some(size); rows.len()])),
-            ("crop", Arc::new(crops.finish())),
-        ])
-        .map_err(|e| fail("", e.to_string()))
+        faces_table(&rows, size).map_err(|e| fail("", e.to_string()))
     }
+}
+
+/// One row per kept face (or per faceless frame with `no_face: keep`).
+fn faces_table(rows: &[Row], size: i64) -> Result<RecordBatch, StageError> {
+    let g = |f: fn(&(usize, Face, Vec<u8>)) -> f64| -> Vec<Option<f64>> {
+        rows.iter().map(|r| r.face.as_ref().map(f)).collect()
+    };
+    let mut crops = BinaryBuilder::new();
+    for r in rows {
+        match &r.face {
+            Some((_, _, c)) => crops.append_value(c),
+            None => crops.append_null(),
+        }
+    }
+    let landmarks: Vec<Vec<f32>> = rows
+        .iter()
+        .map(|r| {
+            r.face.as_ref().map_or_else(Vec::new, |(_, f, _)| {
+                f.landmarks
+                    .iter()
+                    .flat_map(|p| [p[0] as f32, p[1] as f32])
+                    .collect()
+            })
+        })
+        .collect();
+    batch(vec![
+        ("frame", i64s(rows.iter().map(|r| Some(r.frame)).collect())),
+        ("pts_s", f64s(rows.iter().map(|r| Some(r.pts)).collect())),
+        (
+            "face",
+            i64s(
+                rows.iter()
+                    .map(|r| r.face.as_ref().map(|f| f.0 as i64))
+                    .collect(),
+            ),
+        ),
+        ("prob", f64s(g(|f| f.1.prob))),
+        ("x1", f64s(g(|f| f.1.bbox[0]))),
+        ("y1", f64s(g(|f| f.1.bbox[1]))),
+        ("x2", f64s(g(|f| f.1.bbox[2]))),
+        ("y2", f64s(g(|f| f.1.bbox[3]))),
+        ("landmarks", f32_lists(landmarks)),
+        ("crop_size", i64s(vec![Some(size); rows.len()])),
+        ("crop", Arc::new(crops.finish())),
+    ])
 }
 
 #[cfg(test)]

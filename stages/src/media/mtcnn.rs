@@ -108,7 +108,24 @@ struct Cand {
 fn run(nets: &mut Nets, rgb: &[u8], w: usize, h: usize, p: &Params) -> CvResult<Vec<Face>> {
     let img = Mat::new_rows_cols_with_bytes::<opencv::core::Vec3b>(h as i32, w as i32, rgb)?
         .try_clone()?;
-    // Stage 1: P-Net over the pyramid.
+    let total = pnet_stage(nets, &img, (w, h), p)?;
+    if total.is_empty() {
+        return Ok(Vec::new());
+    }
+    let boxes = rnet_stage(nets, &img, &total, p)?;
+    if boxes.is_empty() {
+        return Ok(Vec::new());
+    }
+    onet_stage(nets, &img, boxes, p)
+}
+
+/// Stage 1: P-Net over the image pyramid; candidates kept by per-scale NMS.
+fn pnet_stage(
+    nets: &mut Nets,
+    img: &Mat,
+    (w, h): (usize, usize),
+    p: &Params,
+) -> CvResult<Vec<Cand>> {
     let m = 12.0 / p.min_face_size;
     let mut min_layer = (w.min(h) as f64) * m;
     let mut scales = Vec::new();
@@ -122,7 +139,7 @@ fn run(nets: &mut Nets, rgb: &[u8], w: usize, h: usize, p: &Params) -> CvResult<
     for &scale in &scales {
         let sw = (w as f64 * scale).ceil() as i32;
         let sh = (h as f64 * scale).ceil() as i32;
-        let scaled = resize_area(&img, sw, sh)?;
+        let scaled = resize_area(img, sw, sh)?;
         let mut f = Mat::default();
         scaled.convert_to(&mut f, CV_32FC3, 1.0, 0.0)?;
         let blob = transposed_blob(&[f])?;
@@ -156,11 +173,14 @@ fn run(nets: &mut Nets, rgb: &[u8], w: usize, h: usize, p: &Params) -> CvResult<
         let keep = nms(&cands, 0.5, false);
         total.extend(keep.into_iter().map(|i| cands[i]));
     }
-    if total.is_empty() {
-        return Ok(Vec::new());
-    }
-    let keep = nms(&total, 0.7, false);
-    let mut boxes: Vec<Cand> = keep
+    Ok(total)
+}
+
+/// Stage 2: the P-Net candidates merged, calibrated and squared, then R-Net on 24x24 crops;
+/// the survivors calibrated and squared again.
+fn rnet_stage(nets: &mut Nets, img: &Mat, total: &[Cand], p: &Params) -> CvResult<Vec<Cand>> {
+    let keep = nms(total, 0.7, false);
+    let boxes: Vec<Cand> = keep
         .into_iter()
         .map(|i| {
             let c = total[i];
@@ -179,10 +199,9 @@ fn run(nets: &mut Nets, rgb: &[u8], w: usize, h: usize, p: &Params) -> CvResult<
         })
         .collect();
 
-    // Stage 2: R-Net on 24x24 crops.
     let crops = boxes
         .iter()
-        .map(|c| crop(&img, c.b, 24))
+        .map(|c| crop(img, c.b, 24))
         .collect::<CvResult<Vec<_>>>()?;
     let blob = transposed_blob(&crops)?;
     let outs = forward(&mut nets.rnet, &blob, &["dense_2", "softmax_1"])?;
@@ -201,7 +220,7 @@ fn run(nets: &mut Nets, rgb: &[u8], w: usize, h: usize, p: &Params) -> CvResult<
     if passed.is_empty() {
         return Ok(Vec::new());
     }
-    boxes = nms(&passed, 0.7, false)
+    Ok(nms(&passed, 0.7, false)
         .into_iter()
         .map(|i| {
             let c = passed[i];
@@ -211,15 +230,17 @@ fn run(nets: &mut Nets, rgb: &[u8], w: usize, h: usize, p: &Params) -> CvResult<
                 reg: [0.0; 4],
             }
         })
-        .collect();
+        .collect())
+}
 
-    // Stage 3: O-Net on 48x48 crops, with landmarks.
+/// Stage 3: O-Net on 48x48 crops, with landmarks; the faces kept by a final NMS.
+fn onet_stage(nets: &mut Nets, img: &Mat, mut boxes: Vec<Cand>, p: &Params) -> CvResult<Vec<Face>> {
     for c in &mut boxes {
         c.b = c.b.map(f64::trunc);
     }
     let crops = boxes
         .iter()
-        .map(|c| crop(&img, c.b, 48))
+        .map(|c| crop(img, c.b, 48))
         .collect::<CvResult<Vec<_>>>()?;
     let blob = transposed_blob(&crops)?;
     let outs = forward(&mut nets.onet, &blob, &["dense_5", "dense_6", "softmax_2"])?;

@@ -5,6 +5,7 @@
 //! limit, and a dry run. One test, because one cluster serves every scenario and they share it
 //! in sequence.
 
+#[path = "it/common.rs"]
 mod common;
 
 use std::collections::BTreeMap;

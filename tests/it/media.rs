@@ -1,11 +1,9 @@
 //! Frames and faces through the real binary on demo clips: FFmpeg decode with each sampling
 //! mode, MTCNN on every kept frame, and per-clip errors for the bad inputs.
 
-mod common;
-
+use crate::common::*;
 use arrow::array::{BinaryArray, Float64Array, Int64Array};
 use arrow::record_batch::RecordBatch;
-use common::*;
 
 /// Every item of a sharded stage, by clip id.
 fn items(p: &Project, stage: &str) -> Vec<(String, RecordBatch)> {

@@ -2,12 +2,10 @@
 //! through the real binary on demo clips (CH-SIMS layout, and the MOSI layout with [-3, 3]
 //! labels), shrunk through their vars: fewer frames, steps, epochs and layers.
 
-mod common;
-
 use std::path::Path;
 
+use crate::common::*;
 use arrow::array::Int64Array;
-use common::*;
 
 /// The repository's pipeline file with its model paths made absolute and some vars replaced.
 fn study(file: &str, vars: &[(&str, &str)]) -> String {

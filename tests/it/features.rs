@@ -1,10 +1,8 @@
 //! The audio front end through the real binary: FFmpeg decode + resample, log-mel and MFCC
 //! stored one object per clip, per-clip reuse, and agreement with librosa end to end.
 
-mod common;
-
+use crate::common::*;
 use arrow::array::{Array, Float32Array, Int64Array, ListArray};
-use common::*;
 use serde_json::Value;
 
 const FRONT: &str = "\

@@ -1,15 +1,13 @@
 //! The demo dataset and the dataset adapters, driven through the real binary on clips the demo
 //! generator writes from real photos and espeak-ng speech.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use crate::common::*;
 use arrow::array::{Int64Array, UInt64Array};
-use common::*;
 
-const DEFAULT: &str = include_str!("../pipeline/default.yaml");
+const DEFAULT: &str = include_str!("../../pipeline/default.yaml");
 
 fn default_pipeline() -> String {
     let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/models");
@@ -22,7 +20,7 @@ fn default_pipeline() -> String {
 #[test]
 fn shipped_ch_sims_manifest_matches_the_default_pipeline_stages() {
     let p = Project::with_demo(
-        &include_str!("../manifests/ch-sims.yaml").replace("data: data/demo", "data: data"),
+        &include_str!("../../manifests/ch-sims.yaml").replace("data: data/demo", "data: data"),
         6,
         4,
         &[],
@@ -40,7 +38,7 @@ fn shipped_ch_sims_manifest_matches_the_default_pipeline_stages() {
 #[test]
 fn plain_csv_manifest_on_demo_media() {
     // manifests/csv.yaml already points at data/clips.csv.
-    let p = Project::with_demo(include_str!("../manifests/csv.yaml"), 6, 9, &[]);
+    let p = Project::with_demo(include_str!("../../manifests/csv.yaml"), 6, 9, &[]);
     // The same clips described by a plain CSV with its own column names and order.
     let mut csv = String::from("split,path,label,text,group\n");
     for r in label_rows(p.root()) {
@@ -305,7 +303,7 @@ fn bad_inputs_are_named_by_clip_and_field_and_the_rest_runs() {
 
 #[test]
 fn mosi_layout_labels_in_minus_three_to_three() {
-    let yaml = include_str!("../manifests/mosi.yaml").replace("data: data/MOSI", "data: data");
+    let yaml = include_str!("../../manifests/mosi.yaml").replace("data: data/MOSI", "data: data");
     let p = Project::with_demo(&yaml, 12, 3, &["--layout", "mosi"]);
     let (code, events, _) = p.run_json(&["all"]);
     assert_eq!(code, 0, "{events:?}");
@@ -335,7 +333,7 @@ fn mosi_layout_labels_in_minus_three_to_three() {
 
 #[test]
 fn iemocap_layout_four_classes_and_leave_one_session_out() {
-    let yaml = include_str!("../manifests/iemocap.yaml")
+    let yaml = include_str!("../../manifests/iemocap.yaml")
         .replace("data: data/IEMOCAP_full_release", "data: data");
     let p = Project::with_demo(&yaml, 20, 2, &["--layout", "iemocap"]);
     let (code, events, _) = p.run_json(&["all"]);

@@ -3,12 +3,10 @@
 //! at set-up by scripts/models/export.py), what reruns when a model, pooling or length changes,
 //! and the CUDA path.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 
+use crate::common::*;
 use arrow::array::{Float32Array, Int64Array, ListArray};
-use common::*;
 use serde_json::Value;
 
 fn models() -> PathBuf {
@@ -249,7 +247,7 @@ stages:
         a.extend_from_slice(args);
         let (code, events, _) = p.run_json(&a);
         assert_eq!(code, 0, "{events:?}");
-        common::ran(&events)
+        crate::common::ran(&events)
     };
     assert!(ran(&[]).is_empty(), "a second run computes nothing");
     assert_eq!(ran(&["--set", "embed_text.max_length=8"]), ["embed_text"]);

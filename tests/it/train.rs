@@ -2,12 +2,10 @@
 //! pretrained encoders' features: determinism per seed, the long-format model table, metrics
 //! that agree with the predictions, and what reruns after a fusion change.
 
-mod common;
-
 use std::path::Path;
 
+use crate::common::*;
 use arrow::array::{BinaryArray, Int64Array};
-use common::*;
 
 fn yaml() -> String {
     let m = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/models");

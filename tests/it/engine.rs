@@ -1,11 +1,9 @@
 //! The engine end to end: the real binary on real H.264/AAC clips.
 
-mod common;
-
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 const ALL: [&str; 4] = ["ingest", "labels", "probe", "split"];

@@ -346,6 +346,29 @@ mod tests {
     }
 
     #[test]
+    fn a_joint_network_reads_only_its_own_params() {
+        let y = |params: &str| {
+            format!(
+                "stages:\n  ingest:\n    kind: ingest\n    params: {{root: d}}\n  labels:\n    kind: labels\n    inputs: [ingest]\n  split:\n    kind: split\n    inputs: [ingest]\n  m:\n    kind: train_joint\n    inputs: [ingest, labels, split]\n    params: {params}\n"
+            )
+        };
+        let p = plan(&y("{model: smp, names: v}")).unwrap();
+        let m = &p.get("m").unwrap().params.0;
+        assert!(m.contains_key("terms") && m.contains_key("lr"));
+        assert!(
+            !m.contains_key("layers") && !m.contains_key("avel"),
+            "{m:?}"
+        );
+        let e = plan(&y("{model: smp, names: v, layers: 2}")).unwrap_err();
+        assert!(
+            e.msg
+                .contains("param `layers` is not read by kind `train_joint` with model \"smp\""),
+            "{e}"
+        );
+        assert_eq!(e.line, 14, "{e}");
+    }
+
+    #[test]
     fn typed_whole_reference_and_interpolation() {
         let p = plan("vars: {seed: 7, d: data}\nstages:\n  ingest:\n    kind: ingest\n    params: {root: \"${d}/sims\"}\n  s:\n    kind: split\n    inputs: [ingest]\n    params: {seed: \"${seed}\"}\n").unwrap();
         assert_eq!(p.get("s").unwrap().params.0["seed"], J::from(7));

@@ -11,26 +11,36 @@ pub(super) fn check_params(
     stage: &dyn Stage,
     given: &BTreeMap<String, J>,
 ) -> Result<Params, (String, String, Option<String>)> {
-    let specs = stage.params();
+    let specs = stage.params_for(given);
     for k in given.keys() {
         if !specs.iter().any(|p| p.name == k) {
             let names = specs.iter().map(|p| p.name);
+            let msg = if stage.params().iter().any(|p| p.name == k) {
+                let model = given.get("model").map(|m| format!(" with model {m}"));
+                format!(
+                    "param `{k}` is not read by kind `{}`{}",
+                    stage.kind(),
+                    model.unwrap_or_default()
+                )
+            } else {
+                format!("unknown param `{k}` for kind `{}`", stage.kind())
+            };
             return Err((
                 k.clone(),
-                format!("unknown param `{k}` for kind `{}`", stage.kind()),
+                msg,
                 Some(format!(
                     "{}params of `{}`: {}",
                     did_you_mean(k, names)
                         .map(|h| format!("{h}; "))
                         .unwrap_or_default(),
                     stage.kind(),
-                    param_names(specs)
+                    param_names(specs.iter().copied())
                 )),
             ));
         }
     }
     let mut out = BTreeMap::new();
-    for p in specs {
+    for p in specs.iter().copied() {
         let v = match given.get(p.name) {
             Some(v) => p.ty.check(v).map_err(|e| {
                 (
@@ -55,10 +65,11 @@ pub(super) fn check_params(
     Ok(Params(out))
 }
 
-pub(super) fn param_names(specs: &[ParamSpec]) -> String {
-    if specs.is_empty() {
+pub(super) fn param_names<'a>(specs: impl IntoIterator<Item = &'a ParamSpec>) -> String {
+    let names: Vec<&str> = specs.into_iter().map(|p| p.name).collect();
+    if names.is_empty() {
         "(none)".into()
     } else {
-        specs.iter().map(|p| p.name).collect::<Vec<_>>().join(", ")
+        names.join(", ")
     }
 }

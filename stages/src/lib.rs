@@ -158,6 +158,12 @@ pub trait Stage: Send + Sync {
     fn version(&self) -> u32;
     fn about(&self) -> &'static str;
     fn params(&self) -> &'static [ParamSpec];
+    /// The params declared for a stage given these values. Most kinds declare one list; a kind
+    /// whose `model` picks a network declares that network's own, so that one network's param
+    /// never enters another's key.
+    fn params_for(&self, _given: &BTreeMap<String, serde_json::Value>) -> Vec<&'static ParamSpec> {
+        self.params().iter().collect()
+    }
     /// Minimum and maximum number of input tables.
     fn arity(&self) -> (usize, usize);
     fn mode(&self, _params: &crate::Params) -> Mode {

@@ -26,7 +26,7 @@ pub struct TrainJoint;
 const PARAMS: &[ParamSpec] = &[
     ParamSpec::new(
         "model",
-        ParamType::Enum(&["smp", "cm_msf", "mer_sem_mbt", "foal_net"]),
+        ParamType::Enum(MODELS),
         None,
         "smp: attention-BiLSTMs + SMP modules (paper 001); cm_msf: dual encoders + cascaded cross-modal encoder + mask-gated fusion (paper 003); mer_sem_mbt: CNN backbones with SEMs + bottleneck Transformer + decision fusion on log-mel patches and faces (paper 002); foal_net: AVEL/MEM alignment + cross-attention fusion (paper 004)",
     ),
@@ -117,6 +117,25 @@ const PARAMS: &[ParamSpec] = &[
     ParamSpec::new("projection_dropout", ParamType::Float, Some("0.5"), "Foal-Net: dropout of the AVEL projections"),
     ParamSpec::new("fusion_layers", ParamType::Int, Some("2"), "Foal-Net: cross-attention layers"),
 ];
+
+/// The network a param belongs to; None: every network reads it.
+fn network_of(param: &str) -> Option<&'static str> {
+    Some(match param {
+        "terms" | "ffn" | "hidden" | "kernel" => "smp",
+        "layers" | "encoder_layers" | "encoder_heads" | "text_encoders" | "audio_encoders"
+        | "vision_encoders" | "cascade_lstm" | "mgf" | "mask_threshold" | "mask_audio_db" => {
+            "cm_msf"
+        }
+        "sem_audio" | "sem_vision" | "sem" | "text_decision" | "mbt" | "mbt_layers"
+        | "bottleneck" | "n_mels" | "audio_width" | "image_channels" | "vision_weights"
+        | "freeze_audio" | "freeze_vision" | "audio_lr" | "vision_lr" => "mer_sem_mbt",
+        "avel" | "mem" | "lambda" | "temperature" | "projection" | "projection_dropout"
+        | "fusion_layers" => "foal_net",
+        _ => return None,
+    })
+}
+
+const MODELS: &[&str] = &["smp", "cm_msf", "mer_sem_mbt", "foal_net"];
 
 /// Which inputs to train on, as (input index, modality letter).
 fn used(p: &Params, inputs: usize) -> Result<Vec<(usize, char)>, StageError> {
@@ -321,18 +340,33 @@ impl Stage for TrainJoint {
     fn params(&self) -> &'static [ParamSpec] {
         PARAMS
     }
+    fn params_for(
+        &self,
+        given: &std::collections::BTreeMap<String, serde_json::Value>,
+    ) -> Vec<&'static ParamSpec> {
+        let model = given.get("model").and_then(|m| m.as_str());
+        // An unknown or missing model: all of them, so that the model's own error is the one shown.
+        let Some(model) = model.filter(|m| MODELS.contains(m)) else {
+            return PARAMS.iter().collect();
+        };
+        PARAMS
+            .iter()
+            .filter(|p| network_of(p.name).is_none_or(|n| n == model))
+            .collect()
+    }
     fn arity(&self) -> (usize, usize) {
         (3, 5)
     }
     fn external_files(&self, ctx: &PlanCtx) -> Result<Vec<std::path::PathBuf>, StageError> {
+        if ctx.params.str("model")? != "mer_sem_mbt" {
+            return Ok(vec![]);
+        }
         let w = ctx.params.str("vision_weights")?;
-        Ok(
-            if ctx.params.str("model")? == "mer_sem_mbt" && !w.is_empty() {
-                vec![crate::resolve(ctx.root, w)]
-            } else {
-                vec![]
-            },
-        )
+        Ok(if w.is_empty() {
+            vec![]
+        } else {
+            vec![crate::resolve(ctx.root, w)]
+        })
     }
     fn run(&self, ctx: &RunCtx) -> Result<Output, StageError> {
         let p = ctx.params;
@@ -418,5 +452,44 @@ impl Stage for TrainJoint {
     }
     fn report(&self, _p: &Params, t: &arrow::record_batch::RecordBatch) -> Option<String> {
         curve_report(t)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names_for(model: &str) -> Vec<&'static str> {
+        let given = [("model".to_string(), serde_json::json!(model))].into();
+        TrainJoint
+            .params_for(&given)
+            .iter()
+            .map(|p| p.name)
+            .collect()
+    }
+
+    #[test]
+    fn each_network_declares_only_its_own_params() {
+        let smp = names_for("smp");
+        assert!(smp.contains(&"terms") && smp.contains(&"lr") && smp.contains(&"dropout"));
+        for other in ["layers", "mgf", "sem", "avel", "vision_weights"] {
+            assert!(!smp.contains(&other), "{other}");
+        }
+        let cm = names_for("cm_msf");
+        assert!(cm.contains(&"cascade_lstm") && !cm.contains(&"terms") && !cm.contains(&"lambda"));
+        // Every param is common or belongs to one network, and each network's list is smaller
+        // than the union.
+        for m in MODELS {
+            assert!(names_for(m).len() < PARAMS.len(), "{m}");
+        }
+        for p in PARAMS {
+            let n = MODELS
+                .iter()
+                .filter(|m| names_for(m).contains(&p.name))
+                .count();
+            assert!(n == 1 || n == MODELS.len(), "{} is in {n} networks", p.name);
+        }
+        // A model the kind does not know: every param, so its own error shows.
+        assert_eq!(names_for("lstm").len(), PARAMS.len());
     }
 }

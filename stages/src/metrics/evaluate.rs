@@ -7,10 +7,10 @@ use arrow::array::{
 use arrow::record_batch::RecordBatch;
 
 use crate::metrics::bootstrap::Outcomes;
+use crate::metrics::emotion::classification as metrics;
 use crate::params::{ParamSpec, ParamType};
 use crate::table::{batch, col, f32_lists, f64s, i64s, str_col, strings};
-use crate::train::checkpoint::*;
-use crate::train::fit::*;
+use crate::train::checkpoint::checkpoint_of;
 use crate::{Output, Params, RunCtx, Stage, StageError};
 
 /// Row `r`'s majority-class baseline of each metric, formatted ("-" where the baseline has no

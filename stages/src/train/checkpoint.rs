@@ -28,9 +28,21 @@ use tch::nn::{self};
 use tch::Tensor;
 
 use crate::table::{batch, col, f32_lists, f64s, i64s, str_col, strings};
-use crate::train::dataset::*;
-use crate::train::fit::*;
+use crate::train::dataset::{Dataset, Task};
 use crate::StageError;
+
+/// epoch, train loss, valid loss, valid acc, valid macro F1 (multi-label: the averages of the
+/// per-class binary accuracy and F1).
+pub type Epoch = (i64, f64, f64, f64, f64);
+
+/// What `fit` hands back: the curve, the kept epoch and its weights, and every clip's outputs.
+pub struct Trained {
+    pub curve: Vec<Epoch>,
+    pub best_epoch: i64,
+    pub checkpoint: Vec<u8>,
+    /// Per clip: class probabilities, or the predicted score.
+    pub outputs: Vec<Vec<f32>>,
+}
 
 pub(crate) fn safetensors_bytes(vars: &[(String, Tensor)]) -> Result<Vec<u8>, StageError> {
     let dir = tempfile_dir()?;

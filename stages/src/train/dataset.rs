@@ -31,6 +31,11 @@ pub struct Dataset {
 }
 
 impl Dataset {
+    /// Every feature input's rows `idx`.
+    pub fn rows(&self, idx: &Tensor) -> Vec<Tensor> {
+        self.x.iter().map(|x| x.index_select(0, idx)).collect()
+    }
+
     /// The training target of every clip: class ids, scores or multi-label flags.
     pub(crate) fn targets(&self) -> Tensor {
         match self.task {

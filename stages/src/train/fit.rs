@@ -8,8 +8,8 @@ use tch::Tensor;
 
 use crate::params::{ParamSpec, ParamType};
 use crate::table::{col, str_col};
-use crate::train::checkpoint::*;
-use crate::train::dataset::*;
+use crate::train::checkpoint::{safetensors_bytes, Trained};
+use crate::train::dataset::{Dataset, Task};
 use crate::{Params, StageError};
 
 /// A small deterministic generator for batch order (xorshift64*), independent of libtorch's.
@@ -32,7 +32,7 @@ impl Shuffle {
     }
 }
 
-pub use crate::metrics::emotion::classification as metrics;
+use crate::metrics::emotion::classification as metrics;
 
 /// What `fit` keeps: the epoch with the best validation accuracy (ties: lower loss), the best
 /// average per-class F1 (multi-label), or the lowest validation loss.
@@ -109,18 +109,6 @@ pub enum Aux {
 /// logits for the main target, plus auxiliary terms.
 pub type Forward<'a> = dyn Fn(&[Tensor], &Tensor, bool) -> (Tensor, Vec<Aux>) + 'a;
 
-/// epoch, train loss, valid loss, valid acc, valid macro F1 (multi-label: the averages of the
-/// per-class binary accuracy and F1).
-pub type Epoch = (i64, f64, f64, f64, f64);
-
-pub struct Trained {
-    pub curve: Vec<Epoch>,
-    pub best_epoch: i64,
-    pub checkpoint: Vec<u8>,
-    /// Per clip: class probabilities, or the predicted score.
-    pub outputs: Vec<Vec<f32>>,
-}
-
 /// Clips per forward pass outside training: bounds memory on big datasets and big inputs
 /// (end-to-end CNNs see every patch and face of every clip).
 pub(crate) const EVAL_CHUNK: i64 = 64;
@@ -173,10 +161,11 @@ pub fn fit(
     // (valid acc, valid f1, valid loss, epoch, weights) of the best epoch so far.
     type Best = (f64, f64, f64, i64, Vec<(String, Tensor)>);
     let mut best: Option<Best> = None;
-    let take =
-        |idx: &Tensor| -> Vec<Tensor> { ds.x.iter().map(|x| x.index_select(0, idx)).collect() };
-    let logits_of =
-        |idx: &[i64]| chunked(idx, &|i| forward(&take(i), &y.index_select(0, i), false).0);
+    let logits_of = |idx: &[i64]| {
+        chunked(idx, &|i| {
+            forward(&ds.rows(i), &y.index_select(0, i), false).0
+        })
+    };
     let mut plateau = Plateau {
         lr: cfg.lr,
         best: f64::INFINITY,
@@ -191,7 +180,7 @@ pub fn fit(
             let ids: Vec<i64> = chunk.iter().map(|&k| train_idx[k]).collect();
             let idx = Tensor::from_slice(&ids);
             let yb = y.index_select(0, &idx);
-            let (logits, aux) = forward(&take(&idx), &yb, true);
+            let (logits, aux) = forward(&ds.rows(&idx), &yb, true);
             let loss = total_loss(ds, (&logits, aux), (&yb, &idx), main_weight, aux_y);
             opt.backward_step(&loss);
             total += loss.double_value(&[]) * ids.len() as f64;
@@ -253,14 +242,12 @@ fn validate(
     aux_y: &[Tensor],
     forward: &Forward,
 ) -> (f64, f64, f64) {
-    let take =
-        |idx: &Tensor| -> Vec<Tensor> { ds.x.iter().map(|x| x.index_select(0, idx)).collect() };
     tch::no_grad(|| {
         let (mut parts, mut loss) = (Vec::new(), 0.0);
         for c in valid_idx.chunks(EVAL_CHUNK as usize) {
             let idx = Tensor::from_slice(c);
             let yb = y.index_select(0, &idx);
-            let (logits, aux) = forward(&take(&idx), &yb, false);
+            let (logits, aux) = forward(&ds.rows(&idx), &yb, false);
             let l = total_loss(ds, (&logits, aux), (&yb, &idx), main_weight, aux_y);
             loss += l.double_value(&[]) * c.len() as f64;
             parts.push(logits);

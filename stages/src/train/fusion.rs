@@ -6,9 +6,9 @@ use tch::nn::{self, Module};
 use tch::{Device, Tensor};
 
 use crate::params::{ParamSpec, ParamType};
-use crate::train::checkpoint::*;
-use crate::train::dataset::*;
-use crate::train::fit::*;
+use crate::train::checkpoint::{checkpoint_of, load_safetensors, model_table};
+use crate::train::dataset::{dataset, label_map, Dataset, Standardizer};
+use crate::train::fit::{chunked, curve_report, fit, Aux, Select, TrainCfg, COMMON};
 use crate::train::nets::uni2mul::{Encoder, Fusion, ATTENTIONS, FUSIONS};
 use crate::{Output, Params, RunCtx, Stage, StageError};
 

@@ -425,12 +425,7 @@ impl Stage for TrainJoint {
         let fwd = |x: &[Tensor], y: &Tensor, train: bool| net.forward_t(x, y, train);
         let trained = fit(&mut vs, &ds, &cfg, 1.0, &[], &fwd)?;
         let all: Vec<i64> = (0..ds.ids.len() as i64).collect();
-        let hidden = tch::no_grad(|| {
-            chunked(&all, &|i| {
-                let x: Vec<Tensor> = ds.x.iter().map(|x| x.index_select(0, i)).collect();
-                net.hidden_t(&x, false)
-            })
-        });
+        let hidden = tch::no_grad(|| chunked(&all, &|i| net.hidden_t(&ds.rows(i), false)));
         let config = json!({
             "model": model,
             "modalities": names.iter().collect::<String>(),

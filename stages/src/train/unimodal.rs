@@ -6,9 +6,9 @@ use tch::nn::{self};
 use tch::{Device, Tensor};
 
 use crate::params::{ParamSpec, ParamType};
-use crate::train::checkpoint::*;
-use crate::train::dataset::*;
-use crate::train::fit::*;
+use crate::train::checkpoint::model_table;
+use crate::train::dataset::dataset;
+use crate::train::fit::{curve_report, fit, Select, TrainCfg, COMMON};
 use crate::train::nets::uni2mul::{Encoder, ENCODERS};
 use crate::{Output, Params, RunCtx, Stage, StageError};
 

@@ -17,7 +17,7 @@ use crate::config::Plan;
 use crate::db::Db;
 use crate::registry::Registry;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct StageKey {
     pub key: String,
     /// The stage's identity without its inputs: per-item results are cached under it.

@@ -345,7 +345,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             maint::verify(&cache, fix)
         }
         Cmd::Kinds => {
-            print_kinds(&reg);
+            print!("{}", stages::registry::listing(reg.all()));
             Ok(0)
         }
     }
@@ -357,18 +357,4 @@ fn cache_dir(given: &Option<PathBuf>, default: &Path) -> PathBuf {
         .as_ref()
         .map(|c| absolute(c))
         .unwrap_or_else(|| default.to_path_buf())
-}
-
-/// `pipeline kinds`: every stage kind with its version, what it does and its params.
-fn print_kinds(reg: &Registry) {
-    for s in reg.all() {
-        println!("{} (v{}): {}", s.kind(), s.version(), s.about());
-        for p in s.params() {
-            let d = p
-                .default
-                .map(|d| format!(" = {d}"))
-                .unwrap_or_else(|| " (required)".into());
-            println!("    {}: {}{d}  — {}", p.name, p.ty.describe(), p.doc);
-        }
-    }
 }

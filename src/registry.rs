@@ -1,9 +1,12 @@
-//! The stage kinds this binary knows, looked up by name.
+//! The stage kinds this engine knows, looked up by name: every kind's declaration, and the
+//! computations it runs in its own process. The rest run in a worker process
+//! ([`crate::run::worker`]).
 
-use stages::Stage;
+use stages::{Kind, Stage};
 
 pub struct Registry {
-    stages: Vec<Box<dyn Stage>>,
+    kinds: Vec<Box<dyn Kind>>,
+    local: Vec<Box<dyn Stage>>,
 }
 
 impl Default for Registry {
@@ -15,19 +18,27 @@ impl Default for Registry {
 impl Registry {
     pub fn new() -> Self {
         Registry {
-            stages: stages::registry::registry(),
+            kinds: stages::registry::kinds(),
+            local: stages::registry::local(),
         }
     }
-    pub fn get(&self, kind: &str) -> Option<&dyn Stage> {
-        self.stages
+    pub fn get(&self, kind: &str) -> Option<&dyn Kind> {
+        self.kinds
             .iter()
             .find(|s| s.kind() == kind)
             .map(|s| s.as_ref())
     }
-    pub fn kinds(&self) -> Vec<&'static str> {
-        self.stages.iter().map(|s| s.kind()).collect()
+    /// The computation of `kind` when this process runs it itself.
+    pub fn local(&self, kind: &str) -> Option<&dyn Stage> {
+        self.local
+            .iter()
+            .find(|s| s.decl().kind() == kind)
+            .map(|s| s.as_ref())
     }
-    pub fn all(&self) -> impl Iterator<Item = &dyn Stage> {
-        self.stages.iter().map(|s| s.as_ref())
+    pub fn kinds(&self) -> Vec<&'static str> {
+        self.kinds.iter().map(|s| s.kind()).collect()
+    }
+    pub fn all(&self) -> impl Iterator<Item = &dyn Kind> {
+        self.kinds.iter().map(|s| s.as_ref())
     }
 }

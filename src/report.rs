@@ -14,6 +14,9 @@ pub enum Mode {
     Json,
     Bars,
     Plain,
+    /// A worker's: every call as a JSON line on stdout, for the engine to replay
+    /// ([`Reporter::replay`]).
+    Forward,
 }
 
 pub struct Reporter {
@@ -42,6 +45,37 @@ impl Reporter {
         }
     }
 
+    /// A worker process's reporter: see [`Mode::Forward`].
+    pub fn forward() -> Reporter {
+        let mut r = Reporter::new(true);
+        r.mode = Mode::Forward;
+        r
+    }
+
+    /// Replays one line of a worker's stdout; false if it is not a reporter event.
+    pub fn replay(&self, line: &str) -> bool {
+        let Ok(v) = serde_json::from_str::<J>(line) else {
+            return false;
+        };
+        let s = |k: &str| v[k].as_str().unwrap_or_default();
+        let n = |k: &str| v[k].as_u64().unwrap_or_default() as usize;
+        match s("event") {
+            "stage_start" => self.stage_start(
+                s("stage"),
+                s("key"),
+                v["items"].as_u64().map(|i| i as usize),
+            ),
+            "progress" => self.progress(s("stage"), n("done"), n("total")),
+            "item_error" => self.item_error(
+                s("stage"),
+                &ItemError::new(s("item"), s("field"), s("reason")),
+            ),
+            "line" => self.line(s("text")),
+            _ => return false,
+        }
+        true
+    }
+
     pub fn is_json(&self) -> bool {
         matches!(self.mode, Mode::Json)
     }
@@ -57,6 +91,7 @@ impl Reporter {
     pub fn line(&self, s: &str) {
         match self.mode {
             Mode::Json => {}
+            Mode::Forward => self.event(json!({"event": "line", "text": s})),
             Mode::Bars => self.multi.suspend(|| eprintln!("{s}")),
             Mode::Plain => {
                 let _g = self.out.lock().unwrap();
@@ -67,7 +102,7 @@ impl Reporter {
 
     pub fn stage_start(&self, stage: &str, key: &str, items: Option<usize>) {
         match self.mode {
-            Mode::Json => self
+            Mode::Json | Mode::Forward => self
                 .event(json!({"event": "stage_start", "stage": stage, "key": key, "items": items})),
             Mode::Bars => {
                 let pb = self.multi.add(ProgressBar::new(items.unwrap_or(0) as u64));
@@ -99,6 +134,8 @@ impl Reporter {
     pub fn progress(&self, stage: &str, done: usize, total: usize) {
         match self.mode {
             Mode::Json => {}
+            Mode::Forward => self
+                .event(json!({"event": "progress", "stage": stage, "done": done, "total": total})),
             Mode::Bars => {
                 if let Some((_, pb)) = self.bars.lock().unwrap().iter().find(|(s, _)| s == stage) {
                     pb.set_position(done as u64);
@@ -122,14 +159,14 @@ impl Reporter {
 
     pub fn item_error(&self, stage: &str, e: &ItemError) {
         match self.mode {
-            Mode::Json => self.event(json!({"event": "item_error", "stage": stage, "item": e.item, "field": e.field, "reason": e.reason})),
+            Mode::Json | Mode::Forward => self.event(json!({"event": "item_error", "stage": stage, "item": e.item, "field": e.field, "reason": e.reason})),
             _ => self.line(&format!("  item {} failed in {stage} [{}]: {}", e.item, e.field, e.reason)),
         }
     }
 
     pub fn stage_done(&self, stage: &str, outcome: &str, detail: &J, text: &str) {
         match self.mode {
-            Mode::Json => {
+            Mode::Json | Mode::Forward => {
                 let mut ev = json!({"event": "stage_done", "stage": stage, "outcome": outcome});
                 if let (Some(o), Some(d)) = (ev.as_object_mut(), detail.as_object()) {
                     o.extend(d.clone());

@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value as J;
 use serde_yaml_ng::{Mapping, Value as Y};
-use stages::Stage;
+use stages::Kind;
 
 use super::matrix::{cartesian, matrix_values};
 use super::params::{check_params, param_names};
@@ -38,7 +38,7 @@ pub(super) struct Top<'a> {
 struct Shared<'a> {
     base: &'a str,
     kind: &'a str,
-    stage: &'a dyn Stage,
+    stage: &'a dyn Kind,
     spec: &'a Mapping,
     raw_params: Mapping,
     resources: BTreeMap<String, J>,
@@ -94,7 +94,7 @@ impl<'a> Top<'a> {
         &self,
         base: &str,
         v: &'a Y,
-    ) -> Result<(&'a Mapping, String, &'a dyn Stage), ConfigError> {
+    ) -> Result<(&'a Mapping, String, &'a dyn Kind), ConfigError> {
         if base.contains(['[', ']', ',', '=']) || base.trim().is_empty() {
             let msg = format!("stage name `{base}` may not contain [ ] , =");
             return Err(self.err(base, &[], msg, None));

@@ -3,12 +3,12 @@
 use std::collections::BTreeMap;
 
 use serde_json::Value as J;
-use stages::{ParamSpec, Params, Stage};
+use stages::{Kind, ParamSpec, Params};
 
 use super::did_you_mean;
 
 pub(super) fn check_params(
-    stage: &dyn Stage,
+    stage: &dyn Kind,
     given: &BTreeMap<String, J>,
 ) -> Result<Params, (String, String, Option<String>)> {
     let specs = stage.params_for(given);

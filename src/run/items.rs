@@ -324,7 +324,7 @@ fn compute_rows(
 
 /// Shard `index` of `count`: the rows whose position modulo `count` is `index`, so long and
 /// short clips spread evenly and each row's owner does not depend on what is cached.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Shard {
     pub index: usize,
     pub count: usize,

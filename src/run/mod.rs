@@ -10,10 +10,16 @@ mod items;
 mod reports;
 mod scheduler;
 mod stage;
+pub mod worker;
 
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use anyhow::Result;
+use arrow::array::RecordBatch;
+use serde::{Deserialize, Serialize};
+use serde_json::Value as J;
 use stages::ItemError;
 
 use crate::config::Plan;
@@ -24,7 +30,33 @@ use crate::store::Store;
 
 pub use items::{parse_shard_ref, Shard};
 pub use scheduler::run;
-pub use stage::{exec_stage, explain};
+pub use stage::{exec_stage, execute, explain};
+
+/// Tables this process already holds, by key, so that a stage reads its inputs from memory when
+/// an earlier stage of the same run left them there.
+pub type Tables = Mutex<HashMap<String, Arc<RecordBatch>>>;
+
+/// One stage run, as the engine hands it to whoever computes it (itself, or a worker process
+/// reading it as JSON): everything needed to compute, store and record it.
+#[derive(Serialize, Deserialize)]
+pub struct Job {
+    pub cache: PathBuf,
+    pub root: PathBuf,
+    /// The pipeline file and the stage's line in it, for messages.
+    pub plan_file: PathBuf,
+    pub line: usize,
+    pub pipeline_id: String,
+    pub name: String,
+    pub kind: String,
+    /// The kind's code version the key was computed with: a worker built from other sources
+    /// than the engine refuses the job rather than store under a key that does not describe it.
+    pub version: u32,
+    pub params: BTreeMap<String, J>,
+    pub inputs: Vec<String>,
+    pub key: StageKey,
+    pub input_keys: Vec<String>,
+    pub shard: Option<Shard>,
+}
 
 pub struct RunOpts {
     pub targets: Vec<String>,
@@ -75,7 +107,8 @@ impl Env<'_> {
 /// What became of one stage in this run: its name, key, and result.
 pub(crate) type Finished = (String, Option<String>, Result<StageRun, String>);
 
-pub(crate) struct StageRun {
+#[derive(Serialize, Deserialize)]
+pub struct StageRun {
     pub outcome: Outcome,
     pub secs: f64,
     pub computed: usize,
@@ -97,7 +130,7 @@ impl StageRun {
 }
 
 /// How a stage that did not fail ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Outcome {
     /// Computed now and recorded.
     Ran,

@@ -2,16 +2,16 @@
 //! order, `-j` at a time, each on a thread of its own, and record the run.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{mpsc, Mutex};
+use std::sync::mpsc;
 use std::time::Instant;
 
 use anyhow::{anyhow, Result};
 use serde_json::json;
 
-use super::stage::{execute, explain, update_state};
+use super::stage::{dispatch, explain, update_state};
 use super::{
-    panic_text, Env, Finished, Outcome, Planned, RunOpts, StageRun, EXIT_FAILED, EXIT_OK,
-    EXIT_PARTIAL,
+    panic_text, Env, Finished, Job, Outcome, Planned, RunOpts, StageRun, Tables, EXIT_FAILED,
+    EXIT_OK, EXIT_PARTIAL,
 };
 use crate::db::Db;
 use crate::keys::StageKey;
@@ -163,7 +163,7 @@ impl Book {
 
     /// Starts every stage whose inputs are done, up to `-j` at a time, until none is left.
     fn schedule(&mut self, env: &Env, opts: &RunOpts, rep: &Reporter) -> Result<()> {
-        let tables = Mutex::new(HashMap::new());
+        let tables = Tables::default();
         let (tx, rx) = mpsc::channel::<Done>();
         let mut running = 0usize;
         let mut stop = self.results.values().any(|r| r.2.is_err()) && !opts.keep_going;
@@ -193,8 +193,8 @@ impl Book {
                         // A panic inside a stage (a library's assertion) fails that stage like
                         // an error would; otherwise the run would wait for it forever.
                         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                            execute(env, rep, idx, &key, &input_keys, tables, None)
-                                .map_err(|e| format!("{e:#}"))
+                            let job = Job::new(env, idx, &key, &input_keys);
+                            dispatch(env, rep, &job, tables).map_err(|e| format!("{e:#}"))
                         }))
                         .unwrap_or_else(|p| Err(format!("the stage panicked: {}", panic_text(&p))));
                         let _ = tx.send(Done { idx, result });

@@ -3,19 +3,20 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{anyhow, Context, Result};
 use arrow::array::RecordBatch;
 use serde_json::json;
-use stages::{ItemError, Mode as StageMode, RunCtx};
+use stages::{ItemError, Mode as StageMode, Params, RunCtx, Stage};
 
 use super::items::{run_items, ItemRun, Shard, StoreShards};
-use super::{Env, Outcome, StageRun, EXIT_FAILED, EXIT_OK};
+use super::{Env, Job, Outcome, StageRun, Tables, EXIT_FAILED, EXIT_OK};
 use crate::db::{now, Artifact, Db};
 use crate::keys::{self, short, StageKey};
 use crate::report::Reporter;
+use crate::store::Store;
 
 /// `pipeline exec`: one stage, on its own, whose inputs are already in the cache: what a
 /// cluster job runs. With `shard`, only that shard's items are computed and cached; the
@@ -92,8 +93,10 @@ pub fn exec_stage(
         db.end_run(run_id, EXIT_OK)?;
         return Ok(EXIT_OK);
     }
-    let tables = Mutex::new(HashMap::new());
-    let res = execute(env, rep, idx, &key, &input_keys, &tables, shard);
+    let tables = Tables::default();
+    let mut job = Job::new(env, idx, &key, &input_keys);
+    job.shard = shard;
+    let res = dispatch(env, rep, &job, &tables);
     let label = match shard {
         Some(sh) => format!("{name} shard {}/{}", sh.index, sh.count),
         None => name.to_string(),
@@ -162,98 +165,124 @@ pub fn explain(db: &Db, pipeline: &str, stage: &str, k: &StageKey) -> Result<Vec
     })
 }
 
-pub(super) fn execute(
-    env: &Env,
-    rep: &Reporter,
-    idx: usize,
-    key: &StageKey,
-    input_keys: &[String],
-    tables: &Mutex<HashMap<String, Arc<RecordBatch>>>,
-    shard: Option<Shard>,
-) -> Result<StageRun> {
+/// A stage run for `execute`: built by the engine from its plan, or read by a worker process.
+impl Job {
+    pub(super) fn new(env: &Env, idx: usize, key: &StageKey, input_keys: &[String]) -> Job {
+        let s = &env.plan.stages[idx];
+        let decl = env.reg.get(&s.kind).expect("validated kind");
+        Job {
+            cache: env.cache.clone(),
+            root: env.plan.root.clone(),
+            plan_file: env.plan.file.clone(),
+            line: s.line,
+            pipeline_id: env.pipeline_id.clone(),
+            name: s.name.clone(),
+            kind: s.kind.clone(),
+            version: decl.version(),
+            params: s.params.0.clone(),
+            inputs: s.inputs.clone(),
+            key: key.clone(),
+            input_keys: input_keys.to_vec(),
+            shard: None,
+        }
+    }
+}
+
+/// Runs a job where its kind computes: in this process for the kinds the engine links, else in
+/// a worker process.
+pub(super) fn dispatch(env: &Env, rep: &Reporter, job: &Job, tables: &Tables) -> Result<StageRun> {
+    match env.reg.local(&job.kind) {
+        Some(stage) => execute(job, stage, rep, tables),
+        None => super::worker::run(job, rep),
+    }
+}
+
+/// Computes and records one stage run: under its key's lock, unless another process recorded
+/// it meanwhile.
+pub fn execute(job: &Job, stage: &dyn Stage, rep: &Reporter, tables: &Tables) -> Result<StageRun> {
     let t0 = Instant::now();
-    let s = &env.plan.stages[idx];
-    let stage = env.reg.get(&s.kind).expect("validated kind");
-    let mut db = Db::open(&env.cache)?;
+    let (key, shard) = (&job.key, job.shard);
+    let store = Store::open(&job.cache)?;
+    let mut db = Db::open(&job.cache)?;
     // Shards of one stage run side by side; only whoever records the artifact takes the lock.
-    let lock = File::create(env.store.lock_path(&key.key))?;
+    let lock = File::create(store.lock_path(&key.key))?;
     if shard.is_none() {
         lock.lock().context("locking the stage key")?;
     }
     if db
         .artifact(&key.key)?
-        .is_some_and(|a| env.store.object_path(&a.object).exists())
+        .is_some_and(|a| store.object_path(&a.object).exists())
     {
         // Another process computed it while we waited for the lock.
         let errors = db.item_errors(&key.key)?;
-        update_state(&db, &env.pipeline_id, &s.name, key)?;
+        update_state(&db, &job.pipeline_id, &job.name, key)?;
         return Ok(StageRun::cached(t0.elapsed().as_secs_f64(), errors));
     }
-    let inputs = load_inputs(env, &db, input_keys, tables)?;
-    let shards = StoreShards(&env.store);
+    let inputs = load_inputs(&store, &db, &job.input_keys, tables)?;
+    let shards = StoreShards(&store);
+    let params = Params(job.params.clone());
     let ctx = RunCtx {
-        params: &s.params,
-        root: &env.plan.root,
+        params: &params,
+        root: &job.root,
         inputs,
-        input_names: &s.inputs,
+        input_names: &job.inputs,
         files: &key.files,
         shards: &shards,
     };
-    let mode = stage.mode(&s.params);
+    let mode = stage.decl().mode(&params);
     if shard.is_some() && matches!(mode, StageMode::Table) {
         anyhow::bail!(
             "{}: a `{}` stage computes one table, not per-clip items, so it cannot be split into shards",
-            s.name,
-            s.kind
+            job.name,
+            job.kind
         );
     }
     let (table, errors, computed, reused) = match mode {
         StageMode::Table => {
-            rep.stage_start(&s.name, &key.key, None);
-            let out = stage
-                .run(&ctx)
-                .map_err(|e| anyhow!("{} ({}:{}): {e}", s.name, env.plan.file.display(), s.line))?;
+            rep.stage_start(&job.name, &key.key, None);
+            let out = stage.run(&ctx).map_err(|e| {
+                anyhow!(
+                    "{} ({}:{}): {e}",
+                    job.name,
+                    job.plan_file.display(),
+                    job.line
+                )
+            })?;
+            // Per-item stages report their failures as they happen.
+            for e in &out.errors {
+                rep.item_error(&job.name, e);
+            }
             (out.table, out.errors, 0, 0)
         }
         StageMode::PerItem { id_column, reads } | StageMode::Sharded { id_column, reads } => {
-            let job = ItemRun {
+            let run = ItemRun {
                 stage,
                 ctx: &ctx,
                 rep,
-                name: &s.name,
+                name: &job.name,
                 key,
                 id_column,
                 reads,
-                shard_store: matches!(mode, StageMode::Sharded { .. }).then_some(&env.store),
+                shard_store: matches!(mode, StageMode::Sharded { .. }).then_some(&store),
             };
-            run_items(&job, &mut db, shard)?
+            run_items(&run, &mut db, shard)?
         }
     };
-    if shard.is_some() {
+    let outcome = if shard.is_some() {
         // The items are in the index; the job that gathers them records the artifact.
-        return Ok(StageRun {
-            outcome: Outcome::Shard,
-            secs: t0.elapsed().as_secs_f64(),
-            computed,
-            reused,
-            errors,
-        });
-    }
-    if matches!(stage.mode(&s.params), StageMode::Table) {
-        // Per-item stages report their failures as they happen.
-        for e in &errors {
-            rep.item_error(&s.name, e);
-        }
-    }
-    record_artifact(env, &mut db, idx, key, (&table, &errors))?;
-    update_state(&db, &env.pipeline_id, &s.name, key)?;
-    tables
-        .lock()
-        .unwrap()
-        .insert(key.key.clone(), Arc::new(table));
+        Outcome::Shard
+    } else {
+        record_artifact(&store, &mut db, job, (&table, &errors))?;
+        update_state(&db, &job.pipeline_id, &job.name, key)?;
+        tables
+            .lock()
+            .unwrap()
+            .insert(key.key.clone(), Arc::new(table));
+        Outcome::Ran
+    };
     drop(lock);
     Ok(StageRun {
-        outcome: Outcome::Ran,
+        outcome,
         secs: t0.elapsed().as_secs_f64(),
         computed,
         reused,
@@ -263,10 +292,10 @@ pub(super) fn execute(
 
 /// The input tables, from this run's memory where an earlier stage left them, else the store.
 fn load_inputs(
-    env: &Env,
+    store: &Store,
     db: &Db,
     input_keys: &[String],
-    tables: &Mutex<HashMap<String, Arc<RecordBatch>>>,
+    tables: &Tables,
 ) -> Result<Vec<Arc<RecordBatch>>> {
     let mut inputs = Vec::new();
     for k in input_keys {
@@ -277,7 +306,7 @@ fn load_inputs(
                 let a = db.artifact(k)?.ok_or_else(|| {
                     anyhow!("input artifact {} vanished from the index", short(k))
                 })?;
-                let t = env.store.get_table(&a.object)?;
+                let t = store.get_table(&a.object)?;
                 tables.lock().unwrap().insert(k.clone(), t.clone());
                 t
             }
@@ -290,14 +319,13 @@ fn load_inputs(
 /// Stores the table as an object, then records it in the index: the artifact exists only once
 /// its object is durably in place.
 fn record_artifact(
-    env: &Env,
+    store: &Store,
     db: &mut Db,
-    idx: usize,
-    key: &StageKey,
+    job: &Job,
     (table, errors): (&RecordBatch, &[ItemError]),
 ) -> Result<()> {
-    let s = &env.plan.stages[idx];
-    let (object, bytes) = env.store.put_table(table)?;
+    let (key, s) = (&job.key, job);
+    let (object, bytes) = store.put_table(table)?;
     let schema = table
         .schema()
         .fields()

@@ -1,10 +1,12 @@
-//! The stage library. Every stage sits behind the [`Stage`] trait: it declares its kind, a code
-//! version, the params it reads and how many inputs it takes, and computes a table either whole
-//! or one item (clip) at a time. Scheduling, caching and storage belong to the engine.
+//! The stage library's light half: every stage kind's declaration ([`Kind`]: a code version,
+//! typed params, inputs, per-clip mode, external files and reports), and the kinds that compute
+//! without FFmpeg, OpenCV or libtorch ([`Stage`]: data, features, metrics). The engine links
+//! this crate to plan, key and report; the worker (`stages/worker`) links it too and adds the
+//! media, embedding and training computations. Scheduling, caching and storage belong to the
+//! engine.
 
 pub mod params;
 pub mod table;
-pub mod torch;
 
 pub mod data;
 pub mod embed;
@@ -113,7 +115,7 @@ pub trait ShardReader: Sync {
 /// `None` means the file was missing or unreadable.
 pub type FileHashes = BTreeMap<PathBuf, Option<FileInfo>>;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FileInfo {
     pub hash: String,
     pub size: u64,
@@ -152,7 +154,9 @@ impl RunCtx<'_> {
     }
 }
 
-pub trait Stage: Send + Sync {
+/// What the engine knows of a stage kind without computing it: everything that goes into its
+/// key, and how to show a finished table.
+pub trait Kind: Send + Sync {
     fn kind(&self) -> &'static str;
     /// Bump when the stage's output for the same inputs changes; it is part of every cache key.
     fn version(&self) -> u32;
@@ -166,19 +170,12 @@ pub trait Stage: Send + Sync {
     }
     /// Minimum and maximum number of input tables.
     fn arity(&self) -> (usize, usize);
-    fn mode(&self, _params: &crate::Params) -> Mode {
+    fn mode(&self, _params: &Params) -> Mode {
         Mode::Table
     }
     /// Files outside the cache that the output depends on (manifests, media, model weights).
     fn external_files(&self, _ctx: &PlanCtx) -> Result<Vec<PathBuf>, StageError> {
         Ok(Vec::new())
-    }
-    /// Whole-table computation (`Mode::Table`).
-    fn run(&self, _ctx: &RunCtx) -> Result<Output, StageError> {
-        Err(StageError::Other(format!(
-            "stage kind `{}` computes per item",
-            self.kind()
-        )))
     }
     /// A short human-readable account of a finished table, printed at the end of a run that
     /// selected this stage (dataset counts, metrics). Most stages have none.
@@ -203,13 +200,27 @@ pub trait Stage: Send + Sync {
     ) -> Vec<(String, Result<Vec<u8>, String>)> {
         Vec::new()
     }
+}
+
+/// A kind's computation. The engine runs the ones in [`registry::local`] in its own process;
+/// the worker runs every kind.
+pub trait Stage: Send + Sync {
+    /// The kind this computes.
+    fn decl(&self) -> &dyn Kind;
+    /// Whole-table computation (`Mode::Table`).
+    fn run(&self, _ctx: &RunCtx) -> Result<Output, StageError> {
+        Err(StageError::Other(format!(
+            "stage kind `{}` computes per item",
+            self.decl().kind()
+        )))
+    }
     /// Per-item computation (`Mode::PerItem`): `row` indexes the first input. The engine adds
     /// the id column to the returned rows. An `Err` is recorded against the item.
     fn run_item(&self, _ctx: &RunCtx, _row: usize) -> Result<RecordBatch, ItemError> {
         Err(ItemError::new(
             "",
             "",
-            format!("stage kind `{}` computes whole tables", self.kind()),
+            format!("stage kind `{}` computes whole tables", self.decl().kind()),
         ))
     }
     /// How many items a per-item stage wants per [`Stage::run_batch`] call. `None` (most stages)

@@ -1,25 +1,21 @@
-//! Every stage kind this build knows, by family. Kept apart from the trait so that no stage
-//! imports the list that imports it.
+//! Every stage kind's declaration, and the kinds this crate computes. Kept apart from the trait
+//! so that no stage imports the list that imports it.
 
 use crate::data::{command, ingest, labels, split, summary};
-use crate::embed::pretrained as embed;
 use crate::features::{channels, sequence, spectrum};
-use crate::media::{audio, decode, face, probe};
-use crate::metrics::evaluate;
-use crate::metrics::{aggregate, compare};
-use crate::train::{export_hidden, fusion, joint, linprobe, unimodal};
-use crate::Stage;
+use crate::metrics::{aggregate, compare, evaluate};
+use crate::{embed, media, train, Kind, Stage};
 
-/// Every stage kind this build knows.
-pub fn registry() -> Vec<Box<dyn Stage>> {
+/// Every stage kind, declared.
+pub fn kinds() -> Vec<Box<dyn Kind>> {
     vec![
         Box::new(ingest::Ingest),
         Box::new(labels::Labels),
         Box::new(split::Split),
-        Box::new(probe::Probe),
-        Box::new(audio::Audio),
-        Box::new(decode::Decode),
-        Box::new(face::FaceCrop),
+        Box::new(media::Probe),
+        Box::new(media::Audio),
+        Box::new(media::Decode),
+        Box::new(media::FaceCrop),
         Box::new(spectrum::LogMel),
         Box::new(spectrum::Mfcc),
         Box::new(sequence::Segment),
@@ -27,16 +23,61 @@ pub fn registry() -> Vec<Box<dyn Stage>> {
         Box::new(channels::FaceGeometry),
         Box::new(channels::Concat),
         Box::new(summary::Summary),
-        Box::new(embed::Embed::default()),
+        Box::new(embed::Embed),
         Box::new(embed::Pixels),
-        Box::new(unimodal::TrainUnimodal),
-        Box::new(export_hidden::ExportHidden),
-        Box::new(fusion::TrainFusion),
-        Box::new(joint::TrainJoint),
+        Box::new(train::TrainUnimodal),
+        Box::new(train::ExportHidden),
+        Box::new(train::TrainFusion),
+        Box::new(train::TrainJoint),
         Box::new(evaluate::Evaluate),
-        Box::new(linprobe::LinearProbe),
+        Box::new(train::LinearProbe),
         Box::new(aggregate::Aggregate),
         Box::new(compare::Compare),
         Box::new(command::Command),
     ]
+}
+
+/// The kinds that compute with this crate alone (no FFmpeg, OpenCV or libtorch): the engine
+/// runs them in its own process.
+pub fn local() -> Vec<Box<dyn Stage>> {
+    vec![
+        Box::new(ingest::Ingest),
+        Box::new(labels::Labels),
+        Box::new(split::Split),
+        Box::new(spectrum::LogMel),
+        Box::new(spectrum::Mfcc),
+        Box::new(sequence::Segment),
+        Box::new(sequence::Pad),
+        Box::new(channels::FaceGeometry),
+        Box::new(channels::Concat),
+        Box::new(summary::Summary),
+        Box::new(evaluate::Evaluate),
+        Box::new(aggregate::Aggregate),
+        Box::new(compare::Compare),
+        Box::new(command::Command),
+    ]
+}
+
+/// `pipeline kinds`: each kind, by name, with its version, what it does and its params. The worker prints
+/// the same listing of what it computes, so the two can be compared.
+pub fn listing<'a>(kinds: impl Iterator<Item = &'a dyn Kind>) -> String {
+    let mut kinds: Vec<&dyn Kind> = kinds.collect();
+    kinds.sort_by_key(|k| k.kind());
+    let mut out = String::new();
+    for s in kinds {
+        out.push_str(&format!("{} (v{}): {}\n", s.kind(), s.version(), s.about()));
+        for p in s.params() {
+            let d = p
+                .default
+                .map(|d| format!(" = {d}"))
+                .unwrap_or_else(|| " (required)".into());
+            out.push_str(&format!(
+                "    {}: {}{d}  — {}\n",
+                p.name,
+                p.ty.describe(),
+                p.doc
+            ));
+        }
+    }
+    out
 }

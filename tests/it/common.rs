@@ -10,6 +10,25 @@ use serde_json::Value;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_pipeline");
 
+/// Builds `pipeline-worker` beside `BIN`, once per test binary: it is another package's binary,
+/// so cargo does not build it for this one's tests, and a stale one would run old stage code.
+pub fn ensure_worker() {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut c = Command::new(cargo);
+        c.args(["build", "--quiet", "-p", "pipeline-worker"]);
+        if Path::new(BIN)
+            .parent()
+            .is_some_and(|d| d.ends_with("release"))
+        {
+            c.arg("--release");
+        }
+        let st = c.status().expect("cargo");
+        assert!(st.success(), "building pipeline-worker failed");
+    });
+}
+
 pub const PIPELINE: &str = "\
 vars:
   data: data
@@ -128,6 +147,7 @@ impl Project {
     }
 
     pub fn cmd(&self, args: &[&str]) -> Command {
+        ensure_worker();
         let mut c = Command::new(BIN);
         c.args(args)
             .current_dir(self.root())

@@ -526,12 +526,15 @@ fn every_study_has_a_table_main() {
         if path.file_name().and_then(|n| n.to_str()) == Some("default.yaml") {
             continue;
         }
-        let out = std::process::Command::new(BIN)
-            .args(["dag", "-p"])
-            .arg(&path)
-            .current_dir(root)
-            .output()
-            .unwrap();
+        let out = {
+            ensure_worker();
+            std::process::Command::new(BIN)
+        }
+        .args(["dag", "-p"])
+        .arg(&path)
+        .current_dir(root)
+        .output()
+        .unwrap();
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(
             out.status.success() && text.contains("table_main"),

@@ -38,10 +38,13 @@ fn text(out: &Output) -> String {
 
 #[test]
 fn run_help() {
-    let out = std::process::Command::new(BIN)
-        .args(["run", "--help"])
-        .output()
-        .unwrap();
+    let out = {
+        ensure_worker();
+        std::process::Command::new(BIN)
+    }
+    .args(["run", "--help"])
+    .output()
+    .unwrap();
     masked(None).bind(|| insta::assert_snapshot!("run_help", text(&out)));
 }
 

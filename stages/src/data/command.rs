@@ -25,7 +25,7 @@ use arrow::record_batch::RecordBatch;
 
 use crate::params::{ParamSpec, ParamType};
 use crate::table::{batch, str_col, strings, u64s};
-use crate::{resolve, ItemError, Mode, Output, PlanCtx, RunCtx, Stage, StageError};
+use crate::{resolve, ItemError, Kind, Mode, Output, PlanCtx, RunCtx, Stage, StageError};
 
 pub struct Command;
 
@@ -65,7 +65,7 @@ const PARAMS: &[ParamSpec] = &[
 /// How many bytes of a failed command's stderr an error quotes.
 const STDERR_TAIL: usize = 2000;
 
-impl Stage for Command {
+impl Kind for Command {
     fn kind(&self) -> &'static str {
         "command"
     }
@@ -108,6 +108,12 @@ impl Stage for Command {
             ));
         }
         Ok(files)
+    }
+}
+
+impl Stage for Command {
+    fn decl(&self) -> &dyn Kind {
+        self
     }
 
     fn run_item(&self, ctx: &RunCtx, row: usize) -> Result<RecordBatch, ItemError> {

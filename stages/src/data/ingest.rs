@@ -19,7 +19,7 @@ use arrow::record_batch::RecordBatch;
 
 use crate::params::{ParamSpec, ParamType};
 use crate::table::{batch, f64s, opt_strings, strings, u64s};
-use crate::{resolve, FileInfo, ItemError, Output, PlanCtx, RunCtx, Stage, StageError};
+use crate::{resolve, FileInfo, ItemError, Kind, Output, PlanCtx, RunCtx, Stage, StageError};
 
 pub struct Ingest;
 
@@ -318,7 +318,7 @@ fn csv_err(file: &Path, e: csv::Error) -> StageError {
     }
 }
 
-impl Stage for Ingest {
+impl Kind for Ingest {
     fn kind(&self) -> &'static str {
         "ingest"
     }
@@ -346,6 +346,12 @@ impl Stage for Ingest {
             files.extend(r.audio);
         }
         Ok(files)
+    }
+}
+
+impl Stage for Ingest {
+    fn decl(&self) -> &dyn Kind {
+        self
     }
     fn run(&self, ctx: &RunCtx) -> Result<Output, StageError> {
         let Manifest {

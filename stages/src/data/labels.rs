@@ -28,7 +28,7 @@ use arrow::array::Array;
 use crate::metrics::mmsa::{classes, three_way};
 use crate::params::{ParamSpec, ParamType};
 use crate::table::{batch, f64_col, f64s, i64s, opt_f64, str_col, strings};
-use crate::{ItemError, Output, RunCtx, Stage, StageError};
+use crate::{ItemError, Kind, Output, RunCtx, Stage, StageError};
 
 pub struct Labels;
 
@@ -59,7 +59,7 @@ const PARAMS: &[ParamSpec] = &[
     ),
 ];
 
-impl Stage for Labels {
+impl Kind for Labels {
     fn kind(&self) -> &'static str {
         "labels"
     }
@@ -74,6 +74,12 @@ impl Stage for Labels {
     }
     fn arity(&self) -> (usize, usize) {
         (1, 1)
+    }
+}
+
+impl Stage for Labels {
+    fn decl(&self) -> &dyn Kind {
+        self
     }
     fn run(&self, ctx: &RunCtx) -> Result<Output, StageError> {
         let scale = ctx.params.str("scale")?;

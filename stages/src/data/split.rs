@@ -13,7 +13,7 @@ use arrow::record_batch::RecordBatch;
 
 use crate::params::{ParamSpec, ParamType};
 use crate::table::{batch, i64s, opt_str, str_col, strings};
-use crate::{ItemError, Output, RunCtx, Stage, StageError};
+use crate::{ItemError, Kind, Output, RunCtx, Stage, StageError};
 
 pub struct Split;
 
@@ -70,7 +70,7 @@ fn cut(n: usize, ratios: &[f64]) -> [usize; 3] {
     [c1.min(n), c2.min(n), n]
 }
 
-impl Stage for Split {
+impl Kind for Split {
     fn kind(&self) -> &'static str {
         "split"
     }
@@ -85,6 +85,12 @@ impl Stage for Split {
     }
     fn arity(&self) -> (usize, usize) {
         (1, 1)
+    }
+}
+
+impl Stage for Split {
+    fn decl(&self) -> &dyn Kind {
+        self
     }
     fn run(&self, ctx: &RunCtx) -> Result<Output, StageError> {
         let t = &ctx.inputs[0];

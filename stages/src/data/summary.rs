@@ -9,7 +9,7 @@ use arrow::record_batch::RecordBatch;
 
 use crate::params::{ParamSpec, ParamType};
 use crate::table::{batch, col, i64s, str_col, strings, u64s};
-use crate::{Output, Params, RunCtx, Stage, StageError};
+use crate::{Kind, Output, Params, RunCtx, Stage, StageError};
 
 pub struct Summary;
 
@@ -23,7 +23,7 @@ const PARAMS: &[ParamSpec] = &[ParamSpec::new(
 pub const NO_CLASS: &str = "(no class)";
 const SPLITS: [&str; 3] = ["train", "valid", "test"];
 
-impl Stage for Summary {
+impl Kind for Summary {
     fn kind(&self) -> &'static str {
         "summary"
     }
@@ -38,50 +38,6 @@ impl Stage for Summary {
     }
     fn arity(&self) -> (usize, usize) {
         (2, 2)
-    }
-    fn run(&self, ctx: &RunCtx) -> Result<Output, StageError> {
-        let target = ctx.params.str("target")?;
-        let (labels, split) = (&ctx.inputs[0], &ctx.inputs[1]);
-        let (l_id, l_target, l_name) = (
-            str_col(labels, "clip_id")?,
-            str_col(labels, "target")?,
-            str_col(labels, "class_name")?,
-        );
-        let class_of: HashMap<&str, &str> = (0..labels.num_rows())
-            .filter(|&i| l_target.value(i) == target)
-            .map(|i| (l_id.value(i), l_name.value(i)))
-            .collect();
-        let (s_id, s_split) = (str_col(split, "clip_id")?, str_col(split, "split")?);
-        let s_fold = col::<Int64Array>(split, "fold")?;
-        let mut counts: BTreeMap<(i64, usize, &str), u64> = BTreeMap::new();
-        for i in 0..split.num_rows() {
-            let fold = if s_fold.is_null(i) {
-                0
-            } else {
-                s_fold.value(i)
-            };
-            let sp = s_split.value(i);
-            let order = SPLITS.iter().position(|s| *s == sp).unwrap_or(SPLITS.len());
-            let class = class_of.get(s_id.value(i)).copied().unwrap_or(NO_CLASS);
-            *counts.entry((fold, order, class)).or_default() += 1;
-        }
-        let split_name = |o: usize| SPLITS.get(o).copied().unwrap_or("other");
-        let table = batch(vec![
-            ("fold", i64s(counts.keys().map(|k| Some(k.0)).collect())),
-            (
-                "split",
-                strings(&counts.keys().map(|k| split_name(k.1)).collect::<Vec<_>>()),
-            ),
-            (
-                "class_name",
-                strings(&counts.keys().map(|k| k.2).collect::<Vec<_>>()),
-            ),
-            ("clips", u64s(counts.values().copied().collect())),
-        ])?;
-        Ok(Output {
-            table,
-            errors: Vec::new(),
-        })
     }
     fn reports(&self) -> bool {
         true
@@ -139,5 +95,55 @@ impl Stage for Summary {
             out += &format!("  {:>6}\n", v.iter().sum::<u64>());
         }
         Some(out.trim_end().to_string())
+    }
+}
+
+impl Stage for Summary {
+    fn decl(&self) -> &dyn Kind {
+        self
+    }
+    fn run(&self, ctx: &RunCtx) -> Result<Output, StageError> {
+        let target = ctx.params.str("target")?;
+        let (labels, split) = (&ctx.inputs[0], &ctx.inputs[1]);
+        let (l_id, l_target, l_name) = (
+            str_col(labels, "clip_id")?,
+            str_col(labels, "target")?,
+            str_col(labels, "class_name")?,
+        );
+        let class_of: HashMap<&str, &str> = (0..labels.num_rows())
+            .filter(|&i| l_target.value(i) == target)
+            .map(|i| (l_id.value(i), l_name.value(i)))
+            .collect();
+        let (s_id, s_split) = (str_col(split, "clip_id")?, str_col(split, "split")?);
+        let s_fold = col::<Int64Array>(split, "fold")?;
+        let mut counts: BTreeMap<(i64, usize, &str), u64> = BTreeMap::new();
+        for i in 0..split.num_rows() {
+            let fold = if s_fold.is_null(i) {
+                0
+            } else {
+                s_fold.value(i)
+            };
+            let sp = s_split.value(i);
+            let order = SPLITS.iter().position(|s| *s == sp).unwrap_or(SPLITS.len());
+            let class = class_of.get(s_id.value(i)).copied().unwrap_or(NO_CLASS);
+            *counts.entry((fold, order, class)).or_default() += 1;
+        }
+        let split_name = |o: usize| SPLITS.get(o).copied().unwrap_or("other");
+        let table = batch(vec![
+            ("fold", i64s(counts.keys().map(|k| Some(k.0)).collect())),
+            (
+                "split",
+                strings(&counts.keys().map(|k| split_name(k.1)).collect::<Vec<_>>()),
+            ),
+            (
+                "class_name",
+                strings(&counts.keys().map(|k| k.2).collect::<Vec<_>>()),
+            ),
+            ("clips", u64s(counts.values().copied().collect())),
+        ])?;
+        Ok(Output {
+            table,
+            errors: Vec::new(),
+        })
     }
 }

@@ -21,7 +21,7 @@ use crate::features::matrix::Matrix;
 use crate::params::{ParamSpec, ParamType};
 use crate::table::f32_lists;
 use crate::table::{batch, col, f64_col, i64s, str_col};
-use crate::{ItemError, Mode, Params, RunCtx, Stage, StageError};
+use crate::{ItemError, Kind, Mode, Params, RunCtx, Stage, StageError};
 
 const MODE: Mode = Mode::Sharded {
     id_column: "clip_id",
@@ -73,7 +73,7 @@ pub fn geometry(lm: &[[f64; 2]; 5], bbox: [f64; 4], prob: f64) -> [f32; GEOMETRY
 
 pub struct FaceGeometry;
 
-impl Stage for FaceGeometry {
+impl Kind for FaceGeometry {
     fn kind(&self) -> &'static str {
         "face_geometry"
     }
@@ -91,6 +91,12 @@ impl Stage for FaceGeometry {
     }
     fn mode(&self, _params: &Params) -> Mode {
         MODE
+    }
+}
+
+impl Stage for FaceGeometry {
+    fn decl(&self) -> &dyn Kind {
+        self
     }
     fn run_item(&self, ctx: &RunCtx, row: usize) -> Result<RecordBatch, ItemError> {
         let fail = |field: &str, reason: String| ItemError::new("", field, reason);
@@ -191,7 +197,7 @@ fn kept(p: &Params, input_names: &[String]) -> Result<Vec<usize>, StageError> {
         .collect()
 }
 
-impl Stage for Concat {
+impl Kind for Concat {
     fn kind(&self) -> &'static str {
         "concat"
     }
@@ -209,6 +215,12 @@ impl Stage for Concat {
     }
     fn mode(&self, _params: &Params) -> Mode {
         MODE
+    }
+}
+
+impl Stage for Concat {
+    fn decl(&self) -> &dyn Kind {
+        self
     }
     fn run_item(&self, ctx: &RunCtx, row: usize) -> Result<RecordBatch, ItemError> {
         let keep = kept(ctx.params, ctx.input_names)

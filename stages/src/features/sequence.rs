@@ -7,7 +7,7 @@ use crate::features::matrix::read_matrix;
 use crate::features::spectrum::MODE;
 use crate::params::{ParamSpec, ParamType};
 use crate::table::{batch, f32_lists, f64s, i64s};
-use crate::{ItemError, Mode, RunCtx, Stage, StageError};
+use crate::{ItemError, Kind, Mode, RunCtx, Stage, StageError};
 
 /// `segment`: cuts each clip's feature sequence into fixed windows of `frames` steps every
 /// `hop` steps (MER-SEM-MBT: 960 ms x 64 mel patches = 96 frames at a 10 ms hop).
@@ -24,7 +24,7 @@ const SEGMENT_PARAMS: &[ParamSpec] = &[
     ),
 ];
 
-impl Stage for Segment {
+impl Kind for Segment {
     fn kind(&self) -> &'static str {
         "segment"
     }
@@ -42,6 +42,12 @@ impl Stage for Segment {
     }
     fn mode(&self, _params: &crate::Params) -> Mode {
         MODE
+    }
+}
+
+impl Stage for Segment {
+    fn decl(&self) -> &dyn Kind {
+        self
     }
     fn run_item(&self, ctx: &RunCtx, row: usize) -> Result<RecordBatch, ItemError> {
         let p = |e: StageError| ItemError::new("", "params", e.to_string());
@@ -116,7 +122,7 @@ pub fn uniform_rows(n: usize, steps: usize) -> Vec<usize> {
         .collect()
 }
 
-impl Stage for Pad {
+impl Kind for Pad {
     fn kind(&self) -> &'static str {
         "pad"
     }
@@ -134,6 +140,12 @@ impl Stage for Pad {
     }
     fn mode(&self, _params: &crate::Params) -> Mode {
         MODE
+    }
+}
+
+impl Stage for Pad {
+    fn decl(&self) -> &dyn Kind {
+        self
     }
     fn run_item(&self, ctx: &RunCtx, row: usize) -> Result<RecordBatch, ItemError> {
         let p = |e: StageError| ItemError::new("", "params", e.to_string());

@@ -10,7 +10,7 @@ use crate::features::spectral::{PadMode, SpecConfig, Spectral};
 use crate::params::{ParamSpec, ParamType};
 use crate::table::f32_lists;
 use crate::table::{batch, col, f64s, i64s};
-use crate::{ItemError, Mode, Params, RunCtx, Stage, StageError};
+use crate::{ItemError, Kind, Mode, Params, RunCtx, Stage, StageError};
 
 macro_rules! spectral_params {
     ($($extra:expr),* $(,)?) => {
@@ -128,7 +128,7 @@ pub(crate) const MODE: Mode = Mode::Sharded {
     reads: &["object"],
 };
 
-impl Stage for LogMel {
+impl Kind for LogMel {
     fn kind(&self) -> &'static str {
         "logmel"
     }
@@ -147,12 +147,18 @@ impl Stage for LogMel {
     fn mode(&self, _params: &crate::Params) -> Mode {
         MODE
     }
+}
+
+impl Stage for LogMel {
+    fn decl(&self) -> &dyn Kind {
+        self
+    }
     fn run_item(&self, ctx: &RunCtx, row: usize) -> Result<RecordBatch, ItemError> {
         compute(ctx, row, None)
     }
 }
 
-impl Stage for Mfcc {
+impl Kind for Mfcc {
     fn kind(&self) -> &'static str {
         "mfcc"
     }
@@ -170,6 +176,12 @@ impl Stage for Mfcc {
     }
     fn mode(&self, _params: &crate::Params) -> Mode {
         MODE
+    }
+}
+
+impl Stage for Mfcc {
+    fn decl(&self) -> &dyn Kind {
+        self
     }
     fn run_item(&self, ctx: &RunCtx, row: usize) -> Result<RecordBatch, ItemError> {
         let n = ctx

@@ -11,7 +11,7 @@ use crate::metrics::common::{
 };
 use crate::params::{ParamSpec, ParamType};
 use crate::table::{batch, f64_col, f64s, i64s, str_col, strings};
-use crate::{Output, Params, RunCtx, Stage, StageError};
+use crate::{Kind, Output, Params, RunCtx, Stage, StageError};
 
 pub struct Aggregate;
 
@@ -185,7 +185,7 @@ fn base_suffix(t: &RecordBatch, m: &Metric, r: usize) -> String {
         .map_or(String::new(), |b| format!(" [{}]", fmt_metric(m, b)))
 }
 
-impl Stage for Aggregate {
+impl Kind for Aggregate {
     fn kind(&self) -> &'static str {
         "aggregate"
     }
@@ -200,6 +200,104 @@ impl Stage for Aggregate {
     }
     fn arity(&self) -> (usize, usize) {
         (1, usize::MAX)
+    }
+    fn reports(&self) -> bool {
+        true
+    }
+    fn markdown(&self, p: &Params, t: &RecordBatch) -> Option<String> {
+        let axes = axis_columns(t);
+        let metrics = present_metrics(t, Some("_mean"));
+        let mut out = format!(
+            "{} split, mean ± sd over `{}`{}{}\n\n",
+            p.str("split").ok()?,
+            p.str("over").ok()?,
+            if metrics.iter().any(|m| m.2) {
+                " (%)"
+            } else {
+                ""
+            },
+            if t.column_by_name("acc_base").is_some() {
+                "; [the majority-class baseline on the same clips]"
+            } else {
+                ""
+            }
+        );
+        let across = p.str("columns").ok()?;
+        if !across.is_empty() {
+            let metric = p.str("metric").ok()?;
+            if let Some((header, body)) = pivot(t, across, metric, "±") {
+                let name = METRICS
+                    .iter()
+                    .find(|m| m.0 == metric)
+                    .map_or(metric, |m| m.1);
+                out.push_str(&format!("{name}:\n\n"));
+                out.push_str(&md_table(&header, &body));
+                out.push_str("\nAll metrics:\n\n");
+            }
+        }
+        let mut header = axes.clone();
+        header.push("n".into());
+        header.extend(metrics.iter().map(|m| m.1.to_string()));
+        out.push_str(&md_table(&header, &rows(t, &axes, &metrics, "±")?));
+        Some(out)
+    }
+    fn report(&self, p: &Params, t: &RecordBatch) -> Option<String> {
+        let across = p.str("columns").ok()?;
+        let (header, body) = if across.is_empty() {
+            let axes = axis_columns(t);
+            let metrics = present_metrics(t, Some("_mean"));
+            let mut header = axes.clone();
+            header.push("n".into());
+            header.extend(metrics.iter().map(|m| m.1.to_string()));
+            (header, rows(t, &axes, &metrics, "+-")?)
+        } else {
+            pivot(t, across, p.str("metric").ok()?, "+-")?
+        };
+        let mut width = vec![0; header.len()];
+        for cells in std::iter::once(&header).chain(&body) {
+            for (w, c) in width.iter_mut().zip(cells) {
+                *w = (*w).max(c.chars().count());
+            }
+        }
+        let line = |cells: &[String]| -> String {
+            cells
+                .iter()
+                .zip(&width)
+                .map(|(c, w)| format!("{c:<w$}"))
+                .collect::<Vec<_>>()
+                .join("  ")
+                .trim_end()
+                .to_string()
+        };
+        let what = if across.is_empty() {
+            String::new()
+        } else {
+            let metric = p.str("metric").ok()?;
+            let m = METRICS.iter().find(|m| m.0 == metric)?;
+            format!("{}{}, ", m.1, if m.2 { " (%)" } else { "" })
+        };
+        let base = if t.column_by_name("acc_base").is_some() {
+            " [majority-class baseline]"
+        } else {
+            ""
+        };
+        let mut out = format!(
+            "{} split, {what}mean +- sd over `{}`{base}\n{}",
+            p.str("split").ok()?,
+            p.str("over").ok()?,
+            line(&header)
+        );
+        for cells in &body {
+            out.push('\n');
+            out.push_str(&line(cells));
+        }
+        Some(out)
+    }
+}
+
+impl Stage for Aggregate {
+    fn decl(&self) -> &dyn Kind {
+        self
     }
     fn run(&self, ctx: &RunCtx) -> Result<Output, StageError> {
         let over = ctx.params.str("over")?;
@@ -301,98 +399,6 @@ impl Stage for Aggregate {
             table,
             errors: vec![],
         })
-    }
-    fn reports(&self) -> bool {
-        true
-    }
-    fn markdown(&self, p: &Params, t: &RecordBatch) -> Option<String> {
-        let axes = axis_columns(t);
-        let metrics = present_metrics(t, Some("_mean"));
-        let mut out = format!(
-            "{} split, mean ± sd over `{}`{}{}\n\n",
-            p.str("split").ok()?,
-            p.str("over").ok()?,
-            if metrics.iter().any(|m| m.2) {
-                " (%)"
-            } else {
-                ""
-            },
-            if t.column_by_name("acc_base").is_some() {
-                "; [the majority-class baseline on the same clips]"
-            } else {
-                ""
-            }
-        );
-        let across = p.str("columns").ok()?;
-        if !across.is_empty() {
-            let metric = p.str("metric").ok()?;
-            if let Some((header, body)) = pivot(t, across, metric, "±") {
-                let name = METRICS
-                    .iter()
-                    .find(|m| m.0 == metric)
-                    .map_or(metric, |m| m.1);
-                out.push_str(&format!("{name}:\n\n"));
-                out.push_str(&md_table(&header, &body));
-                out.push_str("\nAll metrics:\n\n");
-            }
-        }
-        let mut header = axes.clone();
-        header.push("n".into());
-        header.extend(metrics.iter().map(|m| m.1.to_string()));
-        out.push_str(&md_table(&header, &rows(t, &axes, &metrics, "±")?));
-        Some(out)
-    }
-    fn report(&self, p: &Params, t: &RecordBatch) -> Option<String> {
-        let across = p.str("columns").ok()?;
-        let (header, body) = if across.is_empty() {
-            let axes = axis_columns(t);
-            let metrics = present_metrics(t, Some("_mean"));
-            let mut header = axes.clone();
-            header.push("n".into());
-            header.extend(metrics.iter().map(|m| m.1.to_string()));
-            (header, rows(t, &axes, &metrics, "+-")?)
-        } else {
-            pivot(t, across, p.str("metric").ok()?, "+-")?
-        };
-        let mut width = vec![0; header.len()];
-        for cells in std::iter::once(&header).chain(&body) {
-            for (w, c) in width.iter_mut().zip(cells) {
-                *w = (*w).max(c.chars().count());
-            }
-        }
-        let line = |cells: &[String]| -> String {
-            cells
-                .iter()
-                .zip(&width)
-                .map(|(c, w)| format!("{c:<w$}"))
-                .collect::<Vec<_>>()
-                .join("  ")
-                .trim_end()
-                .to_string()
-        };
-        let what = if across.is_empty() {
-            String::new()
-        } else {
-            let metric = p.str("metric").ok()?;
-            let m = METRICS.iter().find(|m| m.0 == metric)?;
-            format!("{}{}, ", m.1, if m.2 { " (%)" } else { "" })
-        };
-        let base = if t.column_by_name("acc_base").is_some() {
-            " [majority-class baseline]"
-        } else {
-            ""
-        };
-        let mut out = format!(
-            "{} split, {what}mean +- sd over `{}`{base}\n{}",
-            p.str("split").ok()?,
-            p.str("over").ok()?,
-            line(&header)
-        );
-        for cells in &body {
-            out.push('\n');
-            out.push_str(&line(cells));
-        }
-        Some(out)
     }
 }
 

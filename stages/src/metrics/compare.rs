@@ -15,7 +15,7 @@ use crate::metrics::bootstrap::{interval, Outcomes, Pair};
 use crate::metrics::common::{fmt_metric, mean_sd, parse_variant, METRICS};
 use crate::params::{ParamSpec, ParamType};
 use crate::table::{batch, f64_col, f64s, i64s, opt_strings, str_col, strings};
-use crate::{Output, Params, RunCtx, Stage, StageError};
+use crate::{Kind, Output, Params, RunCtx, Stage, StageError};
 
 pub struct Compare;
 
@@ -61,7 +61,7 @@ struct Row {
     boot: Option<(f64, f64)>,
 }
 
-impl Stage for Compare {
+impl Kind for Compare {
     fn kind(&self) -> &'static str {
         "compare"
     }
@@ -76,6 +76,36 @@ impl Stage for Compare {
     }
     fn arity(&self) -> (usize, usize) {
         (2, usize::MAX)
+    }
+    fn reports(&self) -> bool {
+        true
+    }
+    fn markdown(&self, p: &Params, t: &RecordBatch) -> Option<String> {
+        let claim = p.str("claim").ok().filter(|c| !c.is_empty());
+        let mut s = claim.map(|c| format!("Claim: {c}\n\n")).unwrap_or_default();
+        s.push_str(&format!(
+            "| {} | n | {} | other | difference (95% t-interval) | verdict | bootstrap over clips and seeds (95%) |\n|---|---|---|---|---|---|---|\n",
+            str_col(t, "better").ok()?.value(0),
+            p.str("metric").ok()?
+        ));
+        for line in self.lines(t)? {
+            s.push_str(&format!("| {} |\n", line.join(" | ")));
+        }
+        Some(s)
+    }
+    fn report(&self, _p: &Params, t: &RecordBatch) -> Option<String> {
+        let mut s = String::new();
+        for line in self.lines(t)? {
+            s.push_str(&line.join("  "));
+            s.push('\n');
+        }
+        Some(s.trim_end().to_string())
+    }
+}
+
+impl Stage for Compare {
+    fn decl(&self) -> &dyn Kind {
+        self
     }
     fn run(&self, ctx: &RunCtx) -> Result<Output, StageError> {
         let p = ctx.params;
@@ -166,30 +196,6 @@ impl Stage for Compare {
             table: table(&rows, axis, better, metric)?,
             errors: vec![],
         })
-    }
-    fn reports(&self) -> bool {
-        true
-    }
-    fn markdown(&self, p: &Params, t: &RecordBatch) -> Option<String> {
-        let claim = p.str("claim").ok().filter(|c| !c.is_empty());
-        let mut s = claim.map(|c| format!("Claim: {c}\n\n")).unwrap_or_default();
-        s.push_str(&format!(
-            "| {} | n | {} | other | difference (95% t-interval) | verdict | bootstrap over clips and seeds (95%) |\n|---|---|---|---|---|---|---|\n",
-            str_col(t, "better").ok()?.value(0),
-            p.str("metric").ok()?
-        ));
-        for line in self.lines(t)? {
-            s.push_str(&format!("| {} |\n", line.join(" | ")));
-        }
-        Some(s)
-    }
-    fn report(&self, _p: &Params, t: &RecordBatch) -> Option<String> {
-        let mut s = String::new();
-        for line in self.lines(t)? {
-            s.push_str(&line.join("  "));
-            s.push('\n');
-        }
-        Some(s.trim_end().to_string())
     }
 }
 

@@ -10,8 +10,8 @@ use crate::metrics::bootstrap::Outcomes;
 use crate::metrics::emotion::classification as metrics;
 use crate::params::{ParamSpec, ParamType};
 use crate::table::{batch, col, f32_lists, f64s, i64s, str_col, strings};
-use crate::train::checkpoint::checkpoint_of;
-use crate::{Output, Params, RunCtx, Stage, StageError};
+use crate::train::tables::checkpoint_of;
+use crate::{Kind, Output, Params, RunCtx, Stage, StageError};
 
 /// Row `r`'s majority-class baseline of each metric, formatted ("-" where the baseline has no
 /// value, e.g. Corr of a constant); None for a table without baseline columns.
@@ -154,7 +154,7 @@ const EVAL_PARAMS: &[ParamSpec] = &[ParamSpec::new(
 /// scale has none). The class count and scale come from the model's checkpoint config.
 pub struct Evaluate;
 
-impl Stage for Evaluate {
+impl Kind for Evaluate {
     fn kind(&self) -> &'static str {
         "evaluate"
     }
@@ -169,28 +169,6 @@ impl Stage for Evaluate {
     }
     fn arity(&self) -> (usize, usize) {
         (1, 1)
-    }
-    fn run(&self, ctx: &RunCtx) -> Result<Output, StageError> {
-        let p = Predictions::of(&ctx.inputs[0])?;
-        let baseline = Baseline::of(p.t, p.classes, p.scale.as_deref())?;
-        // Multi-label: each emotion's majority flag on the training split, for every clip.
-        let base_flags = p.multi.then(|| {
-            let train = p.rows_of("train");
-            crate::metrics::emotion::majority_flags(&p.targets, &train, p.classes)
-        });
-        let scores: Vec<SplitScores> = ["train", "valid", "test"]
-            .into_iter()
-            .filter_map(|s| {
-                let keep = p.rows_of(s);
-                (!keep.is_empty()).then(|| p.score_split(s, &keep, &baseline, base_flags.as_ref()))
-            })
-            .collect();
-        let cols = columns(&scores, p.classes, p.multi);
-        let table = batch(cols.iter().map(|(k, v)| (k.as_str(), v.clone())).collect())?;
-        Ok(Output {
-            table,
-            errors: vec![],
-        })
     }
     fn reports(&self) -> bool {
         true
@@ -287,6 +265,34 @@ impl Stage for Evaluate {
             }
         }
         Some(s)
+    }
+}
+
+impl Stage for Evaluate {
+    fn decl(&self) -> &dyn Kind {
+        self
+    }
+    fn run(&self, ctx: &RunCtx) -> Result<Output, StageError> {
+        let p = Predictions::of(&ctx.inputs[0])?;
+        let baseline = Baseline::of(p.t, p.classes, p.scale.as_deref())?;
+        // Multi-label: each emotion's majority flag on the training split, for every clip.
+        let base_flags = p.multi.then(|| {
+            let train = p.rows_of("train");
+            crate::metrics::emotion::majority_flags(&p.targets, &train, p.classes)
+        });
+        let scores: Vec<SplitScores> = ["train", "valid", "test"]
+            .into_iter()
+            .filter_map(|s| {
+                let keep = p.rows_of(s);
+                (!keep.is_empty()).then(|| p.score_split(s, &keep, &baseline, base_flags.as_ref()))
+            })
+            .collect();
+        let cols = columns(&scores, p.classes, p.multi);
+        let table = batch(cols.iter().map(|(k, v)| (k.as_str(), v.clone())).collect())?;
+        Ok(Output {
+            table,
+            errors: vec![],
+        })
     }
 }
 

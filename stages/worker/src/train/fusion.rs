@@ -1,79 +1,24 @@
 //! `train_fusion`: Uni2Mul's stage two, the fusion of three encoders' H vectors.
 
-use arrow::record_batch::RecordBatch;
 use serde_json::json;
 use tch::nn::{self, Module};
 use tch::{Device, Tensor};
 
-use crate::params::{ParamSpec, ParamType};
-use crate::train::checkpoint::{checkpoint_of, load_safetensors, model_table};
+use crate::train::checkpoint::{load_safetensors, model_table};
 use crate::train::dataset::{dataset, label_map, Dataset, Standardizer};
-use crate::train::fit::{chunked, curve_report, fit, Aux, Select, TrainCfg, COMMON};
-use crate::train::nets::uni2mul::{Encoder, Fusion, ATTENTIONS, FUSIONS};
-use crate::{Output, Params, RunCtx, Stage, StageError};
+use crate::train::fit::{chunked, fit, Aux, Select, TrainCfg};
+use crate::train::nets::uni2mul::{Encoder, Fusion};
+use crate::{Kind, Output, RunCtx, Stage, StageError};
+use stages::train::tables::checkpoint_of;
 
 /// `train_fusion`: Uni2Mul stage two. Inputs: the three `train_unimodal` stages (V, A, T), their
 /// three feature stages, labels, split. With `pretrained` the encoders carry their stage-one
 /// weights and are frozen; without, the same encoders start untrained and learn jointly.
 pub struct TrainFusion;
 
-const FUSION_PARAMS: &[ParamSpec] = &[
-    ParamSpec::new(
-        "fusion",
-        ParamType::Enum(FUSIONS),
-        Some("\"conformer\""),
-        "fusion head on X_M = [H_V : H_A : H_T]",
-    ),
-    ParamSpec::new(
-        "attention",
-        ParamType::Enum(ATTENTIONS),
-        Some("\"tanh\""),
-        "self-attention of the attention/transformer/conformer fusions: the paper's eq. 16 (tanh) or the scaled dot product",
-    ),
-    ParamSpec::new(
-        "multitask",
-        ParamType::Bool,
-        Some("true"),
-        "also train V, A, T heads on their own labels (loss weights in `weights`)",
-    ),
-    ParamSpec::new(
-        "weights",
-        ParamType::FloatList,
-        Some("[0.3, 0.2, 0.2, 0.3]"),
-        "multi-task loss weights M, V, A, T",
-    ),
-    ParamSpec::new(
-        "pretrained",
-        ParamType::Bool,
-        Some("true"),
-        "load the stage-one encoders and freeze them (false: the paper's \"w/o pre-train\")",
-    ),
-    COMMON[0],
-    COMMON[1],
-    COMMON[2],
-    COMMON[3],
-    COMMON[4],
-    COMMON[5],
-    COMMON[6],
-    COMMON[7],
-    COMMON[8],
-];
-
 impl Stage for TrainFusion {
-    fn kind(&self) -> &'static str {
-        "train_fusion"
-    }
-    fn version(&self) -> u32 {
-        5
-    }
-    fn about(&self) -> &'static str {
-        "stage two: fuse three encoders' H vectors (inputs: train_unimodal V, A, T; their features V, A, T; labels; split)"
-    }
-    fn params(&self) -> &'static [ParamSpec] {
-        FUSION_PARAMS
-    }
-    fn arity(&self) -> (usize, usize) {
-        (8, 8)
+    fn decl(&self) -> &dyn Kind {
+        &stages::train::TrainFusion
     }
     fn run(&self, ctx: &RunCtx) -> Result<Output, StageError> {
         let p = ctx.params;
@@ -168,12 +113,6 @@ impl Stage for TrainFusion {
             table: model_table(&ds, &trained, config, Some(&xm))?,
             errors: vec![],
         })
-    }
-    fn reports(&self) -> bool {
-        true
-    }
-    fn report(&self, _p: &Params, t: &RecordBatch) -> Option<String> {
-        curve_report(t)
     }
 }
 

@@ -9,9 +9,8 @@ use arrow::record_batch::RecordBatch;
 use ffmpeg_next as ffmpeg;
 
 use crate::media::ffmpeg::init_ffmpeg;
-use crate::params::ParamSpec;
 use crate::table::{batch, f64s, i64s, opt_strings, str_col};
-use crate::{resolve, ItemError, Mode, RunCtx, Stage};
+use crate::{resolve, ItemError, Kind, RunCtx, Stage};
 
 pub struct Probe;
 
@@ -62,26 +61,8 @@ pub fn probe_file(path: &std::path::Path) -> Result<MediaInfo, String> {
 }
 
 impl Stage for Probe {
-    fn kind(&self) -> &'static str {
-        "probe"
-    }
-    fn version(&self) -> u32 {
-        1
-    }
-    fn about(&self) -> &'static str {
-        "per clip: container duration, video size/fps/codec, audio rate/channels/codec (FFmpeg)"
-    }
-    fn params(&self) -> &'static [ParamSpec] {
-        &[]
-    }
-    fn arity(&self) -> (usize, usize) {
-        (1, 1)
-    }
-    fn mode(&self, _params: &crate::Params) -> Mode {
-        Mode::PerItem {
-            id_column: "clip_id",
-            reads: &["media_path", "media_hash"],
-        }
+    fn decl(&self) -> &dyn Kind {
+        &stages::media::Probe
     }
     fn run_item(&self, ctx: &RunCtx, row: usize) -> Result<RecordBatch, ItemError> {
         let t: &Arc<RecordBatch> = &ctx.inputs[0];

@@ -24,50 +24,10 @@ use ffmpeg::util::frame::video::Video;
 use ffmpeg_next as ffmpeg;
 
 use crate::media::ffmpeg::init_ffmpeg;
-use crate::params::{ParamSpec, ParamType};
 use crate::table::{batch, f64s, i64s, str_col};
-use crate::{resolve, ItemError, Mode, RunCtx, Stage};
+use crate::{resolve, ItemError, Kind, RunCtx, Stage};
 
 pub struct Decode;
-
-const PARAMS: &[ParamSpec] = &[
-    ParamSpec::new(
-        "sampling",
-        ParamType::Enum(&["uniform", "fps", "window", "all"]),
-        Some("\"uniform\""),
-        "which frames: uniform N, every 1/fps s, one random per window, or all",
-    ),
-    ParamSpec::new(
-        "frames",
-        ParamType::Int,
-        Some("10"),
-        "uniform: frames per clip",
-    ),
-    ParamSpec::new(
-        "fps",
-        ParamType::Float,
-        Some("1.0"),
-        "fps: frames per second",
-    ),
-    ParamSpec::new(
-        "window_ms",
-        ParamType::Int,
-        Some("960"),
-        "window: window length",
-    ),
-    ParamSpec::new(
-        "seed",
-        ParamType::Int,
-        Some("0"),
-        "window: seed of the random pick",
-    ),
-    ParamSpec::new(
-        "max_side",
-        ParamType::Int,
-        Some("0"),
-        "shrink frames so the longer side is at most this (0: keep)",
-    ),
-];
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Sampling {
@@ -295,26 +255,8 @@ pub fn decode_frames(
 }
 
 impl Stage for Decode {
-    fn kind(&self) -> &'static str {
-        "decode"
-    }
-    fn version(&self) -> u32 {
-        1
-    }
-    fn about(&self) -> &'static str {
-        "per clip: RGB frames picked by time (uniform N, fps, one per window, all), FFmpeg + swscale"
-    }
-    fn params(&self) -> &'static [ParamSpec] {
-        PARAMS
-    }
-    fn arity(&self) -> (usize, usize) {
-        (1, 1)
-    }
-    fn mode(&self, _params: &crate::Params) -> Mode {
-        Mode::Sharded {
-            id_column: "clip_id",
-            reads: &["clip_id", "media_path", "media_hash", "start_s", "end_s"],
-        }
+    fn decl(&self) -> &dyn Kind {
+        &stages::media::Decode
     }
     fn run_item(&self, ctx: &RunCtx, row: usize) -> Result<RecordBatch, ItemError> {
         let t = &ctx.inputs[0];

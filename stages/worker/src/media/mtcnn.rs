@@ -54,8 +54,6 @@ thread_local! {
     static NETS: RefCell<Option<Nets>> = const { RefCell::new(None) };
 }
 
-pub const MODEL_FILES: [&str; 3] = ["pnet.onnx", "rnet.onnx", "onet.onnx"];
-
 fn load(dir: &Path) -> Result<Nets, String> {
     let read = |f: &str| {
         let p = dir.join(f);

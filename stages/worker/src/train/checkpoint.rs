@@ -27,7 +27,7 @@ use arrow::record_batch::RecordBatch;
 use tch::nn::{self};
 use tch::Tensor;
 
-use crate::table::{batch, col, f32_lists, f64s, i64s, str_col, strings};
+use crate::table::{batch, f32_lists, f64s, i64s, strings};
 use crate::train::dataset::{Dataset, Task};
 use crate::StageError;
 
@@ -180,21 +180,4 @@ pub(crate) fn model_table(
             }),
         ),
     ])
-}
-
-/// The checkpoint row of a training stage's table: (safetensors bytes, config).
-pub(crate) fn checkpoint_of(t: &RecordBatch) -> Result<(Vec<u8>, serde_json::Value), StageError> {
-    let part = str_col(t, "part")?;
-    let ck = col::<arrow::array::BinaryArray>(t, "checkpoint")?;
-    let cfg = str_col(t, "config")?;
-    for r in 0..t.num_rows() {
-        if part.value(r) == "checkpoint" {
-            let c: serde_json::Value = serde_json::from_str(cfg.value(r))
-                .map_err(|e| StageError::Input(format!("checkpoint config: {e}")))?;
-            return Ok((ck.value(r).to_vec(), c));
-        }
-    }
-    Err(StageError::Input(
-        "the input is not a training stage's table (no checkpoint row)".into(),
-    ))
 }

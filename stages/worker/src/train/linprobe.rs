@@ -15,45 +15,10 @@ use std::collections::HashMap;
 use arrow::array::{Array, Int64Array};
 use arrow::record_batch::RecordBatch;
 
-use crate::params::{ParamSpec, ParamType};
 use crate::table::{batch, col, f64s, i64s, str_col, strings};
-use crate::{Output, Params, RunCtx, Stage, StageError};
+use crate::{Kind, Output, Params, RunCtx, Stage, StageError};
 
 pub struct LinearProbe;
-
-const PARAMS: &[ParamSpec] = &[
-    ParamSpec::new(
-        "target",
-        ParamType::Str,
-        Some("\"m\""),
-        "whose labels: m (multimodal), or t, a, v (a labels stage with source iua)",
-    ),
-    ParamSpec::new(
-        "label",
-        ParamType::Str,
-        Some("\"acc3\""),
-        "labels column of class ids (acc2, acc3, acc5, class, ...)",
-    ),
-    ParamSpec::new("classes", ParamType::Int, Some("3"), "number of classes"),
-    ParamSpec::new(
-        "l2",
-        ParamType::FloatList,
-        Some("[0.0001, 0.001, 0.01, 0.1, 1.0]"),
-        "L2 weights tried; the best on the validation split is kept",
-    ),
-    ParamSpec::new(
-        "iterations",
-        ParamType::Int,
-        Some("400"),
-        "accelerated gradient steps per fit",
-    ),
-    ParamSpec::new(
-        "fold",
-        ParamType::Int,
-        Some("-1"),
-        "the split's fold (leave-one-session-out; -1: a split with one fold)",
-    ),
-];
 
 /// Pooled, not yet standardised features and class ids of the clips in the split table.
 struct Data {
@@ -64,20 +29,8 @@ struct Data {
 }
 
 impl Stage for LinearProbe {
-    fn kind(&self) -> &'static str {
-        "linear_probe"
-    }
-    fn version(&self) -> u32 {
-        1
-    }
-    fn about(&self) -> &'static str {
-        "per split: a linear probe's Acc, F1, UA on mean-pooled features, beside the majority-class baseline (inputs: features, labels, split)"
-    }
-    fn params(&self) -> &'static [ParamSpec] {
-        PARAMS
-    }
-    fn arity(&self) -> (usize, usize) {
-        (3, 3)
+    fn decl(&self) -> &dyn Kind {
+        &stages::train::LinearProbe
     }
     fn run(&self, ctx: &RunCtx) -> Result<Output, StageError> {
         let p = ctx.params;
@@ -125,28 +78,6 @@ impl Stage for LinearProbe {
             table: table(&rows, classes, *lam, dim)?,
             errors: vec![],
         })
-    }
-    fn reports(&self) -> bool {
-        true
-    }
-    fn report(&self, _p: &Params, t: &RecordBatch) -> Option<String> {
-        let split = str_col(t, "split").ok()?;
-        let f = |c: &str, r: usize| crate::table::f64_col(t, c).ok().map(|a| a.value(r));
-        let mut s = format!(
-            "{:<7} {:>9} {:>9} {:>9} {:>9}",
-            "split", "probe", "majority", "probe UA", "maj. UA"
-        );
-        for r in 0..t.num_rows() {
-            s.push_str(&format!(
-                "\n{:<7} {:>9.2} {:>9.2} {:>9.2} {:>9.2}",
-                split.value(r),
-                100.0 * f("acc", r)?,
-                100.0 * f("base_acc", r)?,
-                100.0 * f("ua", r)?,
-                100.0 * f("base_ua", r)?
-            ));
-        }
-        Some(s)
     }
 }
 

@@ -1,60 +1,22 @@
 //! `train_unimodal`: Uni2Mul's stage one, one encoder trained on one modality's sequences.
 
-use arrow::record_batch::RecordBatch;
 use serde_json::json;
 use tch::nn::{self};
 use tch::{Device, Tensor};
 
-use crate::params::{ParamSpec, ParamType};
 use crate::train::checkpoint::model_table;
 use crate::train::dataset::dataset;
-use crate::train::fit::{curve_report, fit, Select, TrainCfg, COMMON};
-use crate::train::nets::uni2mul::{Encoder, ENCODERS};
-use crate::{Output, Params, RunCtx, Stage, StageError};
+use crate::train::fit::{fit, Select, TrainCfg};
+use crate::train::nets::uni2mul::Encoder;
+use crate::{Kind, Output, RunCtx, Stage, StageError};
 
 /// `train_unimodal`: one encoder on one modality's padded feature sequences, labelled with
 /// that modality's labels (IUA) or the multimodal one (IMA), as the `labels` input was made.
 pub struct TrainUnimodal;
 
-const UNI_PARAMS: &[ParamSpec] = &[
-    ParamSpec::new(
-        "modality",
-        ParamType::Enum(&["v", "a", "t", "m"]),
-        None,
-        "whose labels to learn: v, a, t (IUA with labels source iua) or m",
-    ),
-    ParamSpec::new(
-        "model",
-        ParamType::Enum(ENCODERS),
-        None,
-        "encoder (Uni2Mul: v cnn_lstm, a cnn_attn_bilstm, t cnn_attn)",
-    ),
-    COMMON[0],
-    COMMON[1],
-    COMMON[2],
-    COMMON[3],
-    COMMON[4],
-    COMMON[5],
-    COMMON[6],
-    COMMON[7],
-    COMMON[8],
-];
-
 impl Stage for TrainUnimodal {
-    fn kind(&self) -> &'static str {
-        "train_unimodal"
-    }
-    fn version(&self) -> u32 {
-        4
-    }
-    fn about(&self) -> &'static str {
-        "stage one: an encoder + classifier on one modality's features (inputs: features, labels, split)"
-    }
-    fn params(&self) -> &'static [ParamSpec] {
-        UNI_PARAMS
-    }
-    fn arity(&self) -> (usize, usize) {
-        (3, 3)
+    fn decl(&self) -> &dyn Kind {
+        &stages::train::TrainUnimodal
     }
     fn run(&self, ctx: &RunCtx) -> Result<Output, StageError> {
         let p = ctx.params;
@@ -86,11 +48,5 @@ impl Stage for TrainUnimodal {
             table: model_table(&ds, &trained, config, Some(&hidden))?,
             errors: vec![],
         })
-    }
-    fn reports(&self) -> bool {
-        true
-    }
-    fn report(&self, _p: &Params, t: &RecordBatch) -> Option<String> {
-        curve_report(t)
     }
 }

@@ -1,13 +1,9 @@
 //! The training loop every network shares: Adam(W), seeded batches, reduce-on-plateau, and
 //! the best epoch kept by the selection rule; the params every training stage reads.
 
-use arrow::array::{BooleanArray, Int64Array};
-use arrow::record_batch::RecordBatch;
 use tch::nn::{self, OptimizerConfig};
 use tch::Tensor;
 
-use crate::params::{ParamSpec, ParamType};
-use crate::table::{col, str_col};
 use crate::train::checkpoint::{safetensors_bytes, Trained};
 use crate::train::dataset::{Dataset, Task};
 use crate::{Params, StageError};
@@ -338,71 +334,6 @@ pub(crate) fn predictions(task: Task, out: &Tensor) -> Vec<i64> {
         .iter()
         .map(|o| task.predict(o))
         .collect()
-}
-
-pub(crate) const COMMON: [ParamSpec; 9] = [
-    ParamSpec::new(
-        "label",
-        ParamType::Str,
-        Some("\"acc3\""),
-        "labels column to predict: classes (acc2, acc3, acc5, acc7, class) or the score `y` (MMSA regression)",
-    ),
-    ParamSpec::new(
-        "classes",
-        ParamType::Int,
-        Some("3"),
-        "number of classes (classification)",
-    ),
-    ParamSpec::new("lr", ParamType::Float, Some("0.0001"), "Adam learning rate"),
-    ParamSpec::new(
-        "epochs",
-        ParamType::Int,
-        Some("30"),
-        "training epochs; the best-on-valid epoch's weights are kept",
-    ),
-    ParamSpec::new("batch_size", ParamType::Int, Some("32"), "clips per step"),
-    ParamSpec::new(
-        "seed",
-        ParamType::Int,
-        Some("1"),
-        "weight init and batch order",
-    ),
-    ParamSpec::new(
-        "threads",
-        ParamType::Int,
-        Some("1"),
-        "libtorch threads; these small models train fastest on one",
-    ),
-    ParamSpec::new(
-        "select",
-        ParamType::Enum(&["val_loss", "acc", "f1"]),
-        Some("\"val_loss\""),
-        "the kept epoch: lowest validation loss (the weighted sum of every head's loss that training minimises), or best validation accuracy / macro F1",
-    ),
-    ParamSpec::new(
-        "standardize",
-        ParamType::Bool,
-        Some("true"),
-        "standardise each feature dimension with the training split's mean and sd (padding steps stay zero)",
-    ),
-];
-
-pub(crate) fn curve_report(t: &RecordBatch) -> Option<String> {
-    let part = str_col(t, "part").ok()?;
-    let best = col::<BooleanArray>(t, "best").ok()?;
-    let acc = crate::table::f64_col(t, "valid_acc").ok()?;
-    let f1 = crate::table::f64_col(t, "valid_f1").ok()?;
-    let ep = col::<Int64Array>(t, "epoch").ok()?;
-    (0..t.num_rows())
-        .find(|&r| part.value(r) == "curve" && best.value(r))
-        .map(|r| {
-            format!(
-                "best epoch {}: valid acc {:.4}, macro F1 {:.4}",
-                ep.value(r),
-                acc.value(r),
-                f1.value(r)
-            )
-        })
 }
 
 #[cfg(test)]

@@ -18,68 +18,10 @@ use ffmpeg::frame;
 use ffmpeg_next as ffmpeg;
 
 use crate::media::ffmpeg::init_ffmpeg;
-use crate::params::{ParamSpec, ParamType};
 use crate::table::{batch, f32_lists, f64s, i64s, opt_str, str_col};
-use crate::{resolve, ItemError, Mode, RunCtx, Stage};
+use crate::{resolve, ItemError, Kind, RunCtx, Stage};
 
 pub struct Audio;
-
-const PARAMS: &[ParamSpec] = &[
-    ParamSpec::new(
-        "sample_rate",
-        ParamType::Int,
-        Some("16000"),
-        "output rate in Hz",
-    ),
-    ParamSpec::new(
-        "normalize",
-        ParamType::Enum(&["none", "peak"]),
-        Some("\"none\""),
-        "peak: scale so the loudest sample sits at `peak_db` dBFS",
-    ),
-    ParamSpec::new(
-        "peak_db",
-        ParamType::Float,
-        Some("-3.0"),
-        "target peak for normalize: peak",
-    ),
-    ParamSpec::new(
-        "seconds",
-        ParamType::Float,
-        Some("0.0"),
-        "crop or zero-pad every clip to this length (0: keep each clip's length)",
-    ),
-    ParamSpec::new(
-        "crop",
-        ParamType::Enum(&["start", "center"]),
-        Some("\"start\""),
-        "which part a longer clip keeps when `seconds` is set",
-    ),
-    ParamSpec::new(
-        "min_seconds",
-        ParamType::Float,
-        Some("0.5"),
-        "fail clips shorter than this (before crop/pad)",
-    ),
-    ParamSpec::new(
-        "max_seconds",
-        ParamType::Float,
-        Some("0.0"),
-        "fail clips longer than this (0: no limit)",
-    ),
-    ParamSpec::new(
-        "wav",
-        ParamType::Bool,
-        Some("false"),
-        "also store each clip as a 16-bit PCM WAV file (a `wav` binary column) for outside tools",
-    ),
-    ParamSpec::new(
-        "allow_silent",
-        ParamType::Bool,
-        Some("false"),
-        "accept clips whose peak is below -80 dBFS",
-    ),
-];
 
 /// Decoded, resampled mono audio.
 pub struct Decoded {
@@ -221,33 +163,8 @@ pub fn fit(x: &[f32], n: usize, center: bool) -> Vec<f32> {
 }
 
 impl Stage for Audio {
-    fn kind(&self) -> &'static str {
-        "audio"
-    }
-    fn version(&self) -> u32 {
-        1
-    }
-    fn about(&self) -> &'static str {
-        "per clip: mono f32 waveform at one rate (FFmpeg resampler), optional peak normalisation and crop/pad"
-    }
-    fn params(&self) -> &'static [ParamSpec] {
-        PARAMS
-    }
-    fn arity(&self) -> (usize, usize) {
-        (1, 1)
-    }
-    fn mode(&self, _params: &crate::Params) -> Mode {
-        Mode::Sharded {
-            id_column: "clip_id",
-            reads: &[
-                "media_path",
-                "media_hash",
-                "audio_path",
-                "audio_hash",
-                "start_s",
-                "end_s",
-            ],
-        }
+    fn decl(&self) -> &dyn Kind {
+        &stages::media::Audio
     }
     fn run_item(&self, ctx: &RunCtx, row: usize) -> Result<RecordBatch, ItemError> {
         let t = &ctx.inputs[0];

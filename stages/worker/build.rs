@@ -1,4 +1,4 @@
-// The binary finds libtorch at run time through an rpath to the folder it was built against,
+// The worker finds libtorch at run time through an rpath to the folder it was built against,
 // so no LD_LIBRARY_PATH is needed. `PIPELINE_CUDA=1` at build time also links libtorch_cuda
 // (needs the torch wheel's CUDA libraries at run time); without it the build is CPU-only and
 // starts faster.

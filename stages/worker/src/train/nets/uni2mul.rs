@@ -9,21 +9,7 @@ use tch::nn::{self, Module, ModuleT, RNN};
 use tch::{Kind, Tensor};
 
 use crate::train::nets::layers::{bilstm, Mha};
-
-/// Encoder architectures (Table 2).
-pub const ENCODERS: &[&str] = &[
-    "cnn_lstm",
-    "cnn",
-    "cnn_attn_lstm",
-    "cnn_attn_bilstm",
-    "bilstm",
-    "cnn_bilstm",
-    "cnn_attn",
-    "attn_bilstm",
-];
-
-/// Fusion types (Table 3).
-pub const FUSIONS: &[&str] = &["concat", "attention", "transformer", "conformer"];
+pub use stages::train::{ATTENTIONS, ENCODERS, FUSIONS};
 
 fn relu_conv(vs: nn::Path, i: i64, o: i64, k: i64, stride: i64) -> nn::Conv1D {
     nn::conv1d(
@@ -317,9 +303,6 @@ impl SelfAttention {
         }
     }
 }
-
-/// Self-attention kinds of the fusion heads (`train_fusion`'s `attention`).
-pub const ATTENTIONS: &[&str] = &["tanh", "scaled"];
 
 /// Stage-two fusion over X_M `[B, F]` (F = sum of the encoders' hidden sizes).
 ///

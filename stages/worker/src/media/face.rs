@@ -16,69 +16,11 @@ use opencv::imgproc;
 use opencv::prelude::MatTraitConstManual;
 
 use crate::media::mtcnn::{self, Face};
-use crate::params::{ParamSpec, ParamType};
 use crate::table::f32_lists;
 use crate::table::{batch, col, f64_col, f64s, i64s};
-use crate::{resolve, ItemError, Mode, PlanCtx, RunCtx, Stage, StageError};
+use crate::{resolve, ItemError, Kind, RunCtx, Stage, StageError};
 
 pub struct FaceCrop;
-
-const PARAMS: &[ParamSpec] = &[
-    ParamSpec::new(
-        "models",
-        ParamType::Path,
-        Some("\"data/models/mtcnn\""),
-        "folder with MTCNN's pnet.onnx, rnet.onnx, onet.onnx (make setup fetches them)",
-    ),
-    ParamSpec::new(
-        "min_face_size",
-        ParamType::Int,
-        Some("20"),
-        "smallest face searched, pixels",
-    ),
-    ParamSpec::new(
-        "scale_factor",
-        ParamType::Float,
-        Some("0.709"),
-        "image pyramid step",
-    ),
-    ParamSpec::new(
-        "thresholds",
-        ParamType::FloatList,
-        Some("[0.6, 0.7, 0.7]"),
-        "P-, R- and O-Net score thresholds",
-    ),
-    ParamSpec::new(
-        "crop_size",
-        ParamType::Int,
-        Some("160"),
-        "side of the square crops (112, 160, 224, ...)",
-    ),
-    ParamSpec::new(
-        "margin",
-        ParamType::Int,
-        Some("0"),
-        "pixels of context around the box, in crop pixels (facenet-pytorch's margin)",
-    ),
-    ParamSpec::new(
-        "align",
-        ParamType::Bool,
-        Some("false"),
-        "warp the 5 landmarks onto the standard template instead of cropping the box",
-    ),
-    ParamSpec::new(
-        "select",
-        ParamType::Enum(&["largest", "most_confident", "all"]),
-        Some("\"largest\""),
-        "which faces of a frame to keep",
-    ),
-    ParamSpec::new(
-        "no_face",
-        ParamType::Enum(&["drop", "keep", "fail"]),
-        Some("\"drop\""),
-        "a frame without a face: drop it (SMP), keep an empty row, or fail the clip",
-    ),
-];
 
 /// ArcFace's 112x112 five-point template (eyes, nose, mouth corners).
 const TEMPLATE: [[f64; 2]; 5] = [
@@ -162,39 +104,8 @@ impl FaceCrop {
 }
 
 impl Stage for FaceCrop {
-    fn kind(&self) -> &'static str {
-        "face"
-    }
-    fn version(&self) -> u32 {
-        1
-    }
-    fn about(&self) -> &'static str {
-        "per clip: MTCNN faces in the decoded frames, with boxes, landmarks and square crops"
-    }
-    fn params(&self) -> &'static [ParamSpec] {
-        PARAMS
-    }
-    fn arity(&self) -> (usize, usize) {
-        (1, 1)
-    }
-    fn mode(&self, _params: &crate::Params) -> Mode {
-        Mode::Sharded {
-            id_column: "clip_id",
-            reads: &["object"],
-        }
-    }
-    fn external_files(&self, ctx: &PlanCtx) -> Result<Vec<PathBuf>, StageError> {
-        // The weights' content hashes go into the key: other weights, other faces.
-        let dir = Self::models(ctx.params, ctx.root)?;
-        let files: Vec<PathBuf> = mtcnn::MODEL_FILES.iter().map(|f| dir.join(f)).collect();
-        // Missing weights fail the stage once, rather than every clip.
-        if let Some(f) = files.iter().find(|f| !f.is_file()) {
-            return Err(StageError::Input(format!(
-                "MTCNN weights {} not found (param `models`); `make setup` fetches them",
-                f.display()
-            )));
-        }
-        Ok(files)
+    fn decl(&self) -> &dyn Kind {
+        &stages::media::FaceCrop
     }
     fn run_item(&self, ctx: &RunCtx, row: usize) -> Result<RecordBatch, ItemError> {
         let fail = |field: &str, reason: String| ItemError::new("", field, reason);

@@ -1,0 +1,33 @@
+//! The stage kinds that need FFmpeg, OpenCV or libtorch: media (probe, audio, decode, face),
+//! pretrained embeddings and training. Each computes a kind declared in the `stages` crate, which
+//! is where its params, mode and reports live; [`stages`] lists every kind the worker runs.
+
+pub mod embed;
+pub mod media;
+pub mod torch;
+pub mod train;
+
+// The shared API and the light families, under the names the stage files use.
+pub use stages::{
+    data, features, metrics, params, resolve, table, ItemError, Kind, Mode, Output, Params,
+    PlanCtx, RunCtx, Stage, StageError,
+};
+
+/// Every kind, computed: the light crate's own and this crate's.
+pub fn stages() -> Vec<Box<dyn Stage>> {
+    let mut all = ::stages::registry::local();
+    all.extend([
+        Box::new(media::probe::Probe) as Box<dyn Stage>,
+        Box::new(media::audio::Audio),
+        Box::new(media::decode::Decode),
+        Box::new(media::face::FaceCrop),
+        Box::new(embed::pretrained::Embed::default()),
+        Box::new(embed::pretrained::Pixels),
+        Box::new(train::unimodal::TrainUnimodal),
+        Box::new(train::export_hidden::ExportHidden),
+        Box::new(train::fusion::TrainFusion),
+        Box::new(train::joint::TrainJoint),
+        Box::new(train::linprobe::LinearProbe),
+    ]);
+    all
+}

@@ -1,5 +1,6 @@
 //! The engine end to end: the real binary on real H.264/AAC clips.
 
+use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -546,4 +547,70 @@ fn every_study_has_a_table_main() {
         studies += 1;
     }
     assert_eq!(studies, 5);
+}
+
+#[test]
+fn the_workers_kinds_agree_with_the_engines() {
+    ensure_worker();
+    let worker = std::path::Path::new(BIN).with_file_name("pipeline-worker");
+    let run = |bin: &std::path::Path| {
+        let o = std::process::Command::new(bin)
+            .arg("kinds")
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", bin.display());
+        String::from_utf8(o.stdout).unwrap()
+    };
+    let (engine, worker) = (run(Path::new(BIN)), run(&worker));
+    assert!(engine.contains("train_joint (v") && engine.contains("probe (v"));
+    assert_eq!(
+        engine, worker,
+        "the worker computes other kinds, versions or params"
+    );
+}
+
+#[test]
+fn the_engine_links_no_heavy_library_and_says_where_its_worker_is_missing() {
+    let ldd = std::process::Command::new("ldd").arg(BIN).output().unwrap();
+    let libs = String::from_utf8_lossy(&ldd.stdout);
+    for heavy in [
+        "libtorch",
+        "libc10",
+        "libavcodec",
+        "libavformat",
+        "libopencv",
+    ] {
+        assert!(!libs.contains(heavy), "pipeline links {heavy}:\n{libs}");
+    }
+    // A stage that needs the worker fails clearly when it is not there; the others run.
+    let p = Project::new(2);
+    let (code, events, _) = {
+        let o = p
+            .cmd(&["run", "--json", "--keep-going"])
+            .env("PIPELINE_WORKER", p.root().join("no-such-worker"))
+            .output()
+            .unwrap();
+        let ev: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        (o.status.code(), ev, ())
+    };
+    assert_eq!(code, Some(1));
+    let outcome = |s: &str| {
+        events
+            .iter()
+            .find(|e| e["event"] == "stage_done" && e["stage"] == s)
+            .map(|e| {
+                (
+                    e["outcome"].as_str().unwrap().to_string(),
+                    e["error"].clone(),
+                )
+            })
+            .unwrap()
+    };
+    assert_eq!(outcome("split").0, "ran");
+    let (probe, err) = outcome("probe");
+    assert_eq!(probe, "failed");
+    assert!(err.as_str().unwrap().contains("no-such-worker"), "{err}");
 }

@@ -7,6 +7,7 @@ mod datasets;
 mod embed;
 mod engine;
 mod features;
+mod golden;
 mod media;
 mod snapshots;
 mod studies;

@@ -190,10 +190,10 @@ impl<'a> Top<'a> {
     /// Whether an input of the stage also has matrix axis `a`: then this stage's variants pair
     /// with that input's.
     fn paired(&self, spec: &Mapping, a: &str) -> bool {
-        let Some(Y::Sequence(ins)) = spec.get("inputs") else {
+        let Some(ins) = super::inputs::Written::of(spec) else {
             return false;
         };
-        ins.iter().filter_map(|i| i.as_str()).any(|i| {
+        ins.all().into_iter().any(|i| {
             let up = i.split('[').next().unwrap_or(i);
             matches!(
                 self.stage_map.get(up).and_then(|u| u.get("matrix")),

@@ -16,7 +16,7 @@ pub(super) fn resolve(
 ) -> Result<Vec<StageDef>, ConfigError> {
     let resolved = decls
         .iter()
-        .map(|d| inputs_of(cx, &decls, d))
+        .map(|d| inputs_of(cx, reg, &decls, d))
         .collect::<Result<Vec<_>, _>>()?;
     let mut out = Vec::new();
     for (d, ins) in decls.into_iter().zip(resolved) {
@@ -29,51 +29,198 @@ pub(super) fn resolve(
     Ok(out)
 }
 
-/// The input names of each of `d`'s variants.
-fn inputs_of(cx: &Ctx, decls: &[Decl], d: &Decl) -> Result<Vec<Vec<String>>, ConfigError> {
-    let at = ["stages", d.base.as_str(), "inputs"];
-    let list: Vec<String> = match d.spec.get("inputs") {
-        None | Some(Y::Null) => Vec::new(),
-        Some(Y::String(s)) => vec![s.clone()],
-        Some(Y::Sequence(seq)) => seq.iter().map(|v| scalar_text(&to_json(v))).collect(),
-        Some(_) => {
-            let msg = format!("stage `{}`: `inputs` must be a list of stage names", d.base);
-            return Err(cx.err(&at, msg, None));
-        }
-    };
-    let mut per_variant = vec![Vec::new(); d.variants.len()];
-    for input in &list {
-        let (ibase, sel) = parse_selector(input).map_err(|e| {
-            cx.err(
-                &at,
-                format!("stage `{}`: input `{input}`: {e}", d.base),
-                None,
-            )
-        })?;
-        let Some(up) = decls.iter().find(|u| u.base == ibase) else {
-            let bases: Vec<&str> = decls.iter().map(|d| d.base.as_str()).collect();
-            let msg = format!(
-                "stage `{}`: input `{ibase}` is not a stage in this pipeline",
-                d.base
-            );
-            let hint = did_you_mean(&ibase, bases.iter().copied())
-                .unwrap_or_else(|| format!("stages: {}", bases.join(", ")));
-            return Err(cx.err(&at, msg, Some(hint)));
-        };
-        for (vi, v) in d.variants.iter().enumerate() {
-            let picked = pick(d, v, up, &sel);
-            if picked.is_empty() {
-                let names: Vec<&str> = up.variants.iter().map(|u| u.name.as_str()).collect();
-                let msg = format!(
-                    "stage `{}`: input `{input}` selects no variant of `{ibase}`",
-                    v.name
-                );
-                return Err(cx.err(&at, msg, Some(format!("variants: {}", names.join(", ")))));
+/// A stage's `inputs` as written: a list (or one name), or a map from role to name(s).
+pub(super) enum Written {
+    List(Vec<String>),
+    Roles(Vec<(String, Vec<String>)>),
+}
+
+impl Written {
+    pub(super) fn of(spec: &serde_yaml_ng::Mapping) -> Option<Written> {
+        let names = |v: &Y| -> Option<Vec<String>> {
+            match v {
+                Y::String(s) => Some(vec![s.clone()]),
+                Y::Sequence(seq) => Some(seq.iter().map(|v| scalar_text(&to_json(v))).collect()),
+                _ => None,
             }
-            per_variant[vi].extend(picked);
+        };
+        match spec.get("inputs") {
+            None | Some(Y::Null) => Some(Written::List(Vec::new())),
+            Some(Y::Mapping(m)) => m
+                .iter()
+                .map(|(k, v)| Some((scalar_text(&to_json(k)), names(v)?)))
+                .collect::<Option<Vec<_>>>()
+                .map(Written::Roles),
+            Some(v) => names(v).map(Written::List),
+        }
+    }
+
+    /// Every name written, roles in the order written.
+    pub(super) fn all(&self) -> Vec<&str> {
+        match self {
+            Written::List(l) => l.iter().map(String::as_str).collect(),
+            Written::Roles(r) => r
+                .iter()
+                .flat_map(|(_, l)| l.iter().map(String::as_str))
+                .collect(),
+        }
+    }
+}
+
+/// The written inputs as (role, names) in the kind's role order: a list is one unnamed group.
+fn by_role(
+    cx: &Ctx,
+    reg: &Registry,
+    d: &Decl,
+) -> Result<Vec<(Option<&'static str>, Vec<String>)>, ConfigError> {
+    let at = ["stages", d.base.as_str(), "inputs"];
+    let kind = &d.variants[0].kind;
+    let roles = reg.get(kind).expect("kind checked when declared").roles();
+    let names: Vec<&str> = roles.iter().map(|r| r.name).collect();
+    let listing = || {
+        let r: Vec<String> = roles
+            .iter()
+            .map(|r| format!("{} ({})", r.name, r.doc))
+            .collect();
+        format!("inputs of `{kind}`: {}", r.join("; "))
+    };
+    match Written::of(d.spec) {
+        None => Err(cx.err(
+            &at,
+            format!(
+                "stage `{}`: `inputs` must be a list of stage names or a map from role to stage name(s)",
+                d.base
+            ),
+            (!roles.is_empty()).then(listing),
+        )),
+        Some(Written::List(l)) => Ok(vec![(None, l)]),
+        Some(Written::Roles(_)) if roles.is_empty() => Err(cx.err(
+            &at,
+            format!(
+                "stage `{}`: kind `{kind}` has no named inputs; give them as a list",
+                d.base
+            ),
+            None,
+        )),
+        Some(Written::Roles(given)) => {
+            for (role, _) in &given {
+                if !names.contains(&role.as_str()) {
+                    let hint = did_you_mean(role, names.iter().copied())
+                        .map(|h| format!("{h}; {}", listing()))
+                        .unwrap_or_else(listing);
+                    return Err(cx.err(
+                        &["stages", d.base.as_str(), "inputs", role.as_str()],
+                        format!(
+                            "stage `{}`: `{role}` is not an input of kind `{kind}`",
+                            d.base
+                        ),
+                        Some(hint),
+                    ));
+                }
+            }
+            let mut out = Vec::new();
+            for r in roles {
+                match given.iter().find(|(g, _)| g == r.name) {
+                    Some((_, l)) => out.push((Some(r.name), l.clone())),
+                    None if r.min == 0 => {}
+                    None => {
+                        return Err(cx.err(
+                            &at,
+                            format!("stage `{}`: input `{}` is missing", d.base, r.name),
+                            Some(listing()),
+                        ))
+                    }
+                }
+            }
+            Ok(out)
+        }
+    }
+}
+
+/// The input names of each of `d`'s variants, in the kind's role order.
+fn inputs_of(
+    cx: &Ctx,
+    reg: &Registry,
+    decls: &[Decl],
+    d: &Decl,
+) -> Result<Vec<Vec<String>>, ConfigError> {
+    let groups = by_role(cx, reg, d)?;
+    let roles = reg.get(&d.variants[0].kind).expect("checked").roles();
+    let mut per_variant = vec![Vec::new(); d.variants.len()];
+    for (role, list) in &groups {
+        let mut counts = vec![0usize; d.variants.len()];
+        for input in list {
+            let picked = resolve_one(cx, decls, d, input)?;
+            for (vi, p) in picked.into_iter().enumerate() {
+                counts[vi] += p.len();
+                per_variant[vi].extend(p);
+            }
+        }
+        let Some(r) = role.and_then(|n| roles.iter().find(|r| r.name == n)) else {
+            continue;
+        };
+        if let Some((vi, n)) = counts
+            .iter()
+            .enumerate()
+            .find(|(_, n)| !(r.min..=r.max).contains(*n))
+        {
+            let want = if r.min == r.max {
+                format!("{}", r.min)
+            } else {
+                format!("{} to {}", r.min, r.max)
+            };
+            return Err(cx.err(
+                &["stages", d.base.as_str(), "inputs", r.name],
+                format!(
+                    "stage `{}`: input `{}` takes {want} stage(s), got {n}",
+                    d.variants[vi].name, r.name
+                ),
+                Some(format!("{}: {}", r.name, r.doc)),
+            ));
         }
     }
     Ok(per_variant)
+}
+
+/// The variants of stage `input` (a name or selector) that each variant of `d` reads.
+fn resolve_one(
+    cx: &Ctx,
+    decls: &[Decl],
+    d: &Decl,
+    input: &str,
+) -> Result<Vec<Vec<String>>, ConfigError> {
+    let at = ["stages", d.base.as_str(), "inputs"];
+    let (ibase, sel) = parse_selector(input).map_err(|e| {
+        cx.err(
+            &at,
+            format!("stage `{}`: input `{input}`: {e}", d.base),
+            None,
+        )
+    })?;
+    let Some(up) = decls.iter().find(|u| u.base == ibase) else {
+        let bases: Vec<&str> = decls.iter().map(|d| d.base.as_str()).collect();
+        let msg = format!(
+            "stage `{}`: input `{ibase}` is not a stage in this pipeline",
+            d.base
+        );
+        let hint = did_you_mean(&ibase, bases.iter().copied())
+            .unwrap_or_else(|| format!("stages: {}", bases.join(", ")));
+        return Err(cx.err(&at, msg, Some(hint)));
+    };
+    let mut out = Vec::new();
+    for v in &d.variants {
+        let picked = pick(d, v, up, &sel);
+        if picked.is_empty() {
+            let names: Vec<&str> = up.variants.iter().map(|u| u.name.as_str()).collect();
+            let msg = format!(
+                "stage `{}`: input `{input}` selects no variant of `{ibase}`",
+                v.name
+            );
+            return Err(cx.err(&at, msg, Some(format!("variants: {}", names.join(", ")))));
+        }
+        out.push(picked);
+    }
+    Ok(out)
 }
 
 /// The variants of `up` that variant `v` of `d` reads: those matching the selector, paired on

@@ -369,6 +369,49 @@ mod tests {
     }
 
     #[test]
+    fn inputs_by_role_in_role_order_and_named_errors() {
+        let y = |inputs: &str| {
+            format!(
+                "stages:\n  ingest:\n    kind: ingest\n    params: {{root: d}}\n  labels:\n    kind: labels\n    inputs: [ingest]\n  split:\n    kind: split\n    inputs: [ingest]\n  t:\n    kind: train_unimodal\n    params: {{modality: v, model: cnn}}\n    inputs:\n{inputs}\n"
+            )
+        };
+        // Written in any order, handed over in the kind's: the same as the positional list.
+        let p = plan(&y(
+            "      split: split\n      labels: labels\n      features: ingest",
+        ))
+        .unwrap();
+        assert_eq!(p.get("t").unwrap().inputs, ["ingest", "labels", "split"]);
+        let e = plan(&y(
+            "      features: ingest\n      lables: labels\n      split: split",
+        ))
+        .unwrap_err();
+        assert_eq!(e.line, 16, "{e}");
+        assert!(
+            e.msg
+                .contains("`lables` is not an input of kind `train_unimodal`"),
+            "{e}"
+        );
+        assert!(
+            e.hint.as_deref().unwrap().contains("did you mean `labels`"),
+            "{e:?}"
+        );
+        let e = plan(&y("      features: ingest\n      labels: labels")).unwrap_err();
+        assert!(e.msg.contains("input `split` is missing"), "{e}");
+        assert_eq!(e.line, 14, "{e}");
+        let e = plan(&y(
+            "      features: [ingest, labels]\n      labels: labels\n      split: split",
+        ))
+        .unwrap_err();
+        assert!(
+            e.msg.contains("input `features` takes 1 stage(s), got 2"),
+            "{e}"
+        );
+        // A kind whose inputs are one list has no roles to name.
+        let e = plan("stages:\n  ingest:\n    kind: ingest\n    params: {root: d}\n  labels:\n    kind: labels\n    inputs: {clips: ingest}\n").unwrap_err();
+        assert!(e.msg.contains("has no named inputs"), "{e}");
+    }
+
+    #[test]
     fn typed_whole_reference_and_interpolation() {
         let p = plan("vars: {seed: 7, d: data}\nstages:\n  ingest:\n    kind: ingest\n    params: {root: \"${d}/sims\"}\n  s:\n    kind: split\n    inputs: [ingest]\n    params: {seed: \"${seed}\"}\n").unwrap();
         assert_eq!(p.get("s").unwrap().params.0["seed"], J::from(7));

@@ -121,6 +121,37 @@ pub struct FileInfo {
     pub size: u64,
 }
 
+/// One named input of a kind with several. A pipeline names its inputs by role
+/// (`inputs: {features: audio_seq, labels: labels, split: split}`); the engine hands the stage
+/// its inputs in the order the roles are declared, a role of several in the order written.
+#[derive(Debug, Clone, Copy)]
+pub struct Role {
+    pub name: &'static str,
+    /// How many stages the role takes (a gathered matrix input counts each variant).
+    pub min: usize,
+    pub max: usize,
+    pub doc: &'static str,
+}
+
+impl Role {
+    pub const fn one(name: &'static str, doc: &'static str) -> Role {
+        Role {
+            name,
+            min: 1,
+            max: 1,
+            doc,
+        }
+    }
+    pub const fn many(name: &'static str, min: usize, max: usize, doc: &'static str) -> Role {
+        Role {
+            name,
+            min,
+            max,
+            doc,
+        }
+    }
+}
+
 /// What a stage sees while it plans: its params and the project root that relative paths are
 /// resolved against.
 pub struct PlanCtx<'a> {
@@ -170,6 +201,11 @@ pub trait Kind: Send + Sync {
     }
     /// Minimum and maximum number of input tables.
     fn arity(&self) -> (usize, usize);
+    /// The named inputs of a kind with several different ones, in input order; empty for a
+    /// kind whose inputs are one list (one stage, or several alike).
+    fn roles(&self) -> &'static [Role] {
+        &[]
+    }
     fn mode(&self, _params: &Params) -> Mode {
         Mode::Table
     }

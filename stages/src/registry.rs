@@ -66,6 +66,10 @@ pub fn listing<'a>(kinds: impl Iterator<Item = &'a dyn Kind>) -> String {
     let mut out = String::new();
     for s in kinds {
         out.push_str(&format!("{} (v{}): {}\n", s.kind(), s.version(), s.about()));
+        if !s.roles().is_empty() {
+            let roles: Vec<&str> = s.roles().iter().map(|r| r.name).collect();
+            out.push_str(&format!("  inputs: {}\n", roles.join(", ")));
+        }
         for p in s.params() {
             let d = p
                 .default

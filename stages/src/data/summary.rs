@@ -9,7 +9,7 @@ use arrow::record_batch::RecordBatch;
 
 use crate::params::{ParamSpec, ParamType};
 use crate::table::{batch, col, i64s, str_col, strings, u64s};
-use crate::{Kind, Output, Params, RunCtx, Stage, StageError};
+use crate::{Kind, Output, Params, Role, RunCtx, Stage, StageError};
 
 pub struct Summary;
 
@@ -38,6 +38,13 @@ impl Kind for Summary {
     }
     fn arity(&self) -> (usize, usize) {
         (2, 2)
+    }
+    fn roles(&self) -> &'static [Role] {
+        const R: &[Role] = &[
+            Role::one("labels", "a labels stage"),
+            Role::one("split", "a split stage"),
+        ];
+        R
     }
     fn reports(&self) -> bool {
         true

@@ -3,9 +3,20 @@
 
 use crate::params::{ParamSpec, ParamType};
 use crate::train::tables::curve_report;
-use crate::{Kind, Params, PlanCtx, StageError};
+use crate::{Kind, Params, PlanCtx, Role, StageError};
 
 pub struct TrainJoint;
+
+const ROLES: &[Role] = &[
+    Role::many(
+        "features",
+        1,
+        3,
+        "one to three per-clip feature stages, their modality letters in `names` (default vat)",
+    ),
+    Role::one("labels", "a labels stage"),
+    Role::one("split", "a split stage"),
+];
 
 const PARAMS: &[ParamSpec] = &[
     ParamSpec::new(
@@ -150,6 +161,9 @@ impl Kind for TrainJoint {
     }
     fn arity(&self) -> (usize, usize) {
         (3, 5)
+    }
+    fn roles(&self) -> &'static [Role] {
+        ROLES
     }
     fn external_files(&self, ctx: &PlanCtx) -> Result<Vec<std::path::PathBuf>, StageError> {
         if ctx.params.str("model")? != "mer_sem_mbt" {

@@ -14,7 +14,7 @@ use arrow::record_batch::RecordBatch;
 
 use crate::params::{ParamSpec, ParamType};
 use crate::table::{col, str_col};
-use crate::{Kind, Params};
+use crate::{Kind, Params, Role};
 use tables::curve_report;
 
 pub use joint::TrainJoint;
@@ -23,6 +23,34 @@ pub struct TrainUnimodal;
 pub struct ExportHidden;
 pub struct TrainFusion;
 pub struct LinearProbe;
+
+/// A training on one table of features: `train_unimodal`, `linear_probe`.
+const TRAIN_ROLES: &[Role] = &[
+    Role::one(
+        "features",
+        "per-clip features (a pad, segment or embed stage)",
+    ),
+    Role::one("labels", "a labels stage"),
+    Role::one("split", "a split stage"),
+];
+
+/// Stage two reads stage one's three encoders, their features and the labels.
+const FUSION_ROLES: &[Role] = &[
+    Role::one(
+        "vision_model",
+        "the vision encoder (a train_unimodal stage)",
+    ),
+    Role::one("audio_model", "the audio encoder (a train_unimodal stage)"),
+    Role::one("text_model", "the text encoder (a train_unimodal stage)"),
+    Role::one("vision", "the vision encoder's features"),
+    Role::one("audio", "the audio encoder's features"),
+    Role::one("text", "the text encoder's features"),
+    Role::one(
+        "labels",
+        "a labels stage (per-modality labels for the auxiliary heads)",
+    ),
+    Role::one("split", "a split stage"),
+];
 
 /// The classes of `export_hidden`'s figure (CH-SIMS's three).
 const NAMES: [&str; 3] = ["Negative", "Neutral", "Positive"];
@@ -208,6 +236,9 @@ impl Kind for TrainUnimodal {
     fn arity(&self) -> (usize, usize) {
         (3, 3)
     }
+    fn roles(&self) -> &'static [Role] {
+        TRAIN_ROLES
+    }
     fn reports(&self) -> bool {
         true
     }
@@ -289,6 +320,9 @@ impl Kind for TrainFusion {
     fn arity(&self) -> (usize, usize) {
         (8, 8)
     }
+    fn roles(&self) -> &'static [Role] {
+        FUSION_ROLES
+    }
     fn reports(&self) -> bool {
         true
     }
@@ -312,6 +346,9 @@ impl Kind for LinearProbe {
     }
     fn arity(&self) -> (usize, usize) {
         (3, 3)
+    }
+    fn roles(&self) -> &'static [Role] {
+        TRAIN_ROLES
     }
     fn reports(&self) -> bool {
         true

@@ -278,7 +278,7 @@ mod tests {
 
     #[test]
     fn decodes_and_resamples_real_speech() {
-        let wav = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/speech16k.wav");
+        let wav = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/data/speech16k.wav");
         let d = decode_audio(&wav, 16000, None).unwrap();
         let mut r = hound::WavReader::open(&wav).unwrap();
         let want: Vec<f32> = r

@@ -404,7 +404,7 @@ mod tests_support {
     use opencv::imgcodecs;
 
     pub fn root() -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
     }
 
     pub fn rgb(path: &Path) -> (Vec<u8>, usize, usize) {

@@ -67,12 +67,11 @@ impl Written {
     }
 }
 
-/// The written inputs as (role, names) in the kind's role order: a list is one unnamed group.
-fn by_role(
-    cx: &Ctx,
-    reg: &Registry,
-    d: &Decl,
-) -> Result<Vec<(Option<&'static str>, Vec<String>)>, ConfigError> {
+/// Input names under their role (`None`: a list, one unnamed group).
+type Groups = Vec<(Option<&'static str>, Vec<String>)>;
+
+/// The written inputs as groups in the kind's role order.
+fn by_role(cx: &Ctx, reg: &Registry, d: &Decl) -> Result<Groups, ConfigError> {
     let at = ["stages", d.base.as_str(), "inputs"];
     let kind = &d.variants[0].kind;
     let roles = reg.get(kind).expect("kind checked when declared").roles();

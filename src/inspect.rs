@@ -8,8 +8,8 @@ use crate::db::Db;
 use crate::keys::short;
 use crate::run::{explain, Env};
 
-pub fn status(env: &Env, targets: &[String], as_json: bool) -> Result<i32> {
-    let selected = env.plan.select(targets).map_err(|e| anyhow!(e))?;
+pub fn status(env: &Env, targets: &[String], as_json: bool) -> crate::Result<i32> {
+    let selected = env.plan.select(targets)?;
     let mut db = Db::open(&env.cache)?;
     let planned = env.plan_state(&mut db, &selected)?;
     // Cluster jobs: only asked about when some were submitted and are not finished.

@@ -15,6 +15,7 @@ use stages::{FileHashes, FileInfo, PlanCtx};
 
 use crate::config::Plan;
 use crate::db::Db;
+use crate::error::KeyError;
 use crate::registry::Registry;
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -104,8 +105,8 @@ pub fn compute(
     reg: &Registry,
     db: &mut Db,
     selected: &[usize],
-) -> Result<BTreeMap<usize, Result<StageKey, String>>> {
-    let mut out: BTreeMap<usize, Result<StageKey, String>> = BTreeMap::new();
+) -> Result<BTreeMap<usize, Result<StageKey, KeyError>>> {
+    let mut out: BTreeMap<usize, Result<StageKey, KeyError>> = BTreeMap::new();
     for &i in selected {
         let s = &plan.stages[i];
         let stage = reg.get(&s.kind).expect("validated kind");
@@ -122,7 +123,7 @@ pub fn compute(
             }
         }
         if let Some(e) = upstream_err {
-            out.insert(i, Err(e));
+            out.insert(i, Err(KeyError(e)));
             continue;
         }
         let files = match stage.external_files(&PlanCtx {
@@ -131,7 +132,7 @@ pub fn compute(
         }) {
             Ok(f) => f,
             Err(e) => {
-                out.insert(i, Err(e.to_string()));
+                out.insert(i, Err(KeyError(e.to_string())));
                 continue;
             }
         };

@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod db;
+pub mod error;
 pub mod inspect;
 pub mod keys;
 pub mod locate;
@@ -18,3 +19,5 @@ pub mod run;
 pub mod slurm;
 pub mod store;
 pub mod submit;
+
+pub use error::{Error, Result};

@@ -6,11 +6,12 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
-use pipeline::config::{self, ConfigError};
+use pipeline::config;
 use pipeline::inspect::{self, DagFormat};
 use pipeline::registry::Registry;
 use pipeline::run::{self, Env, RunOpts};
 use pipeline::store::Store;
+use pipeline::Error;
 use pipeline::{maint, metrics, report, results, submit};
 
 #[derive(Parser)]
@@ -182,12 +183,13 @@ fn main() -> ExitCode {
     match dispatch(cli) {
         Ok(code) => ExitCode::from(code as u8),
         Err(e) => {
-            if let Some(ce) = e.downcast_ref::<ConfigError>() {
-                eprintln!("{ce}");
-                return ExitCode::from(2);
+            match &e {
+                // Already file:line: error: ..., with its hint.
+                Error::Config(ce) => eprintln!("{ce}"),
+                Error::Other(a) => eprintln!("error: {a:#}"),
+                other => eprintln!("error: {other}"),
             }
-            eprintln!("error: {e:#}");
-            ExitCode::from(1)
+            ExitCode::from(e.exit_code())
         }
     }
 }
@@ -198,7 +200,7 @@ struct Loaded {
     pipeline_id: String,
 }
 
-fn load(cache: &Option<PathBuf>, p: &PipelineArgs, reg: &Registry) -> anyhow::Result<Loaded> {
+fn load(cache: &Option<PathBuf>, p: &PipelineArgs, reg: &Registry) -> Result<Loaded, Error> {
     let file = absolute(&p.file);
     let root = run::project_root_of(&file);
     let plan = config::load(&file, &root, &p.sets, reg)?;
@@ -218,7 +220,7 @@ fn load(cache: &Option<PathBuf>, p: &PipelineArgs, reg: &Registry) -> anyhow::Re
     })
 }
 
-fn env<'a>(l: &'a Loaded, reg: &'a Registry) -> anyhow::Result<Env<'a>> {
+fn env<'a>(l: &'a Loaded, reg: &'a Registry) -> Result<Env<'a>, Error> {
     Ok(Env {
         plan: &l.plan,
         reg,
@@ -237,7 +239,7 @@ fn absolute(p: &Path) -> PathBuf {
     p.canonicalize().unwrap_or(p)
 }
 
-fn dispatch(cli: Cli) -> anyhow::Result<i32> {
+fn dispatch(cli: Cli) -> Result<i32, Error> {
     let reg = Registry::new();
     match cli.cmd {
         Cmd::Run {
@@ -259,10 +261,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                 dry_run,
                 argv,
             };
-            run::run(&e, &opts, &rep).map_err(|err| match err.downcast::<ConfigError>() {
-                Ok(ce) => ce.into(),
-                Err(other) => other,
-            })
+            run::run(&e, &opts, &rep)
         }
         Cmd::Status { targets, p, json } => {
             let l = load(&cli.cache, &p, &reg)?;
@@ -311,11 +310,11 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         }
         Cmd::Report { p, out, variants } => {
             let l = load(&cli.cache, &p, &reg)?;
-            results::write(&env(&l, &reg)?, &out, variants, &p.sets)
+            Ok(results::write(&env(&l, &reg)?, &out, variants, &p.sets)?)
         }
         Cmd::Metrics { stages, p, json } => {
             let l = load(&cli.cache, &p, &reg)?;
-            metrics::metrics(&env(&l, &reg)?, &stages, json)
+            Ok(metrics::metrics(&env(&l, &reg)?, &stages, json)?)
         }
         Cmd::Dag { p, format } => {
             let l = load(&cli.cache, &p, &reg)?;
@@ -329,7 +328,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             json,
         } => {
             let l = load(&cli.cache, &p, &reg)?;
-            inspect::show(&env(&l, &reg)?, &stage, rows, json)
+            Ok(inspect::show(&env(&l, &reg)?, &stage, rows, json)?)
         }
         Cmd::Gc {
             dry_run,
@@ -338,11 +337,11 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         } => {
             let root = absolute(&root);
             let cache = cache_dir(&cli.cache, &root.join("cache"));
-            maint::gc(&reg, &root, &cache, keep_runs, dry_run)
+            Ok(maint::gc(&reg, &root, &cache, keep_runs, dry_run)?)
         }
         Cmd::Verify { fix } => {
             let cache = cache_dir(&cli.cache, &absolute(Path::new("cache")));
-            maint::verify(&cache, fix)
+            Ok(maint::verify(&cache, fix)?)
         }
         Cmd::Kinds => {
             print!("{}", stages::registry::listing(reg.all()));

@@ -659,9 +659,9 @@ fn topo(plan: &Plan, selected: &[usize]) -> Vec<usize> {
     order
 }
 
-pub fn submit(env: &Env, opts: &SubmitOpts) -> Result<i32> {
+pub fn submit(env: &Env, opts: &SubmitOpts) -> crate::Result<i32> {
     let plan = env.plan;
-    let selected = plan.select(&opts.targets).map_err(|e| anyhow!(e))?;
+    let selected = plan.select(&opts.targets)?;
     if !opts.dry_run {
         slurm::available()?;
         Db::make_shared(&env.cache)?;
@@ -677,7 +677,10 @@ pub fn submit(env: &Env, opts: &SubmitOpts) -> Result<i32> {
         per_item.insert(p.idx, !matches!(stage.mode(&s.params), StageMode::Table));
         keys.insert(
             p.idx,
-            p.key.as_ref().map(|k| k.key.clone()).map_err(|e| e.clone()),
+            p.key
+                .as_ref()
+                .map(|k| k.key.clone())
+                .map_err(|e| e.to_string()),
         );
         fresh += usize::from(p.artifact.is_some());
     }

@@ -5,7 +5,7 @@ use super::{did_you_mean, Plan};
 impl Plan {
     /// The named stages (base names select every variant) and everything upstream of them,
     /// in plan order.
-    pub fn select(&self, targets: &[String]) -> Result<Vec<usize>, String> {
+    pub fn select(&self, targets: &[String]) -> Result<Vec<usize>, crate::Error> {
         if targets.is_empty() || targets.iter().any(|t| t == "all") {
             return Ok((0..self.stages.len()).collect());
         }
@@ -21,13 +21,13 @@ impl Plan {
                 .collect();
             if hits.is_empty() {
                 let names: Vec<&str> = self.stages.iter().map(|s| s.base.as_str()).collect();
-                return Err(format!(
+                return Err(crate::Error::Target(format!(
                     "no stage `{t}` in {}{}",
                     self.file.display(),
                     did_you_mean(t, names.iter().copied())
                         .map(|h| format!(" ({h})"))
                         .unwrap_or_default()
-                ));
+                )));
             }
             stack.extend(hits);
         }

@@ -354,10 +354,10 @@ impl std::str::FromStr for Shard {
 pub(super) struct StoreShards<'a>(pub &'a Store);
 
 impl stages::ShardReader for StoreShards<'_> {
-    fn read(&self, object: &str) -> std::result::Result<Arc<RecordBatch>, String> {
+    fn read(&self, object: &str) -> std::result::Result<Arc<RecordBatch>, stages::StageError> {
         self.0
             .get_table(object)
-            .map_err(|e| format!("reading item object {}: {e:#}", short(object)))
+            .map_err(|e| format!("reading item object {}: {e:#}", short(object)).into())
     }
 }
 

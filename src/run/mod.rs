@@ -73,7 +73,7 @@ pub const EXIT_PARTIAL: i32 = 3;
 /// The planned state of one selected stage.
 pub struct Planned {
     pub idx: usize,
-    pub key: Result<StageKey, String>,
+    pub key: Result<StageKey, crate::error::KeyError>,
     pub artifact: Option<Artifact>,
 }
 

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::mpsc;
 use std::time::Instant;
 
-use anyhow::{anyhow, Result};
+use anyhow::Result;
 use serde_json::json;
 
 use super::stage::{dispatch, explain, update_state};
@@ -17,9 +17,9 @@ use crate::db::Db;
 use crate::keys::StageKey;
 use crate::report::Reporter;
 
-pub fn run(env: &Env, opts: &RunOpts, rep: &Reporter) -> Result<i32> {
+pub fn run(env: &Env, opts: &RunOpts, rep: &Reporter) -> crate::Result<i32> {
     let started = Instant::now();
-    let selected = env.plan.select(&opts.targets).map_err(|e| anyhow!(e))?;
+    let selected = env.plan.select(&opts.targets)?;
     let mut db = Db::open(&env.cache)?;
     let planned = env.plan_state(&mut db, &selected)?;
     if opts.dry_run {
@@ -44,7 +44,7 @@ fn print_plan(env: &Env, db: &Db, planned: &[Planned], rep: &Reporter) -> Result
     for p in planned {
         let s = &env.plan.stages[p.idx];
         let (state, why) = match (&p.key, &p.artifact) {
-            (Err(e), _) => ("error", vec![e.clone()]),
+            (Err(e), _) => ("error", vec![e.to_string()]),
             (Ok(_), Some(_)) => ("cached", vec![]),
             (Ok(k), None) => ("run", explain(db, &env.pipeline_id, &s.name, k)?),
         };
@@ -92,7 +92,7 @@ impl Book {
             let name = env.plan.stages[p.idx].name.clone();
             match (p.key, p.artifact) {
                 (Err(e), _) => {
-                    book.results.insert(p.idx, (name, None, Err(e)));
+                    book.results.insert(p.idx, (name, None, Err(e.to_string())));
                 }
                 (Ok(k), Some(a)) => {
                     let errors = if a.failed_items > 0 {

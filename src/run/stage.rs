@@ -29,19 +29,19 @@ pub fn exec_stage(
     expect_key: Option<&str>,
     shard: Option<Shard>,
     rep: &Reporter,
-) -> Result<i32> {
+) -> crate::Result<i32> {
     let plan = env.plan;
     let Some(&idx) = plan.index.get(name) else {
         let names: Vec<&str> = plan.stages.iter().map(|s| s.name.as_str()).collect();
-        anyhow::bail!(
+        return Err(crate::Error::Target(format!(
             "no stage `{name}` in {}{}",
             plan.file.display(),
             crate::config::did_you_mean(name, names.into_iter())
                 .map(|h| format!(" ({h})"))
                 .unwrap_or_default()
-        );
+        )));
     };
-    let selected = plan.select(&[name.to_string()]).map_err(|e| anyhow!(e))?;
+    let selected = plan.select(&[name.to_string()])?;
     let mut db = Db::open(&env.cache)?;
     let planned = env.plan_state(&mut db, &selected)?;
     let mut keyof: HashMap<usize, StageKey> = HashMap::new();
@@ -56,12 +56,13 @@ pub fn exec_stage(
     let key = keyof[&idx].clone();
     if let Some(want) = expect_key {
         if want != key.key {
-            anyhow::bail!(
+            return Err(anyhow!(
                 "{name}: its key is now {} but the job was submitted for {}: the pipeline, its \
                  params or its input files changed after `submit`; submit again",
                 short(&key.key),
                 short(want)
-            );
+            )
+            .into());
         }
     }
     let s = &plan.stages[idx];
@@ -69,11 +70,12 @@ pub fn exec_stage(
     for n in &s.inputs {
         let j = plan.index[n];
         if !present[&j] {
-            anyhow::bail!(
+            return Err(anyhow!(
                 "{name}: input `{n}` (key {}) is not in the cache at {}; run or submit it first",
                 short(&keyof[&j].key),
                 env.cache.display()
-            );
+            )
+            .into());
         }
         input_keys.push(keyof[&j].key.clone());
     }

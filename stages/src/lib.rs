@@ -41,6 +41,19 @@ pub enum StageError {
     Other(String),
 }
 
+/// Messages from helpers that only have words to say (a bad frame, an unknown device).
+impl From<String> for StageError {
+    fn from(msg: String) -> Self {
+        StageError::Other(msg)
+    }
+}
+
+impl From<&str> for StageError {
+    fn from(msg: &str) -> Self {
+        StageError::Other(msg.to_string())
+    }
+}
+
 impl StageError {
     pub fn param(name: &str, msg: impl Into<String>) -> Self {
         StageError::Param {
@@ -108,7 +121,7 @@ pub enum Mode {
 
 /// Reads the rows of one item of a sharded stage by its object hash.
 pub trait ShardReader: Sync {
-    fn read(&self, object: &str) -> Result<Arc<RecordBatch>, String>;
+    fn read(&self, object: &str) -> Result<Arc<RecordBatch>, StageError>;
 }
 
 /// Content hashes of the external files a stage declared, as the engine computed them.
@@ -173,7 +186,7 @@ pub struct RunCtx<'a> {
 
 impl RunCtx<'_> {
     /// One item's rows from a sharded input: `input` indexes `inputs`, `row` that index table.
-    pub fn shard(&self, input: usize, row: usize) -> Result<Arc<RecordBatch>, String> {
+    pub fn shard(&self, input: usize, row: usize) -> Result<Arc<RecordBatch>, StageError> {
         let t = self
             .inputs
             .get(input)
@@ -233,7 +246,7 @@ pub trait Kind: Send + Sync {
         &self,
         _params: &Params,
         _table: &RecordBatch,
-    ) -> Vec<(String, Result<Vec<u8>, String>)> {
+    ) -> Vec<(String, Result<Vec<u8>, StageError>)> {
         Vec::new()
     }
 }

@@ -38,8 +38,14 @@ impl ParamType {
 
     /// Checks a value and returns its canonical form (integers given for floats become floats,
     /// so `lr: 1` and `lr: 1.0` hash the same).
-    pub fn check(&self, v: &Value) -> Result<Value, String> {
-        let bad = || Err(format!("expected {}, got {}", self.describe(), short(v)));
+    pub fn check(&self, v: &Value) -> Result<Value, StageError> {
+        let bad = || {
+            Err(StageError::Other(format!(
+                "expected {}, got {}",
+                self.describe(),
+                short(v)
+            )))
+        };
         match self {
             ParamType::Int => match v.as_i64() {
                 Some(_) => Ok(v.clone()),
@@ -197,7 +203,7 @@ mod tests {
         let t = ParamType::Enum(&["a", "b"]);
         assert!(t.check(&Value::from("a")).is_ok());
         let e = t.check(&Value::from("c")).unwrap_err();
-        assert!(e.contains("one of a, b"), "{e}");
+        assert!(e.to_string().contains("one of a, b"), "{e}");
         assert!(ParamType::FloatList
             .check(&serde_json::json!([1, 2.5]))
             .is_ok());

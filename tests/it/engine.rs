@@ -123,6 +123,17 @@ fn one_changed_clip_recomputes_one_item() {
 }
 
 #[test]
+fn a_target_that_names_no_stage_exits_2_with_a_hint() {
+    let p = Project::new(2);
+    for args in [&["run", "splt"][..], &["status", "splt"], &["exec", "splt"]] {
+        let out = p.run(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains("no stage `splt`") && err.contains("did you mean `split`"), "{err}");
+    }
+}
+
+#[test]
 fn bad_pipelines_exit_2_with_line_and_hint_and_run_nothing() {
     let cases: &[(&str, &str, &[&str])] = &[
         ("stages:\n  ingest:\n    kind: ingset\n    params: {root: data}\n", ":3:", &["unknown kind `ingset`", "did you mean `ingest`"]),

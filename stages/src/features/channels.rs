@@ -100,7 +100,9 @@ impl Stage for FaceGeometry {
     }
     fn run_item(&self, ctx: &RunCtx, row: usize) -> Result<RecordBatch, ItemError> {
         let fail = |field: &str, reason: String| ItemError::new("", field, reason);
-        let t = ctx.shard(0, row).map_err(|e| fail("faces", e))?;
+        let t = ctx
+            .shard(0, row)
+            .map_err(|e| fail("faces", e.to_string()))?;
         let bad = |e: StageError| fail("faces", e.to_string());
         let lms = col::<ListArray>(&t, "landmarks").map_err(bad)?;
         let prob = f64_col(&t, "prob").map_err(bad)?;

@@ -55,7 +55,7 @@ pub fn read_matrix(ctx: &RunCtx, row: usize) -> Result<Matrix, ItemError> {
 /// [`read_matrix`] of input `input`'s row `row`.
 pub fn read_matrix_of(ctx: &RunCtx, input: usize, row: usize) -> Result<Matrix, ItemError> {
     let fail = |reason: String| ItemError::new("", "features", reason);
-    let t = ctx.shard(input, row).map_err(fail)?;
+    let t = ctx.shard(input, row).map_err(|e| fail(e.to_string()))?;
     let bad = |e: StageError| fail(e.to_string());
     let frames = col::<Int64Array>(&t, "frames").map_err(bad)?;
     let dim = col::<Int64Array>(&t, "dim").map_err(bad)?;

@@ -64,7 +64,7 @@ impl SpecConfig {
         }
     }
 
-    fn check(&self) -> Result<(), String> {
+    fn check(&self) -> Result<(), crate::StageError> {
         if self.n_fft == 0 || self.hop_length == 0 || self.n_mels == 0 {
             return Err("n_fft, hop_length and n_mels must be positive".into());
         }
@@ -72,14 +72,16 @@ impl SpecConfig {
             return Err(format!(
                 "win_length {} must be in 1..=n_fft ({})",
                 self.win_length, self.n_fft
-            ));
+            )
+            .into());
         }
         let fmax = self.fmax.unwrap_or(self.sr as f64 / 2.0);
         if !(self.fmin >= 0.0 && self.fmin < fmax && fmax <= self.sr as f64 / 2.0 + 1e-9) {
             return Err(format!(
                 "need 0 <= fmin < fmax <= sr/2, got fmin {} fmax {fmax} sr {}",
                 self.fmin, self.sr
-            ));
+            )
+            .into());
         }
         Ok(())
     }
@@ -103,7 +105,7 @@ pub struct Features {
 }
 
 impl Spectral {
-    pub fn new(cfg: SpecConfig) -> Result<Spectral, String> {
+    pub fn new(cfg: SpecConfig) -> Result<Spectral, crate::StageError> {
         cfg.check()?;
         let mut window = vec![0.0; cfg.n_fft];
         let off = (cfg.n_fft - cfg.win_length) / 2;
@@ -152,7 +154,7 @@ impl Spectral {
     }
 
     /// Mel spectrogram (power or magnitude per `power`), frames x n_mels, f64.
-    pub fn mel_spectrogram(&self, y: &[f32]) -> Result<(usize, Vec<f64>), String> {
+    pub fn mel_spectrogram(&self, y: &[f32]) -> Result<(usize, Vec<f64>), crate::StageError> {
         let c = &self.cfg;
         let n_frames = self.n_frames(y.len());
         if n_frames == 0 {
@@ -160,7 +162,8 @@ impl Spectral {
                 "{} samples is shorter than one window of {} samples",
                 y.len(),
                 c.n_fft
-            ));
+            )
+            .into());
         }
         let pad = if c.center { c.n_fft / 2 } else { 0 };
         let sample = |i: isize| -> f64 {
@@ -210,7 +213,7 @@ impl Spectral {
     }
 
     /// Log-mel in dB (`power_to_db(melspectrogram(y), ref=1.0)`), frames x n_mels.
-    pub fn log_mel(&self, y: &[f32]) -> Result<Features, String> {
+    pub fn log_mel(&self, y: &[f32]) -> Result<Features, crate::StageError> {
         let (frames, mel) = self.mel_spectrogram(y)?;
         let db = self.to_db(mel);
         Ok(Features {
@@ -221,10 +224,10 @@ impl Spectral {
     }
 
     /// MFCCs, frames x n_mfcc: orthonormal DCT-II of the dB mel spectrogram.
-    pub fn mfcc(&self, y: &[f32], n_mfcc: usize) -> Result<Features, String> {
+    pub fn mfcc(&self, y: &[f32], n_mfcc: usize) -> Result<Features, crate::StageError> {
         let n_mels = self.cfg.n_mels;
         if n_mfcc == 0 || n_mfcc > n_mels {
-            return Err(format!("n_mfcc {n_mfcc} must be in 1..=n_mels ({n_mels})"));
+            return Err(format!("n_mfcc {n_mfcc} must be in 1..=n_mels ({n_mels})").into());
         }
         let (frames, mel) = self.mel_spectrogram(y)?;
         let db = self.to_db(mel);

@@ -89,7 +89,7 @@ fn config(p: &Params, sr: u32) -> Result<SpecConfig, StageError> {
 /// The waveform one `audio` item stored, and its rate.
 fn waveform(ctx: &RunCtx, row: usize) -> Result<(Vec<f32>, u32), ItemError> {
     let fail = |reason: String| ItemError::new("", "audio", reason);
-    let t = ctx.shard(0, row).map_err(fail)?;
+    let t = ctx.shard(0, row).map_err(|e| fail(e.to_string()))?;
     let rate = col::<Int64Array>(&t, "sample_rate").map_err(|e| fail(e.to_string()))?;
     let lists = col::<ListArray>(&t, "samples").map_err(|e| fail(e.to_string()))?;
     if t.num_rows() != 1 || rate.is_null(0) {
@@ -107,12 +107,12 @@ fn compute(ctx: &RunCtx, row: usize, n_mfcc: Option<usize>) -> Result<RecordBatc
     let (y, sr) = waveform(ctx, row)?;
     let cfg = config(ctx.params, sr).map_err(|e| ItemError::new("", "params", e.to_string()))?;
     let hop_s = cfg.hop_length as f64 / f64::from(sr);
-    let s = Spectral::new(cfg).map_err(|e| ItemError::new("", "params", e))?;
+    let s = Spectral::new(cfg).map_err(|e| ItemError::new("", "params", e.to_string()))?;
     let f = match n_mfcc {
         Some(n) => s.mfcc(&y, n),
         None => s.log_mel(&y),
     }
-    .map_err(|e| ItemError::new("", "audio", e))?;
+    .map_err(|e| ItemError::new("", "audio", e.to_string()))?;
     batch(vec![
         ("sample_rate", i64s(vec![Some(i64::from(sr))])),
         ("hop_s", f64s(vec![Some(hop_s)])),

@@ -210,7 +210,7 @@ impl Kind for Evaluate {
         s.push_str(&per_class);
         Some(s)
     }
-    fn figures(&self, p: &Params, t: &RecordBatch) -> Vec<(String, Result<Vec<u8>, String>)> {
+    fn figures(&self, p: &Params, t: &RecordBatch) -> Vec<(String, Result<Vec<u8>, StageError>)> {
         let names = p.str_list("names").unwrap_or_default();
         let (Ok(split), Ok(cms)) = (str_col(t, "split"), col::<ListArray>(t, "confusion")) else {
             return Vec::new();

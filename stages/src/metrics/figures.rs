@@ -11,7 +11,7 @@ const FONTS: &[&str] = &[
     "/usr/share/fonts/TTF/DejaVuSans.ttf",
 ];
 
-fn font() -> Result<(), String> {
+fn font() -> Result<(), crate::StageError> {
     static DONE: OnceLock<Result<(), String>> = OnceLock::new();
     DONE.get_or_init(|| {
         let path = std::env::var("PIPELINE_FONT")
@@ -29,13 +29,16 @@ fn font() -> Result<(), String> {
             .map_err(|_| format!("{path}: not a usable TTF font"))
     })
     .clone()
+    .map_err(crate::StageError::Other)
 }
 
 fn render(
     w: u32,
     h: u32,
-    draw: impl FnOnce(&DrawingArea<BitMapBackend, plotters::coord::Shift>) -> Result<(), String>,
-) -> Result<Vec<u8>, String> {
+    draw: impl FnOnce(
+        &DrawingArea<BitMapBackend, plotters::coord::Shift>,
+    ) -> Result<(), crate::StageError>,
+) -> Result<Vec<u8>, crate::StageError> {
     font()?;
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
@@ -50,14 +53,18 @@ fn render(
         draw(&root)?;
         root.present().map_err(|e| e.to_string())?;
     }
-    let b = std::fs::read(&path).map_err(|e| e.to_string());
+    let b = std::fs::read(&path).map_err(|e| crate::StageError::io(&path, e));
     let _ = std::fs::remove_file(&path);
     b
 }
 
 /// A confusion matrix (rows true, columns predicted), each cell shaded by its share of the row
 /// and labelled with its count.
-pub fn confusion_png(cm: &[Vec<i64>], names: &[String], title: &str) -> Result<Vec<u8>, String> {
+pub fn confusion_png(
+    cm: &[Vec<i64>],
+    names: &[String],
+    title: &str,
+) -> Result<Vec<u8>, crate::StageError> {
     let n = cm.len();
     render(520, 460, |root| {
         let e = |e: DrawingAreaErrorKind<_>| e.to_string();
@@ -193,7 +200,7 @@ pub fn scatter_png(
     points: &[(f64, f64, i64)],
     names: &[String],
     title: &str,
-) -> Result<Vec<u8>, String> {
+) -> Result<Vec<u8>, crate::StageError> {
     let (x0, x1) = points
         .iter()
         .fold((f64::MAX, f64::MIN), |a, p| (a.0.min(p.0), a.1.max(p.0)));

@@ -259,7 +259,11 @@ impl Kind for ExportHidden {
             if t.num_rows() > 0 { d.value(0) } else { 0 }
         ))
     }
-    fn figures(&self, _p: &Params, t: &RecordBatch) -> Vec<(String, Result<Vec<u8>, String>)> {
+    fn figures(
+        &self,
+        _p: &Params,
+        t: &RecordBatch,
+    ) -> Vec<(String, Result<Vec<u8>, crate::StageError>)> {
         let (Ok(y), Ok(v)) = (col::<Int64Array>(t, "y"), col::<ListArray>(t, "values")) else {
             return Vec::new();
         };

@@ -58,7 +58,7 @@ impl Drop for Training {
 }
 
 /// `auto` takes the first CUDA device when libtorch sees one, else the CPU.
-pub fn device(name: &str) -> Result<Device, String> {
+pub fn device(name: &str) -> Result<Device, crate::StageError> {
     let cuda = tch::Cuda::is_available();
     match name {
         "cpu" => Ok(Device::Cpu),
@@ -69,7 +69,7 @@ pub fn device(name: &str) -> Result<Device, String> {
                 .into(),
         ),
         "auto" => Ok(if cuda { Device::Cuda(0) } else { Device::Cpu }),
-        other => Err(format!("unknown device `{other}` (auto, cpu or cuda)")),
+        other => Err(format!("unknown device `{other}` (auto, cpu or cuda)").into()),
     }
 }
 
@@ -86,7 +86,12 @@ pub struct Loaded {
 pub struct ModelCache(Mutex<HashMap<(String, String), Arc<Loaded>>>);
 
 impl ModelCache {
-    pub fn get(&self, path: &Path, hash: &str, device: Device) -> Result<Arc<Loaded>, String> {
+    pub fn get(
+        &self,
+        path: &Path,
+        hash: &str,
+        device: Device,
+    ) -> Result<Arc<Loaded>, crate::StageError> {
         let key = (hash.to_string(), format!("{device:?}"));
         if let Some(m) = self.0.lock().unwrap().get(&key) {
             return Ok(m.clone());

@@ -18,7 +18,6 @@
 //! The model file's and the tokenizer's content hashes are part of the cache key.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use arrow::array::{Array, BinaryArray, Float32Array, Int64Array, ListArray};
@@ -101,10 +100,6 @@ fn param_err(e: StageError) -> ItemError {
 }
 
 impl Embed {
-    fn model_path(p: &Params, root: &std::path::Path) -> Result<PathBuf, StageError> {
-        Ok(resolve(root, p.str("model")?))
-    }
-
     fn tokenizer(&self, ctx: &RunCtx) -> Result<Arc<Tokenizer>, String> {
         let p = ctx.params;
         let path = resolve(ctx.root, p.str("tokenizer").map_err(|e| e.to_string())?);
@@ -175,7 +170,7 @@ fn vision_units(ctx: &RunCtx, row: usize) -> Result<Vec<Unit>, ItemError> {
         "cubic" => imgproc::INTER_CUBIC,
         _ => imgproc::INTER_AREA,
     };
-    let t = ctx.shard(0, row).map_err(fail)?;
+    let t = ctx.shard(0, row).map_err(|e| fail(e.to_string()))?;
     // A face stage's crops, or a decode stage's frames.
     let images: Vec<(&[u8], usize, usize)> = if let Ok(crops) = col::<BinaryArray>(&t, "crop") {
         let side = col::<Int64Array>(&t, "crop_size").map_err(|e| fail(e.to_string()))?;
@@ -277,7 +272,7 @@ fn audio_units(ctx: &RunCtx, row: usize) -> Result<Vec<Unit>, ItemError> {
         h => h,
     };
     let min_cov = p.f64("min_coverage").map_err(param_err)?;
-    let t = ctx.shard(0, row).map_err(fail)?;
+    let t = ctx.shard(0, row).map_err(|e| fail(e.to_string()))?;
     // `flat`: raw samples, one value per step, fed as [B, n] rather than [B, n, 1].
     let cut = |values: &[f32], n: usize, dim: usize, starts: &[usize], flat: bool| -> Vec<Unit> {
         starts
@@ -349,7 +344,7 @@ fn audio_units(ctx: &RunCtx, row: usize) -> Result<Vec<Unit>, ItemError> {
         ..SpecConfig::librosa(sr)
     };
     let hop_len = cfg.hop_length;
-    let s = Spectral::new(cfg).map_err(|e| ItemError::new("", "params", e))?;
+    let s = Spectral::new(cfg).map_err(|e| ItemError::new("", "params", e.to_string()))?;
     let n_samples = wav.len();
     let starts = if window == 0 {
         vec![0]
@@ -365,7 +360,7 @@ fn audio_units(ctx: &RunCtx, row: usize) -> Result<Vec<Unit>, ItemError> {
         }
         starts
     };
-    let (frames, mel) = s.mel_spectrogram(&wav).map_err(fail)?;
+    let (frames, mel) = s.mel_spectrogram(&wav).map_err(|e| fail(e.to_string()))?;
     let mel: Vec<f32> = if frontend == "logmel" {
         s.to_db(mel).into_iter().map(|v| v as f32).collect()
     } else {
@@ -641,10 +636,13 @@ impl Stage for Embed {
         };
         let text_inputs = p.str_list("text_inputs").unwrap_or_default();
         let model = (|| -> Result<_, String> {
-            let path = Self::model_path(p, ctx.root).map_err(|e| e.to_string())?;
+            let path = stages::embed::Embed::model_path(p, ctx.root).map_err(|e| e.to_string())?;
             let hash = declared_hash(ctx, &path, "model")?;
-            let dev = crate::torch::device(p.str("device").map_err(|e| e.to_string())?)?;
-            self.models.get(&path, &hash, dev)
+            let dev = crate::torch::device(p.str("device").map_err(|e| e.to_string())?)
+                .map_err(|e| e.to_string())?;
+            self.models
+                .get(&path, &hash, dev)
+                .map_err(|e| e.to_string())
         })();
         let model = match model {
             Ok(m) => m,

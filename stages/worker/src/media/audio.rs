@@ -31,7 +31,11 @@ pub struct Decoded {
 
 /// Decodes the best audio stream of `path` to mono f32 at `rate`, keeping `span` (seconds)
 /// when given.
-pub fn decode_audio(path: &Path, rate: u32, span: Option<(f64, f64)>) -> Result<Decoded, String> {
+pub fn decode_audio(
+    path: &Path,
+    rate: u32,
+    span: Option<(f64, f64)>,
+) -> Result<Decoded, crate::StageError> {
     init_ffmpeg();
     let mut ictx = ffmpeg::format::input(path).map_err(|e| format!("cannot open as media: {e}"))?;
     let stream = ictx
@@ -129,7 +133,7 @@ pub fn decode_audio(path: &Path, rate: u32, span: Option<(f64, f64)>) -> Result<
 }
 
 /// A mono 16-bit PCM WAV file in memory (hound), clipping to [-1, 1].
-pub fn wav_bytes(samples: &[f32], rate: u32) -> Result<Vec<u8>, String> {
+pub fn wav_bytes(samples: &[f32], rate: u32) -> Result<Vec<u8>, crate::StageError> {
     let spec = hound::WavSpec {
         channels: 1,
         sample_rate: rate,
@@ -187,7 +191,7 @@ impl Stage for Audio {
             }
         };
         let d = decode_audio(&resolve(ctx.root, &path), rate as u32, span)
-            .map_err(|e| fail(field, e))?;
+            .map_err(|e| fail(field, e.to_string()))?;
         let secs = d.samples.len() as f64 / rate as f64;
         let min = ctx.params.f64("min_seconds").map_err(p)?;
         let max = ctx.params.f64("max_seconds").map_err(p)?;
@@ -227,7 +231,7 @@ impl Stage for Audio {
             samples = fit(&samples, n, ctx.params.str("crop").map_err(p)? == "center");
         }
         let wav = if ctx.params.bool("wav").map_err(p)? {
-            Some(wav_bytes(&samples, rate as u32).map_err(|e| fail("", e))?)
+            Some(wav_bytes(&samples, rate as u32).map_err(|e| fail("", e.to_string()))?)
         } else {
             None
         };

@@ -96,7 +96,7 @@ struct RgbFrames {
 }
 
 impl RgbFrames {
-    fn convert(&mut self, f: &Video, target: f64, pts: f64) -> Result<Frame, String> {
+    fn convert(&mut self, f: &Video, target: f64, pts: f64) -> Result<Frame, crate::StageError> {
         if self.scaler.is_none() {
             let (w, h) = scaled(f.width(), f.height(), self.max_side);
             let s = Scaler::get(
@@ -139,7 +139,7 @@ pub fn decode_frames(
     sampling: &Sampling,
     max_side: u32,
     clip: &str,
-) -> Result<Vec<Frame>, String> {
+) -> Result<Vec<Frame>, crate::StageError> {
     init_ffmpeg();
     let mut ictx = ffmpeg::format::input(path).map_err(|e| format!("cannot open as media: {e}"))?;
     let stream = ictx
@@ -164,7 +164,7 @@ pub fn decode_frames(
         ),
     };
     if dur <= 0.0 {
-        return Err(format!("the video lasts {dur:.3} s"));
+        return Err(format!("the video lasts {dur:.3} s").into());
     }
     if start > 0.0 {
         let ts = (start * f64::from(ffmpeg::ffi::AV_TIME_BASE)) as i64;
@@ -187,7 +187,7 @@ pub fn decode_frames(
                       prev: &mut Option<(Video, f64)>,
                       next: &mut usize,
                       out: &mut Vec<Frame>|
-     -> Result<bool, String> {
+     -> Result<bool, crate::StageError> {
         let pts = decoded
             .timestamp()
             .or(decoded.pts())
@@ -300,7 +300,7 @@ impl Stage for Decode {
             max_side,
             ids.value(row),
         )
-        .map_err(|e| fail("media_path", e))?;
+        .map_err(|e| fail("media_path", e.to_string()))?;
         batch(vec![
             ("frame", i64s((0..frames.len() as i64).map(Some).collect())),
             (

@@ -138,7 +138,9 @@ impl Stage for FaceCrop {
         let select = ctx.params.str("select").map_err(p)?;
         let no_face = ctx.params.str("no_face").map_err(p)?;
 
-        let frames = ctx.shard(0, row).map_err(|e| fail("frames", e))?;
+        let frames = ctx
+            .shard(0, row)
+            .map_err(|e| fail("frames", e.to_string()))?;
         let bad = |e: StageError| fail("frames", e.to_string());
         let num = col::<Int64Array>(&frames, "frame").map_err(bad)?;
         let pts = f64_col(&frames, "pts_s").map_err(bad)?;
@@ -150,7 +152,8 @@ impl Stage for FaceCrop {
         for i in 0..frames.num_rows() {
             let (w, h) = (width.value(i) as usize, height.value(i) as usize);
             let px = rgb.value(i);
-            let mut faces = mtcnn::detect(px, w, h, &dir, &mp).map_err(|e| fail("frames", e))?;
+            let mut faces =
+                mtcnn::detect(px, w, h, &dir, &mp).map_err(|e| fail("frames", e.to_string()))?;
             let area = |f: &Face| (f.bbox[2] - f.bbox[0]) * (f.bbox[3] - f.bbox[1]);
             match select {
                 "largest" => {

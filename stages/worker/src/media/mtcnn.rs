@@ -54,7 +54,7 @@ thread_local! {
     static NETS: RefCell<Option<Nets>> = const { RefCell::new(None) };
 }
 
-fn load(dir: &Path) -> Result<Nets, String> {
+fn load(dir: &Path) -> Result<Nets, crate::StageError> {
     let read = |f: &str| {
         let p = dir.join(f);
         opencv::dnn::read_net_from_onnx(&p).map_err(|e| format!("{}: {e}", p.display()))
@@ -74,12 +74,9 @@ pub fn detect(
     height: usize,
     models: &Path,
     p: &Params,
-) -> Result<Vec<Face>, String> {
+) -> Result<Vec<Face>, crate::StageError> {
     if rgb.len() != width * height * 3 || width == 0 || height == 0 {
-        return Err(format!(
-            "image of {} bytes is not {width}x{height} RGB",
-            rgb.len()
-        ));
+        return Err(format!("image of {} bytes is not {width}x{height} RGB", rgb.len()).into());
     }
     NETS.with(|cell| {
         let mut slot = cell.borrow_mut();
@@ -89,7 +86,7 @@ pub fn detect(
             *slot = Some(load(models)?);
         }
         let nets = slot.as_mut().expect("loaded");
-        run(nets, rgb, width, height, p).map_err(|e| format!("MTCNN: {e}"))
+        run(nets, rgb, width, height, p).map_err(|e| format!("MTCNN: {e}").into())
     })
 }
 

@@ -26,7 +26,7 @@ pub struct MediaInfo {
     pub channels: Option<i64>,
 }
 
-pub fn probe_file(path: &std::path::Path) -> Result<MediaInfo, String> {
+pub fn probe_file(path: &std::path::Path) -> Result<MediaInfo, crate::StageError> {
     init_ffmpeg();
     let ctx = ffmpeg::format::input(path).map_err(|e| format!("cannot open as media: {e}"))?;
     let mut info = MediaInfo {

@@ -185,7 +185,7 @@ pub(crate) fn matrices(ctx: &RunCtx, input: usize) -> Result<Matrices, StageErro
         let item = ctx
             .shards
             .read(objects.value(r))
-            .map_err(StageError::Input)?;
+            .map_err(|e| StageError::Input(e.to_string()))?;
         let frames = col::<Int64Array>(&item, "frames")?.value(0);
         let dim = col::<Int64Array>(&item, "dim")?.value(0);
         match shape {

@@ -52,7 +52,7 @@ impl Stage for TrainFusion {
             outputs,
             p.str("attention")?,
         )
-        .map_err(StageError::Input)?;
+        .map_err(|e| StageError::Input(e.to_string()))?;
         // Multi-task heads on each H; with frozen encoders these are new, trainable heads.
         let heads: Vec<nn::Linear> = encoders
             .iter()
@@ -156,7 +156,7 @@ fn build_encoders(
         // regression fusion); its own head keeps its shape to load.
         let enc_out = c["outputs"].as_i64().unwrap_or(outputs);
         let enc = Encoder::new(&(store.root() / *name), &arch, t, d, enc_out)
-            .map_err(StageError::Input)?;
+            .map_err(|e| StageError::Input(e.to_string()))?;
         encoders.push((bytes, enc));
     }
     Ok(encoders)
@@ -181,7 +181,7 @@ fn load_frozen(
             ds.x[k].size()[2],
             c["outputs"].as_i64().unwrap_or(outputs),
         )
-        .map_err(StageError::Input)?;
+        .map_err(|e| StageError::Input(e.to_string()))?;
         load_safetensors(&mut one, &encoders[k].0)?;
         for (n, t) in one.variables() {
             named.push((format!("{name}.{n}"), t));

@@ -85,7 +85,7 @@ impl Net {
         outputs: i64,
     ) -> Result<Net, StageError> {
         let or = |v: i64, d: i64| if v > 0 { v } else { d };
-        let bad = |e: String| StageError::param("model", e);
+        let bad = |e: StageError| StageError::param("model", e.to_string());
         match p.str("model")? {
             "smp" => {
                 let d = or(p.i64("d_model")?, 64);
@@ -97,7 +97,7 @@ impl Net {
                     kernel: p.i64("kernel")?,
                     dropout: p.f64("dropout")?,
                     terms: Terms::parse(p.str("terms")?)
-                        .map_err(|e| StageError::param("terms", e))?,
+                        .map_err(|e| StageError::param("terms", e.to_string()))?,
                 };
                 Smp::new(vs, names, dims, outputs, &c)
                     .map(Net::Smp)
@@ -260,7 +260,7 @@ impl Stage for TrainJoint {
             if !w.is_empty() && names.contains(&'v') {
                 pretrained =
                     crate::train::nets::mbt::load_face_weights(&vs, &crate::resolve(ctx.root, w))
-                        .map_err(|e| StageError::param("vision_weights", e))?;
+                        .map_err(|e| StageError::param("vision_weights", e.to_string()))?;
             }
             crate::train::nets::mbt::freeze_groups(&vs, "audio", p.i64("freeze_audio")?);
             crate::train::nets::mbt::freeze_groups(&vs, "vision", p.i64("freeze_vision")?);

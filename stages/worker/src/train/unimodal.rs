@@ -38,7 +38,7 @@ impl Stage for TrainUnimodal {
         let arch = p.str("model")?;
         let mut vs = nn::VarStore::new(Device::Cpu);
         let enc = Encoder::new(&vs.root(), arch, t, d, ds.task.outputs())
-            .map_err(|e| StageError::param("model", e))?;
+            .map_err(|e| StageError::param("model", e.to_string()))?;
         let fwd = |x: &[Tensor], _: &Tensor, train: bool| (enc.forward_t(&x[0], train), Vec::new());
         let trained = fit(&mut vs, &ds, &cfg, 1.0, &[], &fwd)?;
         let hidden = tch::no_grad(|| enc.hidden_t(&ds.x[0], false));

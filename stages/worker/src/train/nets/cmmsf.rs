@@ -64,7 +64,7 @@ enum SeqEncoder {
 }
 
 impl SeqEncoder {
-    fn new(vs: nn::Path, kind: &str, dim: i64, c: &CmMsfCfg) -> Result<Self, String> {
+    fn new(vs: nn::Path, kind: &str, dim: i64, c: &CmMsfCfg) -> Result<Self, crate::StageError> {
         let d = c.d;
         let rnn = |bidirectional| nn::RNNConfig {
             bidirectional,
@@ -80,7 +80,8 @@ impl SeqEncoder {
                     return Err(format!(
                         "d {d} is not a multiple of encoder_heads {}",
                         c.encoder_heads
-                    ));
+                    )
+                    .into());
                 }
                 let layers = (0..c.encoder_layers)
                     .map(|l| {
@@ -100,10 +101,9 @@ impl SeqEncoder {
                 )
             }
             o => {
-                return Err(format!(
-                    "unknown encoder `{o}` (one of {})",
-                    ENCODERS.join(", ")
-                ))
+                return Err(
+                    format!("unknown encoder `{o}` (one of {})", ENCODERS.join(", ")).into(),
+                )
             }
         })
     }
@@ -142,12 +142,14 @@ struct Unimodal {
 }
 
 impl Unimodal {
-    fn new(vs: nn::Path, kinds: &[String], dim: i64, c: &CmMsfCfg) -> Result<Self, String> {
+    fn new(
+        vs: nn::Path,
+        kinds: &[String],
+        dim: i64,
+        c: &CmMsfCfg,
+    ) -> Result<Self, crate::StageError> {
         if kinds.is_empty() || kinds.len() > 2 {
-            return Err(format!(
-                "{} encoders; give one or two, `+`-separated",
-                kinds.len()
-            ));
+            return Err(format!("{} encoders; give one or two, `+`-separated", kinds.len()).into());
         }
         let encoders = kinds
             .iter()
@@ -275,10 +277,10 @@ impl CmMsf {
         dims: &[i64],
         outputs: i64,
         c: &CmMsfCfg,
-    ) -> Result<CmMsf, String> {
+    ) -> Result<CmMsf, crate::StageError> {
         let d = c.d;
         if d % c.heads != 0 {
-            return Err(format!("d {d} is not a multiple of heads {}", c.heads));
+            return Err(format!("d {d} is not a multiple of heads {}", c.heads).into());
         }
         let n = names.len();
         let mut uni = Vec::new();

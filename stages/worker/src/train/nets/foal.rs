@@ -58,12 +58,14 @@ struct FoalCfgCopy {
 
 impl FoalNet {
     /// `dims`: the audio and video feature widths, in that order.
-    pub fn new(vs: &nn::Path, dims: [i64; 2], outputs: i64, c: &FoalCfg) -> Result<Self, String> {
+    pub fn new(
+        vs: &nn::Path,
+        dims: [i64; 2],
+        outputs: i64,
+        c: &FoalCfg,
+    ) -> Result<Self, crate::StageError> {
         if c.d % c.heads != 0 {
-            return Err(format!(
-                "d_model {} is not a multiple of heads {}",
-                c.d, c.heads
-            ));
+            return Err(format!("d_model {} is not a multiple of heads {}", c.d, c.heads).into());
         }
         let lin = |p: nn::Path, i: i64, o: i64| nn::linear(p, i, o, Default::default());
         let ln = |p: nn::Path| nn::layer_norm(p, vec![c.d], Default::default());

@@ -303,12 +303,9 @@ impl MerSemMbt {
         dims: &[i64],
         outputs: i64,
         c: &MbtCfg,
-    ) -> Result<MerSemMbt, String> {
+    ) -> Result<MerSemMbt, crate::StageError> {
         if c.d % c.heads != 0 {
-            return Err(format!(
-                "d_model {} is not a multiple of heads {}",
-                c.d, c.heads
-            ));
+            return Err(format!("d_model {} is not a multiple of heads {}", c.d, c.heads).into());
         }
         let dim = |m: char| names.iter().position(|&n| n == m).map(|k| dims[k]);
         let dt = dim('t');
@@ -319,7 +316,8 @@ impl MerSemMbt {
                     return Err(format!(
                         "audio rows of {w} values are not patches of {} mel bands",
                         c.n_mels
-                    ));
+                    )
+                    .into());
                 }
                 let mut bb = Backbone::vggish(
                     &(vs.set_group(AUDIO_GROUP) / "audio"),
@@ -341,7 +339,8 @@ impl MerSemMbt {
                     return Err(format!(
                         "vision rows of {w} values are not square images of {} channel(s)",
                         c.image_channels
-                    ));
+                    )
+                    .into());
                 }
                 let mut bb = Backbone::face(
                     &(vs.set_group(VISION_GROUP) / "vision"),
@@ -511,7 +510,10 @@ impl MerSemMbt {
 /// Copies facial-emotion-recognition's NetworkV2 weights (its state dict as safetensors:
 /// `conv_k.1` conv, `conv_k.2` batch norm) into the vision backbone. Returns how many tensors
 /// were copied.
-pub fn load_face_weights(vs: &nn::VarStore, path: &std::path::Path) -> Result<usize, String> {
+pub fn load_face_weights(
+    vs: &nn::VarStore,
+    path: &std::path::Path,
+) -> Result<usize, crate::StageError> {
     let named = Tensor::read_safetensors(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let vars = vs.variables();
     let mut copied = 0;
@@ -542,7 +544,8 @@ pub fn load_face_weights(vs: &nn::VarStore, path: &std::path::Path) -> Result<us
                 path.display(),
                 t.size(),
                 v.size()
-            ));
+            )
+            .into());
         }
         tch::no_grad(|| v.shallow_clone().copy_(&t));
         copied += 1;

@@ -19,12 +19,12 @@ pub enum Terms {
 }
 
 impl Terms {
-    pub fn parse(s: &str) -> Result<Terms, String> {
+    pub fn parse(s: &str) -> Result<Terms, crate::StageError> {
         match s {
             "all" => Ok(Terms::All),
             "pairs" => Ok(Terms::Pairs),
             "unimodal" => Ok(Terms::Unimodal),
-            o => Err(format!("terms `{o}`: one of all, pairs, unimodal")),
+            o => Err(format!("terms `{o}`: one of all, pairs, unimodal").into()),
         }
     }
 }
@@ -178,15 +178,12 @@ impl Smp {
         dims: &[i64],
         outputs: i64,
         c: &SmpCfg,
-    ) -> Result<Smp, String> {
+    ) -> Result<Smp, crate::StageError> {
         if c.d % c.heads != 0 {
-            return Err(format!("d {} is not a multiple of heads {}", c.d, c.heads));
+            return Err(format!("d {} is not a multiple of heads {}", c.d, c.heads).into());
         }
         if c.kernel % 2 == 0 {
-            return Err(format!(
-                "kernel {} must be odd to keep the length",
-                c.kernel
-            ));
+            return Err(format!("kernel {} must be odd to keep the length", c.kernel).into());
         }
         let uni = c.terms != Terms::Pairs || names.len() == 1;
         let intra: Vec<AttnBiLstm> = if uni {

@@ -99,7 +99,7 @@ impl Encoder {
         steps: i64,
         dim: i64,
         classes: i64,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, crate::StageError> {
         let mut convs = Vec::new();
         let mut attn = None;
         let mut lstm = None;
@@ -112,7 +112,7 @@ impl Encoder {
                 convs.push(relu_conv(vs / "conv3", 64, 64, 3, 1));
                 let t = conv_len(conv_len(steps, 3, 1), 3, 1);
                 if t < 1 {
-                    return Err(format!("{steps} steps are too few for three convolutions"));
+                    return Err(format!("{steps} steps are too few for three convolutions").into());
                 }
                 if arch == "cnn_attn_lstm" {
                     attn = Some(TanhAttention::new(vs / "attn", t, 64, true));
@@ -127,7 +127,7 @@ impl Encoder {
                 convs.push(relu_conv(vs / "conv1", dim, 64, 3, 2));
                 let t = conv_len(steps, 3, 2);
                 if t < 1 {
-                    return Err(format!("{steps} steps are too few for the convolution"));
+                    return Err(format!("{steps} steps are too few for the convolution").into());
                 }
                 if arch == "cnn_attn_bilstm" {
                     attn = Some(TanhAttention::new(vs / "attn", t, 64, true));
@@ -156,10 +156,9 @@ impl Encoder {
                 128
             }
             other => {
-                return Err(format!(
-                    "unknown encoder `{other}` (one of {})",
-                    ENCODERS.join(", ")
-                ))
+                return Err(
+                    format!("unknown encoder `{other}` (one of {})", ENCODERS.join(", ")).into(),
+                )
             }
         };
         let head = nn::linear(vs / "head", hidden, classes, Default::default());
@@ -339,7 +338,7 @@ impl Fusion {
         features: i64,
         classes: i64,
         attention: &str,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, crate::StageError> {
         let d = FUSION_DIM;
         let mut f = Fusion {
             kind: kind.to_string(),
@@ -364,10 +363,9 @@ impl Fusion {
             "concat" => return Ok(f),
             "attention" | "transformer" | "conformer" => {}
             other => {
-                return Err(format!(
-                    "unknown fusion `{other}` (one of {})",
-                    FUSIONS.join(", ")
-                ))
+                return Err(
+                    format!("unknown fusion `{other}` (one of {})", FUSIONS.join(", ")).into(),
+                )
             }
         }
         // PyTorch's init of F separate Linear(1, 64) layers: U(-1, 1) for weight and bias.
@@ -383,7 +381,8 @@ impl Fusion {
                 return Err(format!(
                     "unknown attention `{other}` (one of {})",
                     ATTENTIONS.join(", ")
-                ))
+                )
+                .into())
             }
         });
         if kind != "attention" {

@@ -42,7 +42,7 @@ pub(super) fn check_params(
     let mut out = BTreeMap::new();
     for p in specs.iter().copied() {
         let v = match given.get(p.name) {
-            Some(v) => p.ty.check(v).map_err(|e| {
+            Some(v) => p.check(v).map_err(|e| {
                 (
                     p.name.to_string(),
                     format!("param `{}`: {e}", p.name),
@@ -54,7 +54,7 @@ pub(super) fn check_params(
                 None => {
                     return Err((
                         String::new(),
-                        format!("missing required param `{}` ({})", p.name, p.ty.describe()),
+                        format!("missing required param `{}` ({})", p.name, p.describe()),
                         Some(format!("{}: {}", p.name, p.doc)),
                     ))
                 }

@@ -29,6 +29,8 @@ pub(super) struct ItemRun<'a> {
     pub reads: &'a [&'a str],
     /// Where a sharded stage's items go, each an object of its own.
     pub shard_store: Option<&'a Store>,
+    /// The columns each item's rows must have.
+    pub writes: &'a [&'a str],
 }
 
 /// Hash of the columns an item reads, in its row: the item's cache identity within the stage.
@@ -262,12 +264,20 @@ fn compute_rows(
     // Stores one computed item and reports it; runs on the thread pool.
     let finish = |r: usize, res: Result<RecordBatch, ItemError>| {
         let id = ids.value(r).to_string();
-        let res = res.map_err(|mut e| {
-            if e.item.is_empty() {
-                e.item = id.clone();
-            }
-            e
-        });
+        // An item without a declared column is not cached: its kind's code and declaration
+        // disagree.
+        let res = res
+            .and_then(|b| {
+                stages::check_writes(job.writes, &b)
+                    .map(|_| b)
+                    .map_err(|e| ItemError::new("", "", e.to_string()))
+            })
+            .map_err(|mut e| {
+                if e.item.is_empty() {
+                    e.item = id.clone();
+                }
+                e
+            });
         if let Some(d) = delay {
             std::thread::sleep(d);
         }

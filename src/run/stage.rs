@@ -232,6 +232,7 @@ pub fn execute(job: &Job, stage: &dyn Stage, rep: &Reporter, tables: &Tables) ->
         shards: &shards,
     };
     let mode = stage.decl().mode(&params);
+    let writes = stage.decl().writes(&params);
     if shard.is_some() && matches!(mode, StageMode::Table) {
         anyhow::bail!(
             "{}: a `{}` stage computes one table, not per-clip items, so it cannot be split into shards",
@@ -242,14 +243,17 @@ pub fn execute(job: &Job, stage: &dyn Stage, rep: &Reporter, tables: &Tables) ->
     let (table, errors, computed, reused) = match mode {
         StageMode::Table => {
             rep.stage_start(&job.name, &key.key, None);
-            let out = stage.run(&ctx).map_err(|e| {
-                anyhow!(
-                    "{} ({}:{}): {e}",
-                    job.name,
-                    job.plan_file.display(),
-                    job.line
-                )
-            })?;
+            let out = stage
+                .run(&ctx)
+                .and_then(|out| stages::check_writes(writes, &out.table).map(|_| out))
+                .map_err(|e| {
+                    anyhow!(
+                        "{} ({}:{}): {e}",
+                        job.name,
+                        job.plan_file.display(),
+                        job.line
+                    )
+                })?;
             // Per-item stages report their failures as they happen.
             for e in &out.errors {
                 rep.item_error(&job.name, e);
@@ -266,6 +270,7 @@ pub fn execute(job: &Job, stage: &dyn Stage, rep: &Reporter, tables: &Tables) ->
                 id_column,
                 reads,
                 shard_store: matches!(mode, StageMode::Sharded { .. }).then_some(&store),
+                writes,
             };
             run_items(&run, &mut db, shard)?
         }

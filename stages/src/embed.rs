@@ -36,15 +36,15 @@ const PARAMS: &[ParamSpec] = with_image_params![
     ParamSpec::new("model", ParamType::Path, None, "TorchScript file (scripts/models/export.py writes them)"),
     ParamSpec::new("modality", ParamType::Enum(&["vision", "audio", "text"]), None, "what the model reads"),
     ParamSpec::new("device", ParamType::Enum(&["auto", "cpu", "cuda"]), Some("\"auto\""), "auto: CUDA when libtorch sees a GPU, else CPU"),
-    ParamSpec::new("batch_size", ParamType::Int, Some("32"), "model inputs (images, windows, texts) per forward pass"),
+    ParamSpec::new("batch_size", ParamType::Int, Some("32"), "model inputs (images, windows, texts) per forward pass").min(1.0),
     ParamSpec::new("pool", ParamType::Enum(&["none", "mean", "max", "cls"]), Some("\"mean\""), "reduce the clip's sequence: none keeps [T x D]; cls takes its first step"),
     ParamSpec::new("normalize", ParamType::Enum(&["none", "l2"]), Some("\"none\""), "scale the output vectors (after pooling) to unit length"),
     ParamSpec::new("output_index", ParamType::Int, Some("0"), "which element of a tuple output to use"),
     // audio
     ParamSpec::new("frontend", ParamType::Enum(&["none", "mel", "logmel"]), Some("\"none\""), "audio from a waveform: none feeds samples [B, n]; mel/logmel feed [B, frames, n_mels]"),
-    ParamSpec::new("n_mels", ParamType::Int, Some("40"), "audio front end: mel bands"),
-    ParamSpec::new("n_fft", ParamType::Int, Some("400"), "audio front end: FFT size in samples"),
-    ParamSpec::new("hop_length", ParamType::Int, Some("160"), "audio front end: hop in samples"),
+    ParamSpec::new("n_mels", ParamType::Int, Some("40"), "audio front end: mel bands").min(1.0),
+    ParamSpec::new("n_fft", ParamType::Int, Some("400"), "audio front end: FFT size in samples").min(1.0),
+    ParamSpec::new("hop_length", ParamType::Int, Some("160"), "audio front end: hop in samples").min(1.0),
     ParamSpec::new("window", ParamType::Int, Some("0"), "audio: window length in model steps (samples, or front-end/feature frames); 0: the whole clip at once"),
     ParamSpec::new("hop", ParamType::Int, Some("0"), "audio: steps between window starts (0: window)"),
     ParamSpec::new("min_coverage", ParamType::Float, Some("0.0"), "audio: keep a zero-padded last window only if the clip covers this share of it"),
@@ -74,6 +74,9 @@ impl Kind for Pixels {
     fn arity(&self) -> (usize, usize) {
         (1, 1)
     }
+    fn writes(&self, _params: &Params) -> &'static [&'static str] {
+        crate::features::MATRIX
+    }
     fn mode(&self, _params: &Params) -> Mode {
         Mode::Sharded {
             id_column: "clip_id",
@@ -97,6 +100,9 @@ impl Kind for Embed {
     }
     fn arity(&self) -> (usize, usize) {
         (1, 1)
+    }
+    fn writes(&self, _params: &Params) -> &'static [&'static str] {
+        crate::features::MATRIX
     }
     fn mode(&self, params: &Params) -> Mode {
         // Text reads the transcript of the clips table; the others a sharded stage's items.

@@ -214,6 +214,12 @@ pub trait Kind: Send + Sync {
     }
     /// Minimum and maximum number of input tables.
     fn arity(&self) -> (usize, usize);
+    /// The columns the kind writes (per item for a per-item kind: the item's rows, before the
+    /// engine adds the id column); empty where they depend on the data (a manifest's columns).
+    /// The engine refuses output that lacks one, so a declaration cannot drift from the code.
+    fn writes(&self, _params: &Params) -> &'static [&'static str] {
+        &[]
+    }
     /// The named inputs of a kind with several different ones, in input order; empty for a
     /// kind whose inputs are one list (one stage, or several alike).
     fn roles(&self) -> &'static [Role] {
@@ -285,6 +291,23 @@ pub trait Stage: Send + Sync {
     }
 }
 
+/// The declared columns `table` lacks, if any: `Err` names them.
+pub fn check_writes(declared: &[&str], table: &RecordBatch) -> Result<(), StageError> {
+    let missing: Vec<&str> = declared
+        .iter()
+        .copied()
+        .filter(|c| table.column_by_name(c).is_none())
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(StageError::Other(format!(
+            "the output lacks column(s) the kind declares: {}",
+            missing.join(", ")
+        )))
+    }
+}
+
 /// Resolves a path param against the project root.
 pub fn resolve(root: &Path, p: &str) -> PathBuf {
     let path = Path::new(p);
@@ -292,5 +315,34 @@ pub fn resolve(root: &Path, p: &str) -> PathBuf {
         path.to_path_buf()
     } else {
         root.join(path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_without_a_declared_column_is_refused() {
+        let t = table::batch(vec![("frames", table::i64s(vec![Some(1)]))]).unwrap();
+        assert!(check_writes(&["frames"], &t).is_ok());
+        let e = check_writes(features::MATRIX, &t).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "the output lacks column(s) the kind declares: dim, values"
+        );
+    }
+
+    #[test]
+    fn every_declared_kind_is_listed_once() {
+        let kinds = registry::kinds();
+        let mut names: Vec<&str> = kinds.iter().map(|k| k.kind()).collect();
+        names.sort();
+        let n = names.len();
+        names.dedup();
+        assert_eq!(names.len(), n, "a kind declared twice");
+        for s in registry::local() {
+            assert!(names.contains(&s.decl().kind()));
+        }
     }
 }

@@ -21,7 +21,8 @@ const AUDIO_PARAMS: &[ParamSpec] = &[
         ParamType::Int,
         Some("16000"),
         "output rate in Hz",
-    ),
+    )
+    .range(1000.0, 384000.0),
     ParamSpec::new(
         "normalize",
         ParamType::Enum(&["none", "peak"]),
@@ -84,19 +85,22 @@ const DECODE_PARAMS: &[ParamSpec] = &[
         ParamType::Int,
         Some("10"),
         "uniform: frames per clip",
-    ),
+    )
+    .min(1.0),
     ParamSpec::new(
         "fps",
         ParamType::Float,
         Some("1.0"),
         "fps: frames per second",
-    ),
+    )
+    .positive(),
     ParamSpec::new(
         "window_ms",
         ParamType::Int,
         Some("960"),
         "window: window length",
-    ),
+    )
+    .min(1.0),
     ParamSpec::new(
         "seed",
         ParamType::Int,
@@ -123,25 +127,29 @@ const FACE_PARAMS: &[ParamSpec] = &[
         ParamType::Int,
         Some("20"),
         "smallest face searched, pixels",
-    ),
+    )
+    .min(1.0),
     ParamSpec::new(
         "scale_factor",
         ParamType::Float,
         Some("0.709"),
         "image pyramid step",
-    ),
+    )
+    .range(0.1, 0.95),
     ParamSpec::new(
         "thresholds",
         ParamType::FloatList,
         Some("[0.6, 0.7, 0.7]"),
         "P-, R- and O-Net score thresholds",
-    ),
+    )
+    .range(0.0, 1.0),
     ParamSpec::new(
         "crop_size",
         ParamType::Int,
         Some("160"),
         "side of the square crops (112, 160, 224, ...)",
-    ),
+    )
+    .range(8.0, 1024.0),
     ParamSpec::new(
         "margin",
         ParamType::Int,
@@ -191,6 +199,9 @@ impl Kind for Audio {
     fn arity(&self) -> (usize, usize) {
         (1, 1)
     }
+    fn writes(&self, _params: &Params) -> &'static [&'static str] {
+        &["sample_rate", "source_seconds", "peak_dbfs", "samples"]
+    }
     fn mode(&self, _params: &Params) -> Mode {
         Mode::Sharded {
             id_column: "clip_id",
@@ -222,6 +233,9 @@ impl Kind for Decode {
     fn arity(&self) -> (usize, usize) {
         (1, 1)
     }
+    fn writes(&self, _params: &Params) -> &'static [&'static str] {
+        &["frame", "target_s", "pts_s", "width", "height", "rgb"]
+    }
     fn mode(&self, _params: &Params) -> Mode {
         Mode::Sharded {
             id_column: "clip_id",
@@ -245,6 +259,21 @@ impl Kind for FaceCrop {
     }
     fn arity(&self) -> (usize, usize) {
         (1, 1)
+    }
+    fn writes(&self, _params: &Params) -> &'static [&'static str] {
+        &[
+            "frame",
+            "pts_s",
+            "face",
+            "prob",
+            "x1",
+            "y1",
+            "x2",
+            "y2",
+            "landmarks",
+            "crop_size",
+            "crop",
+        ]
     }
     fn mode(&self, _params: &Params) -> Mode {
         Mode::Sharded {
@@ -282,6 +311,20 @@ impl Kind for Probe {
     }
     fn arity(&self) -> (usize, usize) {
         (1, 1)
+    }
+    fn writes(&self, _params: &Params) -> &'static [&'static str] {
+        &[
+            "duration_s",
+            "has_video",
+            "video_codec",
+            "width",
+            "height",
+            "fps",
+            "has_audio",
+            "audio_codec",
+            "sample_rate",
+            "channels",
+        ]
     }
     fn mode(&self, _params: &Params) -> Mode {
         Mode::PerItem {

@@ -100,6 +100,14 @@ fn float(f: f64) -> Value {
         .unwrap_or(Value::Null)
 }
 
+fn describe_range(lo: f64, hi: f64) -> String {
+    match (lo, hi) {
+        (lo, hi) if lo == f64::MIN_POSITIVE && hi.is_infinite() => "above 0".into(),
+        (lo, hi) if hi.is_infinite() => format!("at least {lo}"),
+        (lo, hi) => format!("in {lo}..={hi}"),
+    }
+}
+
 fn short(v: &Value) -> String {
     let s = v.to_string();
     if s.chars().count() > 40 {
@@ -116,6 +124,9 @@ pub struct ParamSpec {
     /// JSON text of the default; `None` makes the param required.
     pub default: Option<&'static str>,
     pub doc: &'static str,
+    /// Inclusive bounds of a number (each number of a list), checked when the pipeline plans,
+    /// so a value no clip could run with is a config error at its line, not a failure per clip.
+    pub range: Option<(f64, f64)>,
 }
 
 impl ParamSpec {
@@ -130,6 +141,50 @@ impl ParamSpec {
             ty,
             default,
             doc,
+            range: None,
+        }
+    }
+
+    /// Bounds a number param: `lo..=hi`.
+    pub const fn range(mut self, lo: f64, hi: f64) -> Self {
+        self.range = Some((lo, hi));
+        self
+    }
+
+    /// At least `lo`.
+    pub const fn min(self, lo: f64) -> Self {
+        self.range(lo, f64::INFINITY)
+    }
+
+    /// Above zero (a rate, a scale, a length in seconds).
+    pub const fn positive(self) -> Self {
+        self.range(f64::MIN_POSITIVE, f64::INFINITY)
+    }
+
+    /// Checks a given value: its type, then its range. Returns the canonical form.
+    pub fn check(&self, v: &Value) -> Result<Value, StageError> {
+        let v = self.ty.check(v)?;
+        let Some((lo, hi)) = self.range else {
+            return Ok(v);
+        };
+        let nums: Vec<f64> = match &v {
+            Value::Array(a) => a.iter().filter_map(Value::as_f64).collect(),
+            other => other.as_f64().into_iter().collect(),
+        };
+        match nums.iter().find(|x| !(lo..=hi).contains(*x)) {
+            Some(x) => Err(StageError::Other(format!(
+                "{x} is not {}",
+                describe_range(lo, hi)
+            ))),
+            None => Ok(v),
+        }
+    }
+
+    /// The type, and the range if there is one: `an integer, at least 1`.
+    pub fn describe(&self) -> String {
+        match self.range {
+            Some((lo, hi)) => format!("{}, {}", self.ty.describe(), describe_range(lo, hi)),
+            None => self.ty.describe(),
         }
     }
 
@@ -190,6 +245,24 @@ impl Params {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ranges_are_checked_after_the_type() {
+        let p = ParamSpec::new("crop", ParamType::Int, Some("64"), "").range(8.0, 1024.0);
+        assert!(p.check(&Value::from(64)).is_ok());
+        let e = p.check(&Value::from(4)).unwrap_err().to_string();
+        assert_eq!(e, "4 is not in 8..=1024");
+        assert!(p.check(&Value::from("4")).is_err());
+        let lr = ParamSpec::new("lr", ParamType::Float, None, "").positive();
+        assert_eq!(
+            lr.check(&Value::from(0)).unwrap_err().to_string(),
+            "0 is not above 0"
+        );
+        let l = ParamSpec::new("t", ParamType::FloatList, None, "").range(0.0, 1.0);
+        assert!(l.check(&serde_json::json!([0.6, 0.7])).is_ok());
+        assert!(l.check(&serde_json::json!([0.6, 1.7])).is_err());
+        assert_eq!(p.describe(), "an integer, in 8..=1024");
+    }
 
     #[test]
     fn ints_given_for_floats_hash_like_floats() {

@@ -70,6 +70,10 @@ pub fn listing<'a>(kinds: impl Iterator<Item = &'a dyn Kind>) -> String {
             let roles: Vec<&str> = s.roles().iter().map(|r| r.name).collect();
             out.push_str(&format!("  inputs: {}\n", roles.join(", ")));
         }
+        let writes = s.writes(&crate::Params::default());
+        if !writes.is_empty() {
+            out.push_str(&format!("  writes: {}\n", writes.join(", ")));
+        }
         for p in s.params() {
             let d = p
                 .default
@@ -78,7 +82,7 @@ pub fn listing<'a>(kinds: impl Iterator<Item = &'a dyn Kind>) -> String {
             out.push_str(&format!(
                 "    {}: {}{d}  — {}\n",
                 p.name,
-                p.ty.describe(),
+                p.describe(),
                 p.doc
             ));
         }

@@ -86,6 +86,9 @@ impl Kind for Split {
     fn arity(&self) -> (usize, usize) {
         (1, 1)
     }
+    fn writes(&self, _params: &crate::Params) -> &'static [&'static str] {
+        &["clip_id", "fold", "split"]
+    }
 }
 
 impl Stage for Split {

@@ -39,6 +39,9 @@ impl Kind for Summary {
     fn arity(&self) -> (usize, usize) {
         (2, 2)
     }
+    fn writes(&self, _params: &Params) -> &'static [&'static str] {
+        &["split", "class_name", "clips"]
+    }
     fn roles(&self) -> &'static [Role] {
         const R: &[Role] = &[
             Role::one("labels", "a labels stage"),

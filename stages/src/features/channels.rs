@@ -89,6 +89,9 @@ impl Kind for FaceGeometry {
     fn arity(&self) -> (usize, usize) {
         (1, 1)
     }
+    fn writes(&self, _params: &Params) -> &'static [&'static str] {
+        crate::features::MATRIX
+    }
     fn mode(&self, _params: &Params) -> Mode {
         MODE
     }
@@ -214,6 +217,9 @@ impl Kind for Concat {
     }
     fn arity(&self) -> (usize, usize) {
         (1, 8)
+    }
+    fn writes(&self, _params: &Params) -> &'static [&'static str] {
+        crate::features::MATRIX
     }
     fn mode(&self, _params: &Params) -> Mode {
         MODE

@@ -14,7 +14,7 @@ use crate::{ItemError, Kind, Mode, RunCtx, Stage, StageError};
 pub struct Segment;
 
 const SEGMENT_PARAMS: &[ParamSpec] = &[
-    ParamSpec::new("frames", ParamType::Int, Some("96"), "steps per segment"),
+    ParamSpec::new("frames", ParamType::Int, Some("96"), "steps per segment").min(1.0),
     ParamSpec::new("hop", ParamType::Int, Some("0"), "steps between segment starts (0: frames, no overlap)"),
     ParamSpec::new(
         "last",
@@ -39,6 +39,9 @@ impl Kind for Segment {
     }
     fn arity(&self) -> (usize, usize) {
         (1, 1)
+    }
+    fn writes(&self, _params: &crate::Params) -> &'static [&'static str] {
+        &["segment", "start_s", "valid", "frames", "dim", "values"]
     }
     fn mode(&self, _params: &crate::Params) -> Mode {
         MODE
@@ -106,7 +109,7 @@ impl Stage for Segment {
 pub struct Pad;
 
 const PAD_PARAMS: &[ParamSpec] = &[
-    ParamSpec::new("steps", ParamType::Int, Some("32"), "output length"),
+    ParamSpec::new("steps", ParamType::Int, Some("32"), "output length").min(1.0),
     ParamSpec::new(
         "method",
         ParamType::Enum(&["zero", "resample", "zero_or_resample"]),
@@ -137,6 +140,9 @@ impl Kind for Pad {
     }
     fn arity(&self) -> (usize, usize) {
         (1, 1)
+    }
+    fn writes(&self, _params: &crate::Params) -> &'static [&'static str] {
+        &["length", "frames", "dim", "values"]
     }
     fn mode(&self, _params: &crate::Params) -> Mode {
         MODE

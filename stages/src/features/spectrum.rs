@@ -15,10 +15,10 @@ use crate::{ItemError, Kind, Mode, Params, RunCtx, Stage, StageError};
 macro_rules! spectral_params {
     ($($extra:expr),* $(,)?) => {
         &[
-            ParamSpec::new("n_fft", ParamType::Int, Some("400"), "FFT size in samples (400 = 25 ms at 16 kHz)"),
+            ParamSpec::new("n_fft", ParamType::Int, Some("400"), "FFT size in samples (400 = 25 ms at 16 kHz)").min(1.0),
             ParamSpec::new("win_length", ParamType::Int, Some("0"), "Hann window length (0: n_fft)"),
-            ParamSpec::new("hop_length", ParamType::Int, Some("160"), "hop in samples (160 = 10 ms at 16 kHz)"),
-            ParamSpec::new("n_mels", ParamType::Int, Some("64"), "mel bands"),
+            ParamSpec::new("hop_length", ParamType::Int, Some("160"), "hop in samples (160 = 10 ms at 16 kHz)").min(1.0),
+            ParamSpec::new("n_mels", ParamType::Int, Some("64"), "mel bands").min(1.0),
             ParamSpec::new("fmin", ParamType::Float, Some("0.0"), "lowest mel edge, Hz"),
             ParamSpec::new("fmax", ParamType::Float, Some("0.0"), "highest mel edge, Hz (0: sample_rate / 2)"),
             ParamSpec::new("center", ParamType::Bool, Some("true"), "pad n_fft/2 on both sides, frames centred on hops"),
@@ -38,7 +38,8 @@ const MFCC_PARAMS: &[ParamSpec] = spectral_params!(ParamSpec::new(
     ParamType::Int,
     Some("20"),
     "cepstral coefficients kept (orthonormal DCT-II)"
-));
+)
+.min(1.0));
 
 pub struct LogMel;
 pub struct Mfcc;
@@ -144,6 +145,9 @@ impl Kind for LogMel {
     fn arity(&self) -> (usize, usize) {
         (1, 1)
     }
+    fn writes(&self, _params: &Params) -> &'static [&'static str] {
+        crate::features::SPECTRUM
+    }
     fn mode(&self, _params: &crate::Params) -> Mode {
         MODE
     }
@@ -173,6 +177,9 @@ impl Kind for Mfcc {
     }
     fn arity(&self) -> (usize, usize) {
         (1, 1)
+    }
+    fn writes(&self, _params: &Params) -> &'static [&'static str] {
+        crate::features::SPECTRUM
     }
     fn mode(&self, _params: &crate::Params) -> Mode {
         MODE

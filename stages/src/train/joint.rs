@@ -44,15 +44,15 @@ const PARAMS: &[ParamSpec] = &[
         "labels column: the score `y` (regression, L1 loss: MMSA's metrics) or classes (acc2, acc3, ...)",
     ),
     ParamSpec::new("classes", ParamType::Int, Some("3"), "number of classes (classification)"),
-    ParamSpec::new("lr", ParamType::Float, Some("0.00001"), "learning rate (SMP, CM-MSF: 1e-5; MER-SEM-MBT, Foal-Net: 1e-4)"),
+    ParamSpec::new("lr", ParamType::Float, Some("0.00001"), "learning rate (SMP, CM-MSF: 1e-5; MER-SEM-MBT, Foal-Net: 1e-4)").positive(),
     ParamSpec::new("optimizer", ParamType::Enum(&["adam", "adamw"]), Some("\"adam\""), "Adam, or AdamW (Foal-Net)"),
     ParamSpec::new("weight_decay", ParamType::Float, Some("0.01"), "AdamW's decoupled weight decay (PyTorch's default)"),
     ParamSpec::new("select", ParamType::Enum(&["auto", "acc", "f1", "loss"]), Some("\"auto\""), "the kept epoch: best validation accuracy, macro / average F1, or lowest validation loss (every weighted term training minimises; auto: acc for classes, f1 for multi-label, loss for scores)"),
     ParamSpec::new("standardize", ParamType::Bool, Some("true"), "standardise each feature dimension with the training split's mean and sd (padding steps stay zero); MER-SEM-MBT's pretrained CNNs read raw log-mel and pixels, so its study turns this off"),
     ParamSpec::new("patience", ParamType::Int, Some("0"), "early stopping: epochs without a better kept epoch (0: train every epoch)"),
     ParamSpec::new("fold", ParamType::Int, Some("-1"), "the split's fold to train (leave-one-session-out; -1: a split with one fold)"),
-    ParamSpec::new("epochs", ParamType::Int, Some("100"), "training epochs; the best-on-valid epoch's weights are kept"),
-    ParamSpec::new("batch_size", ParamType::Int, Some("32"), "clips per step (SMP 64, CM-MSF 32)"),
+    ParamSpec::new("epochs", ParamType::Int, Some("100"), "training epochs; the best-on-valid epoch's weights are kept").min(1.0),
+    ParamSpec::new("batch_size", ParamType::Int, Some("32"), "clips per step (SMP 64, CM-MSF 32)").min(1.0),
     ParamSpec::new("seed", ParamType::Int, Some("1"), "weight init and batch order"),
     ParamSpec::new("threads", ParamType::Int, Some("1"), "libtorch threads"),
     ParamSpec::new(
@@ -62,7 +62,7 @@ const PARAMS: &[ParamSpec] = &[
         "multiply the learning rate by this when the validation loss stops improving (0: constant; CM-MSF: 0.1)",
     ),
     ParamSpec::new("plateau_patience", ParamType::Int, Some("10"), "epochs without improvement before that"),
-    ParamSpec::new("dropout", ParamType::Float, Some("0.3"), "dropout (CM-MSF: 0.3)"),
+    ParamSpec::new("dropout", ParamType::Float, Some("0.3"), "dropout (CM-MSF: 0.3)").range(0.0, 0.99),
     ParamSpec::new("d_model", ParamType::Int, Some("0"), "model width (0: SMP 64, CM-MSF 100 = its BiLSTM hidden size)"),
     ParamSpec::new(
         "heads",
@@ -161,6 +161,9 @@ impl Kind for TrainJoint {
     }
     fn arity(&self) -> (usize, usize) {
         (3, 5)
+    }
+    fn writes(&self, _params: &Params) -> &'static [&'static str] {
+        crate::train::tables::TRAINING
     }
     fn roles(&self) -> &'static [Role] {
         ROLES

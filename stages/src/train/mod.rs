@@ -85,15 +85,15 @@ pub const COMMON: [ParamSpec; 9] = [
         ParamType::Int,
         Some("3"),
         "number of classes (classification)",
-    ),
-    ParamSpec::new("lr", ParamType::Float, Some("0.0001"), "Adam learning rate"),
+    ).min(1.0),
+    ParamSpec::new("lr", ParamType::Float, Some("0.0001"), "Adam learning rate").positive(),
     ParamSpec::new(
         "epochs",
         ParamType::Int,
         Some("30"),
         "training epochs; the best-on-valid epoch's weights are kept",
-    ),
-    ParamSpec::new("batch_size", ParamType::Int, Some("32"), "clips per step"),
+    ).min(1.0),
+    ParamSpec::new("batch_size", ParamType::Int, Some("32"), "clips per step").min(1.0),
     ParamSpec::new(
         "seed",
         ParamType::Int,
@@ -105,7 +105,7 @@ pub const COMMON: [ParamSpec; 9] = [
         ParamType::Int,
         Some("1"),
         "libtorch threads; these small models train fastest on one",
-    ),
+    ).min(1.0),
     ParamSpec::new(
         "select",
         ParamType::Enum(&["val_loss", "acc", "f1"]),
@@ -236,6 +236,9 @@ impl Kind for TrainUnimodal {
     fn arity(&self) -> (usize, usize) {
         (3, 3)
     }
+    fn writes(&self, _params: &Params) -> &'static [&'static str] {
+        tables::TRAINING
+    }
     fn roles(&self) -> &'static [Role] {
         TRAIN_ROLES
     }
@@ -306,6 +309,9 @@ impl Kind for ExportHidden {
     fn arity(&self) -> (usize, usize) {
         (1, 1)
     }
+    fn writes(&self, _params: &Params) -> &'static [&'static str] {
+        &["clip_id", "split", "y", "frames", "dim", "values"]
+    }
 }
 
 impl Kind for TrainFusion {
@@ -323,6 +329,9 @@ impl Kind for TrainFusion {
     }
     fn arity(&self) -> (usize, usize) {
         (8, 8)
+    }
+    fn writes(&self, _params: &Params) -> &'static [&'static str] {
+        tables::TRAINING
     }
     fn roles(&self) -> &'static [Role] {
         FUSION_ROLES
@@ -350,6 +359,9 @@ impl Kind for LinearProbe {
     }
     fn arity(&self) -> (usize, usize) {
         (3, 3)
+    }
+    fn writes(&self, _params: &Params) -> &'static [&'static str] {
+        &["split", "acc", "base_acc", "ua", "base_ua"]
     }
     fn roles(&self) -> &'static [Role] {
         TRAIN_ROLES

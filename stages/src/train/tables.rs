@@ -6,6 +6,29 @@ use arrow::record_batch::RecordBatch;
 use crate::table::{col, str_col};
 use crate::StageError;
 
+/// The long table every training stage writes: `part` `curve` rows (one per epoch, `best`
+/// marking the kept one), a `checkpoint` row, then `prediction` rows.
+pub const TRAINING: &[&str] = &[
+    "part",
+    "epoch",
+    "train_loss",
+    "valid_loss",
+    "valid_acc",
+    "valid_f1",
+    "best",
+    "checkpoint",
+    "config",
+    "clip_id",
+    "split",
+    "y",
+    "pred",
+    "probs",
+    "score",
+    "pred_score",
+    "hidden",
+    "targets",
+];
+
 pub fn curve_report(t: &RecordBatch) -> Option<String> {
     let part = str_col(t, "part").ok()?;
     let best = col::<BooleanArray>(t, "best").ok()?;

@@ -2,7 +2,8 @@
 //! a caller acts on have variants of their own: a pipeline file that does not plan and a target
 //! that names no stage are the user's to fix (exit 2), the rest are failures (exit 1).
 
-use crate::config::ConfigError;
+use std::fmt;
+use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -33,6 +34,33 @@ impl Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A pipeline file that does not plan: where, what, and how to fix it.
+#[derive(Debug)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub line: usize,
+    pub msg: String,
+    pub hint: Option<String>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}: error: {}",
+            self.file.display(),
+            self.line,
+            self.msg
+        )?;
+        if let Some(h) = &self.hint {
+            write!(f, "\n  hint: {h}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
 
 /// Why a stage's key could not be computed (an unreadable manifest, say); its dependents carry
 /// the same reason.

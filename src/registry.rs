@@ -1,6 +1,5 @@
 //! The stage kinds this engine knows, looked up by name: every kind's declaration, and the
-//! computations it runs in its own process. The rest run in a worker process
-//! ([`crate::run::worker`]).
+//! computations it runs in its own process. The rest run in a worker process (`run/worker.rs`).
 
 use stages::{Kind, Stage};
 

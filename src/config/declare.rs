@@ -190,7 +190,7 @@ impl<'a> Top<'a> {
     /// Whether an input of the stage also has matrix axis `a`: then this stage's variants pair
     /// with that input's.
     fn paired(&self, spec: &Mapping, a: &str) -> bool {
-        let Some(ins) = super::inputs::Written::of(spec) else {
+        let Some(ins) = super::text::Written::of(spec) else {
             return false;
         };
         ins.all().into_iter().any(|i| {

@@ -1,11 +1,10 @@
 //! Inputs: each variant's input list resolved against every stage's variants (a shared axis
 //! pairs variant with variant, a selector picks, other axes gather), and the kind's arity.
 
-use serde_yaml_ng::Value as Y;
-
 use super::declare::Decl;
 use super::select::parse_selector;
-use super::{did_you_mean, scalar_text, to_json, ConfigError, Ctx, StageDef};
+use super::text::Written;
+use super::{did_you_mean, scalar_text, ConfigError, Ctx, StageDef};
 use crate::registry::Registry;
 
 /// Every variant of every declaration with its inputs filled in and their count checked.
@@ -27,44 +26,6 @@ pub(super) fn resolve(
         }
     }
     Ok(out)
-}
-
-/// A stage's `inputs` as written: a list (or one name), or a map from role to name(s).
-pub(super) enum Written {
-    List(Vec<String>),
-    Roles(Vec<(String, Vec<String>)>),
-}
-
-impl Written {
-    pub(super) fn of(spec: &serde_yaml_ng::Mapping) -> Option<Written> {
-        let names = |v: &Y| -> Option<Vec<String>> {
-            match v {
-                Y::String(s) => Some(vec![s.clone()]),
-                Y::Sequence(seq) => Some(seq.iter().map(|v| scalar_text(&to_json(v))).collect()),
-                _ => None,
-            }
-        };
-        match spec.get("inputs") {
-            None | Some(Y::Null) => Some(Written::List(Vec::new())),
-            Some(Y::Mapping(m)) => m
-                .iter()
-                .map(|(k, v)| Some((scalar_text(&to_json(k)), names(v)?)))
-                .collect::<Option<Vec<_>>>()
-                .map(Written::Roles),
-            Some(v) => names(v).map(Written::List),
-        }
-    }
-
-    /// Every name written, roles in the order written.
-    pub(super) fn all(&self) -> Vec<&str> {
-        match self {
-            Written::List(l) => l.iter().map(String::as_str).collect(),
-            Written::Roles(r) => r
-                .iter()
-                .flat_map(|(_, l)| l.iter().map(String::as_str))
-                .collect(),
-        }
-    }
 }
 
 /// Input names under their role (`None`: a list, one unnamed group).

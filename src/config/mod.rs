@@ -26,7 +26,6 @@ mod text;
 mod vars;
 
 use std::collections::{BTreeMap, HashMap};
-use std::fmt;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value as J;
@@ -36,35 +35,10 @@ use stages::Params;
 use crate::locate::line_of;
 use crate::registry::Registry;
 
+pub use crate::error::ConfigError;
 pub use resources::RESOURCE_KEYS;
 pub use text::{did_you_mean, scalar_text};
 use text::{json_map, key_str, to_json};
-
-#[derive(Debug)]
-pub struct ConfigError {
-    pub file: PathBuf,
-    pub line: usize,
-    pub msg: String,
-    pub hint: Option<String>,
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}:{}: error: {}",
-            self.file.display(),
-            self.line,
-            self.msg
-        )?;
-        if let Some(h) = &self.hint {
-            write!(f, "\n  hint: {h}")?;
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for ConfigError {}
 
 /// One stage after matrix expansion.
 #[derive(Debug, Clone)]

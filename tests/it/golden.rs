@@ -7,7 +7,9 @@
 //!
 //! Keys stay the same, except where the renovation changed them by design: a `train_joint`
 //! stage's key no longer covers the other networks' params, so it and what reads it have new
-//! keys over the same content.
+//! keys over the same content. A key covers the content of the model files it reads, and a
+//! TorchScript export is not byte-identical from one `make models` to the next, so keys are
+//! compared only where the models are the recorded ones; objects are compared everywhere.
 //!
 //! To record again: `PIPELINE_GOLDEN_BIN=/old/target/release/pipeline
 //! PIPELINE_GOLDEN_SRC=/old/checkout cargo test --test it golden` writes the file from that
@@ -16,6 +18,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
+use serde::{Deserialize, Serialize};
+
 use crate::common::*;
 
 const FILE: &str = "tests/it/golden/artifacts.json";
@@ -23,15 +27,31 @@ const FILE: &str = "tests/it/golden/artifacts.json";
 /// Per pipeline file, per stage: (key, object).
 type Golden = BTreeMap<String, BTreeMap<String, (String, String)>>;
 
-/// A study file from `src` with absolute model paths and some vars replaced.
+#[derive(Serialize, Deserialize)]
+struct Recording {
+    /// The model files' content hashes, by path under `data/models`.
+    models: BTreeMap<String, String>,
+    pipelines: Golden,
+}
+
+/// The content hash of every model file the pipelines read.
+fn model_hashes() -> BTreeMap<String, String> {
+    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/models");
+    let mut out = BTreeMap::new();
+    for dir in ["embed", "mtcnn"] {
+        for e in std::fs::read_dir(models.join(dir)).unwrap().flatten() {
+            let bytes = std::fs::read(e.path()).unwrap();
+            let name = format!("{dir}/{}", e.file_name().to_string_lossy());
+            out.insert(name, blake3::hash(&bytes).to_hex().to_string());
+        }
+    }
+    out
+}
+
+/// A study file from `src` with some vars replaced. Model paths stay relative: the project's
+/// `data/models` links to the repository's, so keys do not depend on where either lives.
 fn study(src: &Path, file: &str, vars: &[(&str, &str)]) -> String {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut text = std::fs::read_to_string(src.join("pipeline").join(file))
-        .unwrap()
-        .replace(
-            ": data/models",
-            &format!(": {}/data/models", root.display()),
-        );
+    let mut text = std::fs::read_to_string(src.join("pipeline").join(file)).unwrap();
     for (k, v) in vars {
         let head = format!("\n  {k}: ");
         let at = text.find(&head).unwrap_or_else(|| panic!("no var {k}"));
@@ -83,6 +103,8 @@ fn pipelines(src: &Path) -> Vec<(&'static str, String, Vec<&'static str>)> {
 /// Runs the pipelines with `bin` in a fresh project; what each stage of each holds.
 fn artifacts(bin: &str, src: &Path) -> (Project, Golden) {
     let p = Project::with_demo("stages: {}\n", 12, 7, &[]);
+    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/models");
+    std::os::unix::fs::symlink(models, p.root().join("data/models")).unwrap();
     let mut out = Golden::new();
     for (file, text, targets) in pipelines(src) {
         let path = p.root().join("pipeline").join(file);
@@ -139,13 +161,24 @@ fn artifacts_match_the_engine_before_the_renovation() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     if let Ok(bin) = std::env::var("PIPELINE_GOLDEN_BIN") {
         let src = std::env::var("PIPELINE_GOLDEN_SRC").map_or(root.to_path_buf(), PathBuf::from);
-        let (_, got) = artifacts(&bin, &src);
-        let text = serde_json::to_string_pretty(&got).unwrap() + "\n";
+        let (_, pipelines) = artifacts(&bin, &src);
+        let rec = Recording {
+            models: model_hashes(),
+            pipelines,
+        };
+        let text = serde_json::to_string_pretty(&rec).unwrap() + "\n";
         std::fs::write(root.join(FILE), text).unwrap();
         return;
     }
-    let want: Golden =
+    let rec: Recording =
         serde_json::from_str(&std::fs::read_to_string(root.join(FILE)).unwrap()).unwrap();
+    let same_models = rec.models == model_hashes();
+    if !same_models {
+        eprintln!(
+            "the model files are not the recorded ones (another `make models`): keys not compared"
+        );
+    }
+    let want = rec.pipelines;
     let (p, got) = artifacts(BIN, root);
     let mut diffs = Vec::new();
     let mut rekeyed = Vec::new();
@@ -162,7 +195,7 @@ fn artifacts_match_the_engine_before_the_renovation() {
                     o, object
                 ));
             }
-            match (k == key, by_design.contains(stage)) {
+            match (k == key || !same_models, by_design.contains(stage)) {
                 (true, _) => {}
                 (false, true) => rekeyed.push(format!("{file} {stage}: {:.12} -> {:.12}", key, k)),
                 (false, false) => diffs.push(format!("{file} {stage}: key changed")),

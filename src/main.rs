@@ -48,9 +48,12 @@ enum Cmd {
         targets: Vec<String>,
         #[command(flatten)]
         p: PipelineArgs,
-        /// Stages to run at once
+        /// Stages to run at once, at most
         #[arg(short = 'j', long, default_value_t = 2)]
         jobs: usize,
+        /// CPUs the stages running at once may use together [default: the machine's]
+        #[arg(long)]
+        cpus: Option<usize>,
         /// Keep running stages that do not depend on a failed one
         #[arg(long)]
         keep_going: bool,
@@ -246,6 +249,7 @@ fn dispatch(cli: Cli) -> Result<i32, Error> {
             targets,
             p,
             jobs,
+            cpus,
             keep_going,
             dry_run,
             json,
@@ -257,6 +261,7 @@ fn dispatch(cli: Cli) -> Result<i32, Error> {
             let opts = RunOpts {
                 targets,
                 jobs,
+                cpus: cpus.unwrap_or_else(run::machine_cpus).max(1),
                 keep_going,
                 dry_run,
                 argv,

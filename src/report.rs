@@ -100,6 +100,18 @@ impl Reporter {
         }
     }
 
+    /// A line from a worker's stderr: stays on stderr (JSON output keeps stdout to itself),
+    /// above any progress bars.
+    pub fn passthrough(&self, s: &str) {
+        match self.mode {
+            Mode::Json | Mode::Forward => {
+                let _g = self.out.lock().unwrap();
+                eprintln!("{s}");
+            }
+            _ => self.line(s),
+        }
+    }
+
     pub fn stage_start(&self, stage: &str, key: &str, items: Option<usize>) {
         match self.mode {
             Mode::Json | Mode::Forward => self

@@ -56,11 +56,15 @@ pub struct Job {
     pub key: StageKey,
     pub input_keys: Vec<String>,
     pub shard: Option<Shard>,
+    /// Threads for its per-item work (the CPUs the scheduler gave it).
+    pub cpus: usize,
 }
 
 pub struct RunOpts {
     pub targets: Vec<String>,
     pub jobs: usize,
+    /// CPUs the stages running at once share: each takes its `resources.cpus`.
+    pub cpus: usize,
     pub keep_going: bool,
     pub dry_run: bool,
     pub argv: String,
@@ -148,6 +152,31 @@ impl Outcome {
             Outcome::Shard => "shard",
         }
     }
+}
+
+/// The CPUs this process may use.
+pub fn machine_cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// The CPUs a stage run takes: its `resources.cpus`, else the whole machine for per-item work
+/// (it runs on a thread pool) and one CPU for a whole table (a training's libtorch threads are
+/// its `threads` param); never more than there are.
+pub fn cpus_of(env: &Env, idx: usize, total: usize) -> usize {
+    let s = &env.plan.stages[idx];
+    let asked = s
+        .resources
+        .get("cpus")
+        .and_then(|v| v.as_u64())
+        .map(|n| n as usize);
+    let default = || {
+        let kind = env.reg.get(&s.kind).expect("validated kind");
+        match kind.mode(&s.params) {
+            stages::Mode::Table => s.params.i64("threads").map_or(1, |t| t.max(1) as usize),
+            _ => total,
+        }
+    };
+    asked.unwrap_or_else(default).clamp(1, total.max(1))
 }
 
 pub fn project_root_of(pipeline: &Path) -> PathBuf {

@@ -10,8 +10,8 @@ use serde_json::json;
 
 use super::stage::{dispatch, explain, update_state};
 use super::{
-    panic_text, Env, Finished, Job, Outcome, Planned, RunOpts, StageRun, Tables, EXIT_FAILED,
-    EXIT_OK, EXIT_PARTIAL,
+    cpus_of, panic_text, Env, Finished, Job, Outcome, Planned, RunOpts, StageRun, Tables,
+    EXIT_FAILED, EXIT_OK, EXIT_PARTIAL,
 };
 use crate::db::Db;
 use crate::keys::StageKey;
@@ -62,6 +62,8 @@ fn print_plan(env: &Env, db: &Db, planned: &[Planned], rep: &Reporter) -> Result
 /// A stage that finished on a worker thread.
 struct Done {
     idx: usize,
+    /// The CPUs it held.
+    need: usize,
     result: Result<StageRun, String>,
 }
 
@@ -166,12 +168,14 @@ impl Book {
         let tables = Tables::default();
         let (tx, rx) = mpsc::channel::<Done>();
         let mut running = 0usize;
+        let mut busy = 0usize;
         let mut stop = self.results.values().any(|r| r.2.is_err()) && !opts.keep_going;
         std::thread::scope(|scope| {
             loop {
                 let mut i = 0;
                 while i < self.todo.len() && running < opts.jobs.max(1) && !stop {
                     let idx = self.todo[i];
+                    let need = cpus_of(env, idx, opts.cpus);
                     let input_keys = match self.readiness(env, idx) {
                         Ready::Wait => {
                             i += 1;
@@ -184,20 +188,27 @@ impl Book {
                             self.todo.remove(i);
                             continue;
                         }
+                        // A stage waits for its CPUs, unless nothing runs.
+                        Ready::Go(_) if running > 0 && busy + need > opts.cpus => {
+                            i += 1;
+                            continue;
+                        }
                         Ready::Go(keys) => keys,
                     };
                     self.todo.remove(i);
                     running += 1;
+                    busy += need;
                     let (tx, key, tables) = (tx.clone(), self.keyof[&idx].clone(), &tables);
                     scope.spawn(move || {
                         // A panic inside a stage (a library's assertion) fails that stage like
                         // an error would; otherwise the run would wait for it forever.
                         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                            let job = Job::new(env, idx, &key, &input_keys);
+                            let mut job = Job::new(env, idx, &key, &input_keys);
+                            job.cpus = need;
                             dispatch(env, rep, &job, tables).map_err(|e| format!("{e:#}"))
                         }))
                         .unwrap_or_else(|p| Err(format!("the stage panicked: {}", panic_text(&p))));
-                        let _ = tx.send(Done { idx, result });
+                        let _ = tx.send(Done { idx, need, result });
                     });
                 }
                 if running == 0 {
@@ -205,6 +216,7 @@ impl Book {
                 }
                 let d = rx.recv().expect("workers hold a sender");
                 running -= 1;
+                busy -= d.need;
                 if !self.finish(env, rep, d) && !opts.keep_going {
                     stop = true;
                 }

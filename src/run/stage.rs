@@ -12,7 +12,7 @@ use serde_json::json;
 use stages::{ItemError, Mode as StageMode, Params, RunCtx, Stage};
 
 use super::items::{run_items, ItemRun, Shard, StoreShards};
-use super::{Env, Job, Outcome, StageRun, Tables, EXIT_FAILED, EXIT_OK};
+use super::{machine_cpus, Env, Job, Outcome, StageRun, Tables, EXIT_FAILED, EXIT_OK};
 use crate::db::{now, Artifact, Db};
 use crate::keys::{self, short, StageKey};
 use crate::report::Reporter;
@@ -186,6 +186,7 @@ impl Job {
             key: key.clone(),
             input_keys: input_keys.to_vec(),
             shard: None,
+            cpus: machine_cpus(),
         }
     }
 }
@@ -194,7 +195,11 @@ impl Job {
 /// a worker process.
 pub(super) fn dispatch(env: &Env, rep: &Reporter, job: &Job, tables: &Tables) -> Result<StageRun> {
     match env.reg.local(&job.kind) {
-        Some(stage) => execute(job, stage, rep, tables),
+        // Per-item work on a pool of the CPUs the scheduler gave the stage.
+        Some(stage) => rayon::ThreadPoolBuilder::new()
+            .num_threads(job.cpus.max(1))
+            .build()?
+            .install(|| execute(job, stage, rep, tables)),
         None => super::worker::run(job, rep),
     }
 }

@@ -43,7 +43,7 @@ pub fn run(job: &Job, rep: &Reporter) -> Result<StageRun> {
     cmd.arg("run")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
+        .stderr(Stdio::piped());
     die_with_parent(&mut cmd);
     let mut child = cmd
         .spawn()
@@ -51,23 +51,74 @@ pub fn run(job: &Job, rep: &Reporter) -> Result<StageRun> {
     let mut stdin = child.stdin.take().expect("piped");
     serde_json::to_writer(&mut stdin, job)?;
     drop(stdin);
+    let stderr = child.stderr.take().expect("piped");
     let mut result = None;
-    for line in BufReader::new(child.stdout.take().expect("piped")).lines() {
-        let line = line.context("reading the worker's output")?;
-        if let Some(r) = result_of(&line) {
-            result = Some(r);
-        } else if !rep.replay(&line) {
-            // A library's own print: shown, not lost.
-            rep.line(&line);
+    let tail = std::thread::scope(|scope| -> Result<Vec<String>> {
+        let tail = scope.spawn(|| stderr_tail(stderr, rep));
+        for line in BufReader::new(child.stdout.take().expect("piped")).lines() {
+            let line = line.context("reading the worker's output")?;
+            if let Some(r) = result_of(&line) {
+                result = Some(r);
+            } else if !rep.replay(&line) {
+                // A library's own print: shown, not lost.
+                rep.line(&line);
+            }
         }
-    }
+        Ok(tail.join().unwrap_or_default())
+    })?;
     let status = child.wait()?;
     match result {
         Some(r) => r,
         None => Err(anyhow!(
-            "{}: the worker ended ({status}) without a result; its messages are above",
-            job.name
+            "{}: the worker {} without a result{}",
+            job.name,
+            ended(status),
+            if tail.is_empty() {
+                String::new()
+            } else {
+                format!("; the end of its log:\n{}", tail.join("\n"))
+            }
         )),
+    }
+}
+
+/// Passes the worker's stderr through, keeping its last lines for the message if it dies.
+fn stderr_tail(stderr: std::process::ChildStderr, rep: &Reporter) -> Vec<String> {
+    const KEEP: usize = 20;
+    let mut tail = std::collections::VecDeque::with_capacity(KEEP);
+    for line in BufReader::new(stderr).lines().map_while(|l| l.ok()) {
+        rep.passthrough(&line);
+        if tail.len() == KEEP {
+            tail.pop_front();
+        }
+        tail.push_back(line);
+    }
+    tail.into()
+}
+
+/// How a worker process ended, in words: its exit code, or the signal that killed it and what
+/// that usually means.
+fn ended(status: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(c), _) => format!("exited with code {c}"),
+        (None, Some(sig)) => {
+            let what = match sig {
+                libc::SIGKILL => "SIGKILL: out of memory (the kernel's OOM killer) or kill -9",
+                libc::SIGSEGV => "SIGSEGV: a crash in native code",
+                libc::SIGABRT => "SIGABRT: an abort in native code",
+                libc::SIGBUS => "SIGBUS: a bad memory access",
+                libc::SIGTERM => "SIGTERM",
+                libc::SIGINT => "SIGINT",
+                _ => "",
+            };
+            if what.is_empty() {
+                format!("was killed by signal {sig}")
+            } else {
+                format!("was killed by signal {sig} ({what})")
+            }
+        }
+        _ => format!("ended ({status})"),
     }
 }
 
@@ -129,7 +180,11 @@ pub fn serve(stages: &[Box<dyn Stage>]) -> i32 {
                 job.version
             );
         }
-        execute(&job, stage.as_ref(), &rep, &Tables::default())
+        // Per-item work on the CPUs the scheduler gave this run.
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(job.cpus.max(1))
+            .build()?
+            .install(|| execute(&job, stage.as_ref(), &rep, &Tables::default()))
     })();
     let (line, code) = match res {
         Ok(run) => (json!({"event": "result", "run": run}), 0),

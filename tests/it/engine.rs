@@ -629,3 +629,87 @@ fn the_engine_links_no_heavy_library_and_says_where_its_worker_is_missing() {
     assert_eq!(probe, "failed");
     assert!(err.as_str().unwrap().contains("no-such-worker"), "{err}");
 }
+
+/// The pids of `pipeline-worker` processes whose parent is `parent`.
+fn workers_of(parent: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+        // pid (comm) state ppid ...
+        let Some(rest) = stat.rsplit_once(") ").map(|(_, r)| r) else {
+            continue;
+        };
+        let ppid: u32 = rest
+            .split(' ')
+            .nth(1)
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0);
+        if ppid == parent && stat.contains("(pipeline-worke") {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+#[test]
+fn a_killed_worker_fails_its_stage_only_with_the_signal_and_a_rerun_resumes() {
+    let n = 12;
+    let p = Project::new(n);
+    let child = p
+        .cmd(&["run", "--json", "--keep-going", "-j", "1"])
+        .env("PIPELINE_TEST_ITEM_DELAY_MS", "300")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let engine = child.id();
+    // The worker computing `probe`, once some of its items are done.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let worker = loop {
+        if let Some(&w) = workers_of(engine).first() {
+            break w;
+        }
+        assert!(std::time::Instant::now() < deadline, "no worker started");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    std::thread::sleep(Duration::from_millis(900));
+    let st = std::process::Command::new("kill")
+        .args(["-9", &worker.to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let out = child.wait_with_output().unwrap();
+    let events: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let done = |s: &str| {
+        events
+            .iter()
+            .find(|e| e["event"] == "stage_done" && e["stage"] == s)
+            .cloned()
+            .unwrap_or_else(|| panic!("no stage_done for {s}: {events:?}"))
+    };
+    assert_eq!(out.status.code(), Some(1));
+    let probe = done("probe");
+    assert_eq!(probe["outcome"], "failed");
+    let msg = probe["error"].as_str().unwrap();
+    assert!(msg.contains("killed by signal 9"), "{msg}");
+    // Independent stages went on under --keep-going.
+    assert_eq!(done("split")["outcome"], "ran");
+    assert_eq!(done("labels")["outcome"], "ran");
+    // Nothing torn; the items finished before the kill are reused.
+    let v = p.run(&["verify"]);
+    assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stdout));
+    let (code, events, _) = p.run_json(&[]);
+    assert_eq!(code, 0);
+    let probe = events
+        .iter()
+        .find(|e| e["event"] == "stage_done" && e["stage"] == "probe")
+        .unwrap();
+    let reused = probe["reused"].as_u64().unwrap();
+    assert!(reused > 0 && reused < n as u64, "{probe}");
+}

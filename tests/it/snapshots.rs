@@ -21,8 +21,8 @@ fn masked(p: Option<&Project>) -> insta::Settings {
     s.add_filter(r"\b[0-9a-f]{12}\b", "[KEY]");
     s.add_filter(r"\b\d+\.\d+s\b", "[SECS]");
     s.add_filter(
-        r"Stages to run at once \[default: \d+\]",
-        "Stages to run at once [default: N]",
+        r"Stages to run at once, at most \[default: \d+\]",
+        "Stages to run at once, at most [default: N]",
     );
     s
 }

@@ -388,3 +388,40 @@ fn foal_net_runs_five_session_folds_and_batch_size_reruns_training() {
         "{r:?}"
     );
 }
+
+#[test]
+fn trainings_side_by_side_give_the_bytes_they_give_one_at_a_time() {
+    let yaml = study(
+        "uni2mul.yaml",
+        &[
+            ("data", "data"),
+            ("seeds", "[1]"),
+            ("epochs", "2"),
+            ("vision_models", "[cnn_lstm, cnn]"),
+            ("audio_models", "[cnn_attn_bilstm, bilstm]"),
+            ("text_models", "[cnn_attn, bilstm]"),
+        ],
+    );
+    let (one, four) = (
+        Project::with_demo(&yaml, 12, 7, &[]),
+        Project::with_demo(&yaml, 12, 7, &[]),
+    );
+    let (code, _, _) = one.run_json(&["table2", "-j", "1"]);
+    assert_eq!(code, 0);
+    let (code, events, _) = four.run_json(&["table2", "-j", "4", "--cpus", "4"]);
+    assert_eq!(code, 0, "{events:?}");
+    // Every artifact (12 trainings, their evaluations, the table) byte for byte.
+    assert_eq!(one.objects(), four.objects());
+    // And the trainings did run side by side: a second started before the first ended.
+    let (mut now, mut most) = (0i32, 0i32);
+    for e in &events {
+        let training = e["stage"].as_str().is_some_and(|s| s.starts_with("uni_"));
+        match e["event"].as_str() {
+            Some("stage_start") if training => now += 1,
+            Some("stage_done") if training && e["outcome"] == "ran" => now -= 1,
+            _ => {}
+        }
+        most = most.max(now);
+    }
+    assert!(most >= 2, "at most {most} training ran at once");
+}

@@ -210,7 +210,7 @@ fn artifacts_match_the_engine_before_the_renovation() {
         rekeyed.join("\n")
     );
     assert!(
-        !rekeyed.is_empty(),
+        !rekeyed.is_empty() || !same_models,
         "the SMP study's train_joint keys were expected to change"
     );
     assert!(

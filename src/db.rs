@@ -36,6 +36,16 @@ pub struct Artifact {
     pub created: f64,
 }
 
+/// How an artifact was computed where that is not in its key: the device a model ran on, its
+/// libtorch threads, the GPUs the run held and the host. Kept for libtorch stages only.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Runtime {
+    pub device: String,
+    pub threads: i64,
+    pub gpus: String,
+    pub host: String,
+}
+
 /// One batch job sent to a cluster: a stage, or the array of a stage's shards.
 #[derive(Debug, Clone)]
 pub struct Job {
@@ -76,6 +86,9 @@ CREATE TABLE IF NOT EXISTS artifacts(
   key TEXT PRIMARY KEY, stage TEXT NOT NULL, kind TEXT NOT NULL, stage_id TEXT NOT NULL,
   object TEXT NOT NULL, rows INTEGER NOT NULL, bytes INTEGER NOT NULL, schema TEXT NOT NULL,
   failed_items INTEGER NOT NULL, created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS runtime(
+  key TEXT PRIMARY KEY, device TEXT NOT NULL, threads INTEGER NOT NULL, gpus TEXT NOT NULL,
+  host TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS item_errors(
   key TEXT NOT NULL, item TEXT NOT NULL, field TEXT NOT NULL, reason TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS item_errors_key ON item_errors(key);
@@ -189,7 +202,12 @@ impl Db {
         Ok(rows)
     }
 
-    pub fn put_artifact(&mut self, a: &Artifact, errors: &[ItemError]) -> Result<()> {
+    pub fn put_artifact(
+        &mut self,
+        a: &Artifact,
+        errors: &[ItemError],
+        runtime: Option<&Runtime>,
+    ) -> Result<()> {
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -209,6 +227,13 @@ impl Db {
             ],
         )?;
         tx.execute("DELETE FROM item_errors WHERE key = ?1", [&a.key])?;
+        tx.execute("DELETE FROM runtime WHERE key = ?1", [&a.key])?;
+        if let Some(r) = runtime {
+            tx.execute(
+                "INSERT INTO runtime VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![a.key, r.device, r.threads, r.gpus, r.host],
+            )?;
+        }
         {
             let mut st = tx.prepare("INSERT INTO item_errors VALUES (?1, ?2, ?3, ?4)")?;
             for e in errors {
@@ -235,7 +260,26 @@ impl Db {
         Ok(rows)
     }
 
+    pub fn runtime(&self, key: &str) -> Result<Option<Runtime>> {
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT device, threads, gpus, host FROM runtime WHERE key = ?1")?;
+        let r = st
+            .query_row([key], |r| {
+                Ok(Runtime {
+                    device: r.get(0)?,
+                    threads: r.get(1)?,
+                    gpus: r.get(2)?,
+                    host: r.get(3)?,
+                })
+            })
+            .optional()?;
+        Ok(r)
+    }
+
     pub fn delete_artifact(&self, key: &str) -> Result<()> {
+        self.conn
+            .execute("DELETE FROM runtime WHERE key = ?1", [key])?;
         self.conn
             .execute("DELETE FROM artifacts WHERE key = ?1", [key])?;
         self.conn

@@ -137,6 +137,7 @@ pub fn show(env: &Env, name: &str, nrows: usize, as_json: bool) -> Result<i32> {
         return Ok(0);
     };
     let errors = db.item_errors(&a.key)?;
+    let runtime = db.runtime(&a.key)?;
     let path = env.store.object_path(&a.object);
     let table = env.store.get_table(&a.object)?;
     if as_json {
@@ -147,7 +148,7 @@ pub fn show(env: &Env, name: &str, nrows: usize, as_json: bool) -> Result<i32> {
         println!(
             "{}",
             json!({"stage": s.name, "kind": s.kind, "key": a.key, "state": "fresh", "artifact": path, "rows": a.rows,
-                   "bytes": a.bytes, "schema": a.schema, "failed_items": errs, "params": s.params.0})
+                   "bytes": a.bytes, "schema": a.schema, "failed_items": errs, "params": s.params.0, "runtime": runtime})
         );
         return Ok(0);
     }
@@ -157,6 +158,17 @@ pub fn show(env: &Env, name: &str, nrows: usize, as_json: bool) -> Result<i32> {
     println!("artifact  {}", path.display());
     println!("rows      {}  ({} bytes, Parquet zstd)", a.rows, a.bytes);
     println!("params    {}", serde_json::to_string(&s.params.0)?);
+    if let Some(r) = &runtime {
+        let gpus = if r.gpus.is_empty() {
+            String::new()
+        } else {
+            format!(", GPUs {}", r.gpus)
+        };
+        println!(
+            "computed  on {}, {} libtorch thread(s){gpus}, host {}",
+            r.device, r.threads, r.host
+        );
+    }
     if let Some(d) = &s.desc {
         println!("desc      {d}");
     }

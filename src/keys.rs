@@ -141,6 +141,10 @@ pub fn compute(
         // file's content, not its name: the same weights under another path or on another
         // machine give the same key.
         let mut params_map = s.params.0.clone();
+        // How a stage runs (its device) is not what it computes.
+        for spec in stage.params().iter().filter(|p| !p.keyed) {
+            params_map.remove(spec.name);
+        }
         let mut by_content = std::collections::BTreeSet::new();
         for spec in stage.params() {
             if spec.ty != stages::ParamType::Path {

@@ -48,12 +48,17 @@ enum Cmd {
         targets: Vec<String>,
         #[command(flatten)]
         p: PipelineArgs,
-        /// Stages to run at once, at most
-        #[arg(short = 'j', long, default_value_t = 2)]
-        jobs: usize,
+        /// Stages to run at once, at most [default: the CPUs]; each also waits for the CPUs
+        /// and GPUs its `resources:` ask
+        #[arg(short = 'j', long)]
+        jobs: Option<usize>,
         /// CPUs the stages running at once may use together [default: the machine's]
         #[arg(long)]
         cpus: Option<usize>,
+        /// GPUs the stages may use, such as `0,1`, or `none` [default: CUDA_VISIBLE_DEVICES,
+        /// else every GPU the NVIDIA driver lists]
+        #[arg(long)]
+        gpus: Option<String>,
         /// Keep running stages that do not depend on a failed one
         #[arg(long)]
         keep_going: bool,
@@ -250,6 +255,7 @@ fn dispatch(cli: Cli) -> Result<i32, Error> {
             p,
             jobs,
             cpus,
+            gpus,
             keep_going,
             dry_run,
             json,
@@ -258,10 +264,12 @@ fn dispatch(cli: Cli) -> Result<i32, Error> {
             let e = env(&l, &reg)?;
             let rep = report::Reporter::new(json);
             let argv = std::env::args().collect::<Vec<_>>().join(" ");
+            let cpus = cpus.unwrap_or_else(run::machine_cpus).max(1);
             let opts = RunOpts {
                 targets,
-                jobs,
-                cpus: cpus.unwrap_or_else(run::machine_cpus).max(1),
+                jobs: jobs.unwrap_or(cpus),
+                cpus,
+                gpus: run::gpus::detect(gpus.as_deref())?,
                 keep_going,
                 dry_run,
                 argv,

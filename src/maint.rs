@@ -83,6 +83,7 @@ pub fn gc(reg: &Registry, root: &Path, cache: &Path, keep_runs: i64, dry_run: bo
     for a in &drop_artifacts {
         tx.execute("DELETE FROM artifacts WHERE key = ?1", [&a.key])?;
         tx.execute("DELETE FROM item_errors WHERE key = ?1", [&a.key])?;
+        tx.execute("DELETE FROM runtime WHERE key = ?1", [&a.key])?;
         let _ = std::fs::remove_file(store.lock_path(&a.key));
     }
     let ids: Vec<String> = {

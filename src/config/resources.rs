@@ -12,6 +12,10 @@ pub const RESOURCE_KEYS: &[(&str, &str)] = &[
     ("mem", "memory per node, such as 4G or 500M"),
     ("time", "a time limit: minutes, or [D-]HH:MM:SS"),
     ("gpus", "GPUs per node, an integer >= 0"),
+    (
+        "gpu_share",
+        "stages that may run on one GPU at once (small trainings), an integer >= 1; with gpus: 1",
+    ),
     ("partition", "the partition's name"),
     (
         "shards",
@@ -36,7 +40,7 @@ pub(super) fn check_resources(m: &BTreeMap<String, J>) -> Result<(), (String, St
             ));
         };
         let ok = match k.as_str() {
-            "cpus" | "shards" | "parallel" => v.as_u64().is_some_and(|n| n >= 1),
+            "cpus" | "shards" | "parallel" | "gpu_share" => v.as_u64().is_some_and(|n| n >= 1),
             "gpus" => v.as_u64().is_some(),
             "mem" => v.as_u64().is_some() || v.as_str().is_some_and(valid_mem),
             "time" => v.as_u64().is_some() || v.as_str().is_some_and(valid_time),

@@ -6,6 +6,7 @@
 //! and item. Concurrency: a stage is computed under an exclusive lock on its key, so a second
 //! process waits and then reuses the first one's artifact instead of computing it again.
 
+pub mod gpus;
 mod items;
 mod reports;
 mod scheduler;
@@ -58,6 +59,13 @@ pub struct Job {
     pub shard: Option<Shard>,
     /// Threads for its per-item work (the CPUs the scheduler gave it).
     pub cpus: usize,
+    /// libtorch's intra-op threads: the CPUs asked, a fixed number per kind, never the cores
+    /// that happen to be free (a training sets its own from its `threads` param).
+    #[serde(default)]
+    pub threads: usize,
+    /// The GPUs it holds, as `CUDA_VISIBLE_DEVICES` names them; none: it sees no GPU.
+    #[serde(default)]
+    pub gpus: Vec<String>,
 }
 
 pub struct RunOpts {
@@ -65,6 +73,8 @@ pub struct RunOpts {
     pub jobs: usize,
     /// CPUs the stages running at once share: each takes its `resources.cpus`.
     pub cpus: usize,
+    /// GPUs they share: each takes its `resources.gpus`.
+    pub gpus: Vec<String>,
     pub keep_going: bool,
     pub dry_run: bool,
     pub argv: String,
@@ -159,24 +169,37 @@ pub fn machine_cpus() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
-/// The CPUs a stage run takes: its `resources.cpus`, else the whole machine for per-item work
-/// (it runs on a thread pool) and one CPU for a whole table (a training's libtorch threads are
-/// its `threads` param); never more than there are.
-pub fn cpus_of(env: &Env, idx: usize, total: usize) -> usize {
+/// The CPUs a stage asks: its `resources.cpus`, else its kind's fixed count (a training its
+/// `threads`, an embedding [`stages::embed::EMBED_THREADS`]); None: the whole machine, for
+/// per-item work on a thread pool.
+pub fn cpus_asked(env: &Env, idx: usize) -> Option<usize> {
     let s = &env.plan.stages[idx];
-    let asked = s
-        .resources
-        .get("cpus")
-        .and_then(|v| v.as_u64())
-        .map(|n| n as usize);
-    let default = || {
-        let kind = env.reg.get(&s.kind).expect("validated kind");
-        match kind.mode(&s.params) {
-            stages::Mode::Table => s.params.i64("threads").map_or(1, |t| t.max(1) as usize),
-            _ => total,
-        }
+    let asked = s.resources.get("cpus").and_then(|v| v.as_u64());
+    let kind = env.reg.get(&s.kind).expect("validated kind");
+    asked.map(|n| n as usize).or_else(|| kind.cpus(&s.params))
+}
+
+/// The CPUs a stage run holds while it runs: what it asks, never more than there are.
+pub fn cpus_of(env: &Env, idx: usize, total: usize) -> usize {
+    cpus_asked(env, idx).unwrap_or(total).clamp(1, total.max(1))
+}
+
+/// The GPUs a stage asks: its `resources.gpus` (and `gpu_share`), else one for a libtorch
+/// kind whose device is not `cpu` when the machine has any (`have`), else none.
+pub fn gpus_asked(env: &Env, idx: usize, have: usize) -> gpus::Ask {
+    let s = &env.plan.stages[idx];
+    let kind = env.reg.get(&s.kind).expect("validated kind");
+    let n = |k: &str| {
+        s.resources
+            .get(k)
+            .and_then(|v| v.as_u64())
+            .map(|n| n as usize)
     };
-    asked.unwrap_or_else(default).clamp(1, total.max(1))
+    let on_gpu = kind.uses_device() && s.params.str("device").is_ok_and(|d| d != "cpu");
+    gpus::Ask {
+        gpus: n("gpus").unwrap_or(usize::from(on_gpu && have > 0)),
+        share: n("gpu_share").unwrap_or(1).max(1),
+    }
 }
 
 pub fn project_root_of(pipeline: &Path) -> PathBuf {

@@ -8,10 +8,11 @@ use std::time::Instant;
 use anyhow::Result;
 use serde_json::json;
 
+use super::gpus::{self, Ask, Pool};
 use super::stage::{dispatch, explain, update_state};
 use super::{
-    cpus_of, panic_text, Env, Finished, Job, Outcome, Planned, RunOpts, StageRun, Tables,
-    EXIT_FAILED, EXIT_OK, EXIT_PARTIAL,
+    cpus_asked, cpus_of, panic_text, Env, Finished, Job, Outcome, Planned, RunOpts, StageRun,
+    Tables, EXIT_FAILED, EXIT_OK, EXIT_PARTIAL,
 };
 use crate::db::Db;
 use crate::keys::StageKey;
@@ -26,10 +27,12 @@ pub fn run(env: &Env, opts: &RunOpts, rep: &Reporter) -> crate::Result<i32> {
         print_plan(env, &db, &planned, rep)?;
         return Ok(EXIT_OK);
     }
-    let run_id = db.begin_run(&env.pipeline_id, &opts.argv)?;
     let mut book = Book::seed(env, &db, planned)?;
+    let mut pool = gpus::Pool::new(opts.gpus.clone());
+    let asks = gpus::plan_asks(env, &book.todo, pool.len(), rep)?;
+    let run_id = db.begin_run(&env.pipeline_id, &opts.argv)?;
     book.report_cached(rep);
-    book.schedule(env, opts, rep)?;
+    book.schedule(env, opts, (&mut pool, &asks), rep)?;
     book.skip_unstarted(env, rep);
     let summary = book.record(&db, run_id)?;
     db.end_run(run_id, summary.code)?;
@@ -64,6 +67,8 @@ struct Done {
     idx: usize,
     /// The CPUs it held.
     need: usize,
+    /// The GPUs it held.
+    gpus: Vec<usize>,
     result: Result<StageRun, String>,
 }
 
@@ -163,8 +168,15 @@ impl Book {
         self.results.insert(idx, (name, key, Err(msg)));
     }
 
-    /// Starts every stage whose inputs are done, up to `-j` at a time, until none is left.
-    fn schedule(&mut self, env: &Env, opts: &RunOpts, rep: &Reporter) -> Result<()> {
+    /// Starts every stage whose inputs are done, up to `-j` at a time and while the CPUs and
+    /// GPUs it asks are free, until none is left.
+    fn schedule(
+        &mut self,
+        env: &Env,
+        opts: &RunOpts,
+        (pool, asks): (&mut Pool, &HashMap<usize, Ask>),
+        rep: &Reporter,
+    ) -> Result<()> {
         let tables = Tables::default();
         let (tx, rx) = mpsc::channel::<Done>();
         let mut running = 0usize;
@@ -195,6 +207,13 @@ impl Book {
                         }
                         Ready::Go(keys) => keys,
                     };
+                    // A stage waits for its GPUs (the check before the run made sure that it
+                    // fits once the others are done).
+                    let Some(held) = pool.take(asks[&idx]) else {
+                        i += 1;
+                        continue;
+                    };
+                    let gpu_ids = pool.ids(&held);
                     self.todo.remove(i);
                     running += 1;
                     busy += need;
@@ -205,10 +224,17 @@ impl Book {
                         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                             let mut job = Job::new(env, idx, &key, &input_keys);
                             job.cpus = need;
+                            job.threads = cpus_asked(env, idx).unwrap_or(need);
+                            job.gpus = gpu_ids;
                             dispatch(env, rep, &job, tables).map_err(|e| format!("{e:#}"))
                         }))
                         .unwrap_or_else(|p| Err(format!("the stage panicked: {}", panic_text(&p))));
-                        let _ = tx.send(Done { idx, need, result });
+                        let _ = tx.send(Done {
+                            idx,
+                            need,
+                            gpus: held,
+                            result,
+                        });
                     });
                 }
                 if running == 0 {
@@ -217,6 +243,7 @@ impl Book {
                 let d = rx.recv().expect("workers hold a sender");
                 running -= 1;
                 busy -= d.need;
+                pool.give_back(&d.gpus);
                 if !self.finish(env, rep, d) && !opts.keep_going {
                     stop = true;
                 }

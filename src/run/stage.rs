@@ -98,6 +98,11 @@ pub fn exec_stage(
     let tables = Tables::default();
     let mut job = Job::new(env, idx, &key, &input_keys);
     job.shard = shard;
+    // A cluster job computes on what its allocation holds (Slurm sets CUDA_VISIBLE_DEVICES).
+    job.gpus = super::gpus::detect(None)?;
+    if job.gpus.is_empty() {
+        super::gpus::plan_asks(env, &[idx], 0, rep)?;
+    }
     let res = dispatch(env, rep, &job, &tables);
     let label = match shard {
         Some(sh) => format!("{name} shard {}/{}", sh.index, sh.count),
@@ -187,6 +192,8 @@ impl Job {
             input_keys: input_keys.to_vec(),
             shard: None,
             cpus: machine_cpus(),
+            threads: super::cpus_asked(env, idx).unwrap_or_else(machine_cpus),
+            gpus: Vec::new(),
         }
     }
 }
@@ -359,5 +366,23 @@ fn record_artifact(
             created: now(),
         },
         errors,
+        runtime_of(job).as_ref(),
     )
+}
+
+/// How a libtorch stage computed (see [`crate::db::Runtime`]); None for the others.
+fn runtime_of(job: &Job) -> Option<crate::db::Runtime> {
+    let device = stages::runtime::devices();
+    if device.is_empty() {
+        return None;
+    }
+    // A training's libtorch threads are its keyed `threads` param.
+    let threads = job.params.get("threads").and_then(|t| t.as_i64());
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    Some(crate::db::Runtime {
+        device,
+        threads: threads.unwrap_or(job.threads as i64),
+        gpus: job.gpus.join(","),
+        host: host.trim().to_string(),
+    })
 }

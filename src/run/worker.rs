@@ -40,7 +40,9 @@ pub fn worker_path() -> Result<PathBuf> {
 pub fn run(job: &Job, rep: &Reporter) -> Result<StageRun> {
     let exe = worker_path()?;
     let mut cmd = Command::new(&exe);
+    // The GPUs the scheduler gave the stage, and no other: none hides them all.
     cmd.arg("run")
+        .env("CUDA_VISIBLE_DEVICES", job.gpus.join(","))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -158,8 +160,9 @@ fn result_of(line: &str) -> Option<Result<StageRun>> {
 }
 
 /// The worker's side: reads a job from stdin, runs it with the computation of its kind among
-/// `stages`, writes the result line. Returns the exit code.
-pub fn serve(stages: &[Box<dyn Stage>]) -> i32 {
+/// `stages`, writes the result line. Returns the exit code. `threads` sets the libtorch
+/// threads the job asks for before anything computes.
+pub fn serve(stages: &[Box<dyn Stage>], threads: &dyn Fn(usize)) -> i32 {
     let rep = Reporter::forward();
     let res = (|| {
         let mut text = String::new();
@@ -180,6 +183,7 @@ pub fn serve(stages: &[Box<dyn Stage>]) -> i32 {
                 job.version
             );
         }
+        threads(job.threads.max(1));
         // Per-item work on the CPUs the scheduler gave this run.
         rayon::ThreadPoolBuilder::new()
             .num_threads(job.cpus.max(1))

@@ -8,6 +8,11 @@ use crate::params::{ParamSpec, ParamType};
 use crate::{resolve, Kind, Mode, Params, PlanCtx, StageError};
 
 pub struct Embed;
+
+/// An embedding's libtorch threads (and CPUs) unless `resources.cpus` says: fixed, so that
+/// embeddings do not depend on the machine's core count; big enough that one model's forward
+/// pass keeps a workstation busy, small enough that two embed stages run side by side.
+pub const EMBED_THREADS: usize = 4;
 pub struct Pixels;
 
 impl Embed {
@@ -35,7 +40,7 @@ macro_rules! with_image_params {
 const PARAMS: &[ParamSpec] = with_image_params![
     ParamSpec::new("model", ParamType::Path, None, "TorchScript file (scripts/models/export.py writes them)"),
     ParamSpec::new("modality", ParamType::Enum(&["vision", "audio", "text"]), None, "what the model reads"),
-    ParamSpec::new("device", ParamType::Enum(&["auto", "cpu", "cuda"]), Some("\"auto\""), "auto: CUDA when libtorch sees a GPU, else CPU"),
+    crate::params::DEVICE,
     ParamSpec::new("batch_size", ParamType::Int, Some("32"), "model inputs (images, windows, texts) per forward pass").min(1.0),
     ParamSpec::new("pool", ParamType::Enum(&["none", "mean", "max", "cls"]), Some("\"mean\""), "reduce the clip's sequence: none keeps [T x D]; cls takes its first step"),
     ParamSpec::new("normalize", ParamType::Enum(&["none", "l2"]), Some("\"none\""), "scale the output vectors (after pooling) to unit length"),
@@ -115,6 +120,9 @@ impl Kind for Embed {
                 &["object"]
             },
         }
+    }
+    fn cpus(&self, _params: &Params) -> Option<usize> {
+        Some(EMBED_THREADS)
     }
     fn external_files(&self, ctx: &PlanCtx) -> Result<Vec<PathBuf>, StageError> {
         let model = Self::model_path(ctx.params, ctx.root)?;

@@ -14,6 +14,7 @@ pub mod features;
 pub mod media;
 pub mod metrics;
 pub mod registry;
+pub mod runtime;
 pub mod train;
 
 use std::collections::BTreeMap;
@@ -227,6 +228,20 @@ pub trait Kind: Send + Sync {
     }
     fn mode(&self, _params: &Params) -> Mode {
         Mode::Table
+    }
+    /// The CPUs a run takes when its `resources:` do not say. For a libtorch kind that is also
+    /// its intra-op thread count, so it is a fixed number: a float sum split over another
+    /// thread count adds in another order, and results must not depend on the machine. `None`:
+    /// the machine's, for per-item work on a thread pool (whose size changes no result).
+    fn cpus(&self, params: &Params) -> Option<usize> {
+        match self.mode(params) {
+            Mode::Table => Some(params.i64("threads").map_or(1, |t| t.max(1) as usize)),
+            _ => None,
+        }
+    }
+    /// Whether it runs libtorch on a `device` param, and so may be given GPUs.
+    fn uses_device(&self) -> bool {
+        self.params().iter().any(|p| p.name == "device")
     }
     /// Files outside the cache that the output depends on (manifests, media, model weights).
     fn external_files(&self, _ctx: &PlanCtx) -> Result<Vec<PathBuf>, StageError> {

@@ -117,6 +117,16 @@ fn short(v: &Value) -> String {
     }
 }
 
+/// The `device` param of the kinds that run libtorch: where it runs, never part of the key.
+pub const DEVICE: ParamSpec = ParamSpec::new(
+    "device",
+    ParamType::Enum(&["auto", "cpu", "cuda"]),
+    Some("\"auto\""),
+    "auto: the GPU the scheduler gave the stage (resources.gpus), else the CPU; cuda: refuse \
+     to run without one. Not in the key: the device used is recorded with the artifact",
+)
+.unkeyed();
+
 #[derive(Debug, Clone, Copy)]
 pub struct ParamSpec {
     pub name: &'static str,
@@ -127,6 +137,9 @@ pub struct ParamSpec {
     /// Inclusive bounds of a number (each number of a list), checked when the pipeline plans,
     /// so a value no clip could run with is a config error at its line, not a failure per clip.
     pub range: Option<(f64, f64)>,
+    /// False for a param that says how a stage runs, not what it computes (the device): it
+    /// stays out of the key, so a cache filled on a GPU serves a CPU run and back.
+    pub keyed: bool,
 }
 
 impl ParamSpec {
@@ -142,7 +155,14 @@ impl ParamSpec {
             default,
             doc,
             range: None,
+            keyed: true,
         }
+    }
+
+    /// Leaves the param out of the key (see [`ParamSpec::keyed`]).
+    pub const fn unkeyed(mut self) -> Self {
+        self.keyed = false;
+        self
     }
 
     /// Bounds a number param: `lo..=hi`.

@@ -173,28 +173,91 @@ fn bundled_models_match_their_packages() {
     }
 }
 
-/// Runs on a machine whose libtorch sees a GPU (a build with PIPELINE_CUDA=1); elsewhere the
-/// same pipeline must fail up front with a clear message rather than fall back silently.
+/// Whether the NVIDIA driver lists a GPU, as the engine looks for one.
+fn gpu_here() -> bool {
+    std::fs::read_dir("/proc/driver/nvidia/gpus").is_ok_and(|d| d.count() > 0)
+}
+
+/// Where a GPU is (and libtorch is a CUDA build), `device: cuda` runs on it within 2e-3 of the
+/// packages. Where none is, it is refused before anything runs, with the stage's line; handed
+/// a GPU id that libtorch cannot see (`--gpus 0`), the stage fails saying why.
 #[test]
-fn cuda_device_runs_or_says_why_not() {
+fn cuda_device_runs_or_is_refused_before_anything_runs() {
     let p = project_on(&models().join("reference"), &reference_yaml("cuda"));
-    let gpu = std::process::Command::new("nvidia-smi")
-        .arg("-L")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    let (code, events, _) = p.run_json(&["all"]);
-    if code != 0 {
-        let text = format!("{events:?}");
-        assert!(text.contains("libtorch sees no CUDA device"), "{text}");
-        if gpu {
+    if gpu_here() {
+        let (code, events, _) = p.run_json(&["all"]);
+        if code != 0 {
+            let text = format!("{events:?}");
+            assert!(text.contains("libtorch sees no CUDA device"), "{text}");
             eprintln!("a GPU is present but this build is CPU-only (build with PIPELINE_CUDA=1)");
+            return;
+        }
+        for (stage, w) in compare(&p) {
+            // GPU kernels (TF32, other reduction orders) are not bit-equal to the CPU's.
+            assert!(w < 2e-3, "{stage} on CUDA: max abs difference {w}");
         }
         return;
     }
-    for (stage, w) in compare(&p) {
-        // GPU kernels (TF32, other reduction orders) are not bit-equal to the CPU's.
-        assert!(w < 2e-3, "{stage} on CUDA: max abs difference {w}");
+    let out = p
+        .cmd(&["run", "all"])
+        .env_remove("CUDA_VISIBLE_DEVICES")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("default.yaml:") && err.contains("device: cuda, but this machine has no GPU"),
+        "{err}"
+    );
+    assert!(p.objects().is_empty(), "nothing runs: {:?}", p.objects());
+    // Every clip fails on the model: a partial stage (3), or a failed one.
+    let out = p.cmd(&["run", "text", "--gpus", "0"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(matches!(out.status.code(), Some(1 | 3)), "{err}");
+    assert!(
+        err.contains("libtorch sees no CUDA device (CUDA_VISIBLE_DEVICES=\"0\""),
+        "{err}"
+    );
+}
+
+/// `device: auto` asking for a GPU runs on the CPU where there is none, with a warning; the
+/// device is recorded with the artifact and is not in its key, so the artifact is the one a
+/// `device: cpu` run computes.
+#[test]
+fn auto_device_falls_back_with_a_warning_and_is_not_keyed() {
+    if gpu_here() {
+        return;
     }
+    let auto = reference_yaml("auto").replace(
+        "  text:\n    kind: embed\n",
+        "  text:\n    kind: embed\n    resources: {gpus: 1}\n",
+    );
+    let p = project_on(&models().join("reference"), &auto);
+    let out = p
+        .cmd(&["run", "text", "--cpus", "2"])
+        .env_remove("CUDA_VISIBLE_DEVICES")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("warning: no GPU here")
+            && err.contains("with device: auto run on the CPU: text"),
+        "{err}"
+    );
+    let show: Value = serde_json::from_slice(&p.run(&["show", "text", "--json"]).stdout).unwrap();
+    assert_eq!(show["runtime"]["device"], "cpu", "{show}");
+    assert_eq!(
+        show["runtime"]["threads"],
+        stages::embed::EMBED_THREADS,
+        "{show}"
+    );
+    assert_eq!(show["runtime"]["gpus"], "", "{show}");
+    let cpu = project_on(&models().join("reference"), &reference_yaml("cpu"));
+    let other: Value =
+        serde_json::from_slice(&cpu.run(&["show", "text", "--json"]).stdout).unwrap();
+    assert_eq!(other["state"], "not computed");
+    assert_eq!(show["key"], other["key"], "the device is not in the key");
 }
 
 #[test]

@@ -5,9 +5,10 @@
 //! recorded in `golden/artifacts.json` with the engine as it was before (commit 4c1536f: one
 //! process, libtorch linked, positional inputs, `train_joint` keyed over every network's params).
 //!
-//! Keys stay the same, except where the renovation changed them by design: a `train_joint`
-//! stage's key no longer covers the other networks' params, so it and what reads it have new
-//! keys over the same content. A key covers the content of the model files it reads, and a
+//! Keys stay the same, except where they changed by design: a `train_joint` stage's key no
+//! longer covers the other networks' params, and an `embed` stage's no longer covers its
+//! `device` (where it runs is recorded beside the artifact), so these and what reads them
+//! have new keys over the same content. A key covers the content of the model files it reads, and a
 //! TorchScript export is not byte-identical from one `make models` to the next, so keys are
 //! compared only where the models are the recorded ones; objects are compared everywhere.
 //!
@@ -58,7 +59,9 @@ fn study(src: &Path, file: &str, vars: &[(&str, &str)]) -> String {
         let end = at + 1 + text[at + 1..].find('\n').unwrap();
         text.replace_range(at..end, &format!("{head}{v}"));
     }
-    text
+    // Inference on one libtorch thread, as recorded: a stage's threads are its CPUs now (the
+    // engine of the recording took OMP_NUM_THREADS, below).
+    text + "resources: {cpus: 1}\n"
 }
 
 /// The pipelines and the targets each runs.
@@ -142,14 +145,16 @@ fn artifacts(bin: &str, src: &Path) -> (Project, Golden) {
     (p, out)
 }
 
-/// The stages of `file` whose key covers a `train_joint` stage's (it, and what reads it).
-fn joint_and_downstream(p: &Project, file: &str) -> BTreeSet<String> {
+/// The stages of `file` whose key covers a `train_joint` or `embed` stage's (they, and what
+/// reads them).
+fn rekeyed_by_design(p: &Project, file: &str) -> BTreeSet<String> {
     let path: PathBuf = p.root().join("pipeline").join(file);
     let plan = pipeline::config::load(&path, p.root(), &[], &Default::default()).unwrap();
     let mut out = BTreeSet::new();
     for s in &plan.stages {
         // Plan order is topological: inputs come first.
-        if s.kind == "train_joint" || s.inputs.iter().any(|i| out.contains(i)) {
+        if s.kind == "train_joint" || s.kind == "embed" || s.inputs.iter().any(|i| out.contains(i))
+        {
             out.insert(s.name.clone());
         }
     }
@@ -183,7 +188,7 @@ fn artifacts_match_the_engine_before_the_renovation() {
     let mut diffs = Vec::new();
     let mut rekeyed = Vec::new();
     for (file, stages) in &want {
-        let by_design = joint_and_downstream(&p, file);
+        let by_design = rekeyed_by_design(&p, file);
         for (stage, (key, object)) in stages {
             let Some((k, o)) = got.get(file).and_then(|g| g.get(stage)) else {
                 diffs.push(format!("{file} {stage}: not run"));
@@ -211,7 +216,7 @@ fn artifacts_match_the_engine_before_the_renovation() {
     );
     assert!(
         !rekeyed.is_empty() || !same_models,
-        "the SMP study's train_joint keys were expected to change"
+        "the embed and train_joint keys were expected to change"
     );
     assert!(
         diffs.is_empty(),

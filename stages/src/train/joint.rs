@@ -54,7 +54,8 @@ const PARAMS: &[ParamSpec] = &[
     ParamSpec::new("epochs", ParamType::Int, Some("100"), "training epochs; the best-on-valid epoch's weights are kept").min(1.0),
     ParamSpec::new("batch_size", ParamType::Int, Some("32"), "clips per step (SMP 64, CM-MSF 32)").min(1.0),
     ParamSpec::new("seed", ParamType::Int, Some("1"), "weight init and batch order"),
-    ParamSpec::new("threads", ParamType::Int, Some("1"), "libtorch threads"),
+    ParamSpec::new("threads", ParamType::Int, Some("1"), "libtorch threads").min(1.0),
+    crate::params::DEVICE,
     ParamSpec::new(
         "plateau_factor",
         ParamType::Float,

@@ -73,7 +73,7 @@ pub const FUSIONS: &[&str] = &["concat", "attention", "transformer", "conformer"
 /// Self-attention kinds of the fusion heads (`train_fusion`'s `attention`).
 pub const ATTENTIONS: &[&str] = &["tanh", "scaled"];
 
-pub const COMMON: [ParamSpec; 9] = [
+pub const COMMON: [ParamSpec; 10] = [
     ParamSpec::new(
         "label",
         ParamType::Str,
@@ -106,6 +106,7 @@ pub const COMMON: [ParamSpec; 9] = [
         Some("1"),
         "libtorch threads; these small models train fastest on one",
     ).min(1.0),
+    crate::params::DEVICE,
     ParamSpec::new(
         "select",
         ParamType::Enum(&["val_loss", "acc", "f1"]),
@@ -142,6 +143,7 @@ const UNI_PARAMS: &[ParamSpec] = &[
     COMMON[6],
     COMMON[7],
     COMMON[8],
+    COMMON[9],
 ];
 
 const FUSION_PARAMS: &[ParamSpec] = &[
@@ -184,6 +186,7 @@ const FUSION_PARAMS: &[ParamSpec] = &[
     COMMON[6],
     COMMON[7],
     COMMON[8],
+    COMMON[9],
 ];
 
 const PROBE_PARAMS: &[ParamSpec] = &[

@@ -4,7 +4,7 @@
 fn main() {
     let stages = worker::stages();
     let code = match std::env::args().nth(1).as_deref() {
-        Some("run") => pipeline::run::worker::serve(&stages),
+        Some("run") => pipeline::run::worker::serve(&stages, &worker::torch::set_threads),
         Some("kinds") => {
             print!(
                 "{}",

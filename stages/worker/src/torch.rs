@@ -15,10 +15,19 @@ use tch::{CModule, Device};
 /// beside a one-thread training would not give the bytes it gives alone.
 pub static RNG: Mutex<()> = Mutex::new(());
 
+static DEFAULT: std::sync::OnceLock<i32> = std::sync::OnceLock::new();
+
 /// libtorch's thread count before any training changed it: what inference runs on.
 fn default_threads() -> i32 {
-    static DEFAULT: std::sync::OnceLock<i32> = std::sync::OnceLock::new();
     *DEFAULT.get_or_init(tch::get_num_threads)
+}
+
+/// The threads inference runs on: the job's, a fixed number per kind (see
+/// `stages::Kind::cpus`), so that embeddings do not depend on the machine.
+pub fn set_threads(n: usize) {
+    let n = n.clamp(1, i32::MAX as usize) as i32;
+    tch::set_num_threads(n);
+    let _ = DEFAULT.set(n);
 }
 
 /// Inference's hold on libtorch: no training runs meanwhile, and the thread count is the
@@ -57,20 +66,37 @@ impl Drop for Training {
     }
 }
 
-/// `auto` takes the first CUDA device when libtorch sees one, else the CPU.
+/// `auto` takes the GPU the scheduler gave the stage (the first CUDA device libtorch sees
+/// under its `CUDA_VISIBLE_DEVICES`), else the CPU. The device is noted for the artifact's
+/// record.
 pub fn device(name: &str) -> Result<Device, crate::StageError> {
     let cuda = tch::Cuda::is_available();
-    match name {
-        "cpu" => Ok(Device::Cpu),
-        "cuda" if cuda => Ok(Device::Cuda(0)),
-        "cuda" => Err(
-            "device cuda: libtorch sees no CUDA device (a CUDA build needs \
-                       PIPELINE_CUDA=1 at build time and the torch wheel's CUDA libraries)"
-                .into(),
-        ),
-        "auto" => Ok(if cuda { Device::Cuda(0) } else { Device::Cpu }),
-        other => Err(format!("unknown device `{other}` (auto, cpu or cuda)").into()),
-    }
+    let dev = match name {
+        "cpu" => Device::Cpu,
+        "cuda" if cuda => Device::Cuda(0),
+        "cuda" => {
+            return Err(format!(
+                "device cuda: libtorch sees no CUDA device (CUDA_VISIBLE_DEVICES={:?}; a \
+                 CUDA build needs PIPELINE_CUDA=1 at build time and the torch wheel's CUDA \
+                 libraries)",
+                std::env::var("CUDA_VISIBLE_DEVICES").unwrap_or_default()
+            )
+            .into())
+        }
+        "auto" => {
+            if cuda {
+                Device::Cuda(0)
+            } else {
+                Device::Cpu
+            }
+        }
+        other => return Err(format!("unknown device `{other}` (auto, cpu or cuda)").into()),
+    };
+    stages::runtime::used_device(&match dev {
+        Device::Cuda(i) => format!("cuda:{i}"),
+        _ => "cpu".to_string(),
+    });
+    Ok(dev)
 }
 
 /// A TorchScript module in eval mode on its device. Forward passes take the lock: libtorch

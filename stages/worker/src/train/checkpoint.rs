@@ -142,9 +142,12 @@ pub(crate) fn model_table(
         f32_lists(all)
     };
     let hidden_rows: Vec<Vec<f32>> = match hidden {
-        Some(h) => (0..np as i64)
-            .map(|i| Vec::try_from(h.get(i)).unwrap_or_default())
-            .collect(),
+        Some(h) => {
+            let h = h.to_device(tch::Device::Cpu);
+            (0..np as i64)
+                .map(|i| Vec::try_from(h.get(i)).unwrap_or_default())
+                .collect()
+        }
         None => vec![Vec::new(); np],
     };
     batch(vec![

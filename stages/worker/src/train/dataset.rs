@@ -54,7 +54,7 @@ impl Dataset {
                 out.binary_cross_entropy_with_logits::<Tensor>(
                     y,
                     None,
-                    Some(Tensor::from_slice(&w)),
+                    Some(Tensor::from_slice(&w).to_device(out.device())),
                     tch::Reduction::Mean,
                 )
             }

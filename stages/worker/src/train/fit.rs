@@ -2,7 +2,7 @@
 //! the best epoch kept by the selection rule; the params every training stage reads.
 
 use tch::nn::{self, OptimizerConfig};
-use tch::Tensor;
+use tch::{Device, Tensor};
 
 use crate::train::checkpoint::{safetensors_bytes, Trained};
 use crate::train::dataset::{Dataset, Task};
@@ -109,13 +109,19 @@ pub type Forward<'a> = dyn Fn(&[Tensor], &Tensor, bool) -> (Tensor, Vec<Aux>) + 
 /// (end-to-end CNNs see every patch and face of every clip).
 pub(crate) const EVAL_CHUNK: i64 = 64;
 
-/// `f` over `idx` in chunks, the results concatenated along the first axis.
+/// `f` over `idx` in chunks, the results concatenated along the first axis on the CPU. The
+/// dataset stays on the CPU; a model on a GPU gets each chunk moved there ([`on`]).
 pub fn chunked(idx: &[i64], f: &dyn Fn(&Tensor) -> Tensor) -> Tensor {
     let parts: Vec<Tensor> = idx
         .chunks(EVAL_CHUNK as usize)
-        .map(|c| f(&Tensor::from_slice(c)))
+        .map(|c| f(&Tensor::from_slice(c)).to_device(Device::Cpu))
         .collect();
     Tensor::cat(&parts, 0)
+}
+
+/// Tensors moved to `dev` (a no-op on the CPU).
+pub fn on(dev: Device, xs: Vec<Tensor>) -> Vec<Tensor> {
+    xs.into_iter().map(|x| x.to_device(dev)).collect()
 }
 
 /// Adam (or AdamW) on the task's loss; keeps the weights of the best epoch by `cfg.select`.
@@ -148,6 +154,7 @@ pub fn fit(
         Task::MultiLabel { .. } => Select::F1,
         Task::Regress { .. } => Select::Loss,
     });
+    let dev = vs.device();
     let y = ds.targets();
     let train_idx = ds.idx_of("train");
     let valid_idx = ds.idx_of("valid");
@@ -159,7 +166,12 @@ pub fn fit(
     let mut best: Option<Best> = None;
     let logits_of = |idx: &[i64]| {
         chunked(idx, &|i| {
-            forward(&ds.rows(i), &y.index_select(0, i), false).0
+            forward(
+                &on(dev, ds.rows(i)),
+                &y.index_select(0, i).to_device(dev),
+                false,
+            )
+            .0
         })
     };
     let mut plateau = Plateau {
@@ -175,13 +187,13 @@ pub fn fit(
         for chunk in order.chunks(cfg.batch as usize) {
             let ids: Vec<i64> = chunk.iter().map(|&k| train_idx[k]).collect();
             let idx = Tensor::from_slice(&ids);
-            let yb = y.index_select(0, &idx);
-            let (logits, aux) = forward(&ds.rows(&idx), &yb, true);
+            let yb = y.index_select(0, &idx).to_device(dev);
+            let (logits, aux) = forward(&on(dev, ds.rows(&idx)), &yb, true);
             let loss = total_loss(ds, (&logits, aux), (&yb, &idx), main_weight, aux_y);
             opt.backward_step(&loss);
             total += loss.double_value(&[]) * ids.len() as f64;
         }
-        let (vloss, vacc, vf1) = validate(ds, (&y, &valid_idx), main_weight, aux_y, forward);
+        let (vloss, vacc, vf1) = validate(ds, (&y, &valid_idx), (main_weight, aux_y), forward, dev);
         curve.push((epoch, total / train_idx.len() as f64, vloss, vacc, vf1));
         if let Some(new_lr) = plateau.step(vloss) {
             opt.set_lr(new_lr);
@@ -198,7 +210,8 @@ pub fn fit(
             let snap = vs
                 .variables()
                 .into_iter()
-                .map(|(k, v)| (k, v.detach().copy()))
+                // On the CPU, where the checkpoint is written from.
+                .map(|(k, v)| (k, v.detach().to_device(Device::Cpu).copy()))
                 .collect();
             best = Some((vacc, vf1, vloss, epoch, snap));
             since_best = 0;
@@ -234,19 +247,19 @@ pub fn fit(
 fn validate(
     ds: &Dataset,
     (y, valid_idx): (&Tensor, &[i64]),
-    main_weight: f64,
-    aux_y: &[Tensor],
+    (main_weight, aux_y): (f64, &[Tensor]),
     forward: &Forward,
+    dev: Device,
 ) -> (f64, f64, f64) {
     tch::no_grad(|| {
         let (mut parts, mut loss) = (Vec::new(), 0.0);
         for c in valid_idx.chunks(EVAL_CHUNK as usize) {
             let idx = Tensor::from_slice(c);
-            let yb = y.index_select(0, &idx);
-            let (logits, aux) = forward(&ds.rows(&idx), &yb, false);
+            let yb = y.index_select(0, &idx).to_device(dev);
+            let (logits, aux) = forward(&on(dev, ds.rows(&idx)), &yb, false);
             let l = total_loss(ds, (&logits, aux), (&yb, &idx), main_weight, aux_y);
             loss += l.double_value(&[]) * c.len() as f64;
-            parts.push(logits);
+            parts.push(logits.to_device(Device::Cpu));
         }
         let logits = Tensor::cat(&parts, 0);
         let (acc, f1) = valid_scores(ds, valid_idx, &logits);
@@ -294,7 +307,10 @@ pub(crate) fn total_loss(
     let mut loss = ds.loss(logits, yb) * main_weight;
     for a in aux {
         match a {
-            Aux::Head(w, l, k) => loss += ds.task.loss(&l, &aux_y[k].index_select(0, idx)) * w,
+            Aux::Head(w, l, k) => {
+                let yk = aux_y[k].index_select(0, idx).to_device(l.device());
+                loss += ds.task.loss(&l, &yk) * w
+            }
             Aux::Loss(l) => loss += l,
         }
     }
@@ -323,6 +339,7 @@ pub(crate) fn valid_scores(ds: &Dataset, idx: &[i64], logits: &Tensor) -> (f64, 
 }
 
 pub(crate) fn rows_of(t: &Tensor) -> Vec<Vec<f32>> {
+    let t = t.to_device(Device::Cpu);
     (0..t.size()[0])
         .map(|i| Vec::try_from(t.get(i)).unwrap_or_default())
         .collect()

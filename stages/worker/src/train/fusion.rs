@@ -25,6 +25,7 @@ impl Stage for TrainFusion {
         let mut cfg = TrainCfg::from(p)?;
         cfg.select = Select::param(p)?;
         let _torch = crate::torch::training(cfg.seed, p.i64("threads")?);
+        let dev = crate::torch::device(p.str("device")?)?;
         let label = p.str("label")?;
         let classes = p.i64("classes")?;
         let mut ds = dataset(ctx, &[3, 4, 5], (6, 7), "m", label, classes, None)?;
@@ -37,8 +38,8 @@ impl Stage for TrainFusion {
             return Err(StageError::param("weights", "four weights: M, V, A, T"));
         }
         let aux_y = aux_labels(ctx, &ds, label)?;
-        let mut vs = nn::VarStore::new(Device::Cpu);
-        let mut frozen = nn::VarStore::new(Device::Cpu);
+        let mut vs = nn::VarStore::new(dev);
+        let mut frozen = nn::VarStore::new(dev);
         let store = if pretrained { &frozen } else { &vs };
         let encoders = build_encoders(ctx, &ds, store, outputs)?;
         if pretrained {
@@ -68,7 +69,7 @@ impl Stage for TrainFusion {
             .collect();
         let main_w = if multitask { w[0] } else { 1.0 };
         if pretrained {
-            cache_hidden(&mut ds, &encoders);
+            cache_hidden(&mut ds, &encoders, dev);
         }
         let fwd = |x: &[Tensor], _: &Tensor, train: bool| {
             let hs: Vec<Tensor> = if pretrained {
@@ -101,10 +102,10 @@ impl Stage for TrainFusion {
                 encoders
                     .iter()
                     .zip(&ds.x)
-                    .map(|(e, xi)| e.1.hidden_t(xi, false))
+                    .map(|(e, xi)| e.1.hidden_t(&xi.to_device(dev), false))
                     .collect()
             };
-            Tensor::cat(&hs, 1)
+            Tensor::cat(&hs, 1).to_device(Device::Cpu)
         });
         let config = json!({"fusion": p.str("fusion")?, "features": features, "outputs": outputs,
                             "encoders": encoders.iter().map(|e| e.1.hidden).collect::<Vec<_>>(),
@@ -201,13 +202,17 @@ fn load_frozen(
 
 /// Frozen encoders run in eval mode, so their H is a constant of the clip: computed once, the
 /// training steps read it as the dataset's inputs instead of recomputing it.
-fn cache_hidden(ds: &mut Dataset, encoders: &[(Vec<u8>, Encoder)]) {
+fn cache_hidden(ds: &mut Dataset, encoders: &[(Vec<u8>, Encoder)], dev: Device) {
     let all: Vec<i64> = (0..ds.ids.len() as i64).collect();
     let hs: Vec<Tensor> = tch::no_grad(|| {
         encoders
             .iter()
             .zip(&ds.x)
-            .map(|(e, xi)| chunked(&all, &|i| e.1.hidden_t(&xi.index_select(0, i), false)))
+            .map(|(e, xi)| {
+                chunked(&all, &|i| {
+                    e.1.hidden_t(&xi.index_select(0, i).to_device(dev), false)
+                })
+            })
             .collect()
     });
     ds.x = hs;

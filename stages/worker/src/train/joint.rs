@@ -9,11 +9,11 @@
 
 use serde_json::json;
 use tch::nn;
-use tch::{Device, Tensor};
+use tch::Tensor;
 
 use crate::train::checkpoint::model_table;
 use crate::train::dataset::dataset;
-use crate::train::fit::{chunked, fit, Aux, Select, TrainCfg};
+use crate::train::fit::{chunked, fit, on, Aux, Select, TrainCfg};
 use crate::train::nets::cmmsf::{CmMsf, CmMsfCfg};
 use crate::train::nets::foal::{FoalCfg, FoalNet};
 use crate::train::nets::mbt::{MbtCfg, MerSemMbt};
@@ -231,6 +231,7 @@ impl Stage for TrainJoint {
         cfg.patience = Some(p.i64("patience")?).filter(|&n| n > 0);
         let fold = Some(p.i64("fold")?).filter(|&k| k >= 0);
         let _torch = crate::torch::training(cfg.seed, p.i64("threads")?);
+        let dev = crate::torch::device(p.str("device")?)?;
         let k = ctx.inputs.len() - 2;
         let used = used(p, k)?;
         let feats: Vec<usize> = used.iter().map(|u| u.0).collect();
@@ -252,7 +253,7 @@ impl Stage for TrainJoint {
                 "SMP needs one sequence length for all modalities, got {steps:?}; pad them to one (the paper: 32)"
             )));
         }
-        let mut vs = nn::VarStore::new(Device::Cpu);
+        let mut vs = nn::VarStore::new(dev);
         let net = Net::build(&vs.root(), p, &names, &dims, ds.task.outputs())?;
         let mut pretrained = 0;
         if let Net::Mbt(_) = net {
@@ -273,7 +274,7 @@ impl Stage for TrainJoint {
         let fwd = |x: &[Tensor], y: &Tensor, train: bool| net.forward_t(x, y, train);
         let trained = fit(&mut vs, &ds, &cfg, 1.0, &[], &fwd)?;
         let all: Vec<i64> = (0..ds.ids.len() as i64).collect();
-        let hidden = tch::no_grad(|| chunked(&all, &|i| net.hidden_t(&ds.rows(i), false)));
+        let hidden = tch::no_grad(|| chunked(&all, &|i| net.hidden_t(&on(dev, ds.rows(i)), false)));
         let config = json!({
             "model": model,
             "modalities": names.iter().collect::<String>(),

@@ -2,7 +2,7 @@
 
 use serde_json::json;
 use tch::nn::{self};
-use tch::{Device, Tensor};
+use tch::Tensor;
 
 use crate::train::checkpoint::model_table;
 use crate::train::dataset::dataset;
@@ -23,6 +23,7 @@ impl Stage for TrainUnimodal {
         let mut cfg = TrainCfg::from(p)?;
         cfg.select = Select::param(p)?;
         let _torch = crate::torch::training(cfg.seed, p.i64("threads")?);
+        let dev = crate::torch::device(p.str("device")?)?;
         let classes = p.i64("classes")?;
         let mut ds = dataset(
             ctx,
@@ -36,12 +37,12 @@ impl Stage for TrainUnimodal {
         let standardized = ds.standardize_all(p.bool("standardize")?);
         let (t, d) = (ds.x[0].size()[1], ds.x[0].size()[2]);
         let arch = p.str("model")?;
-        let mut vs = nn::VarStore::new(Device::Cpu);
+        let mut vs = nn::VarStore::new(dev);
         let enc = Encoder::new(&vs.root(), arch, t, d, ds.task.outputs())
             .map_err(|e| StageError::param("model", e.to_string()))?;
         let fwd = |x: &[Tensor], _: &Tensor, train: bool| (enc.forward_t(&x[0], train), Vec::new());
         let trained = fit(&mut vs, &ds, &cfg, 1.0, &[], &fwd)?;
-        let hidden = tch::no_grad(|| enc.hidden_t(&ds.x[0], false));
+        let hidden = tch::no_grad(|| enc.hidden_t(&ds.x[0].to_device(dev), false));
         let config = json!({"model": arch, "steps": t, "dim": d, "outputs": ds.task.outputs(),
                             "hidden": enc.hidden, "standardize": standardized});
         Ok(Output {

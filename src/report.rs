@@ -66,6 +66,11 @@ impl Reporter {
                 v["items"].as_u64().map(|i| i as usize),
             ),
             "progress" => self.progress(s("stage"), n("done"), n("total")),
+            "epoch" => self.epoch(
+                s("stage"),
+                (n("epoch"), n("epochs")),
+                v["valid_loss"].as_f64().unwrap_or(f64::NAN),
+            ),
             "item_error" => self.item_error(
                 s("stage"),
                 &ItemError::new(s("item"), s("field"), s("reason")),
@@ -154,19 +159,55 @@ impl Reporter {
                 }
             }
             Mode::Plain => {
-                let mut marks = self.plain_marks.lock().unwrap();
-                if let Some(m) = marks.iter_mut().find(|m| m.0 == stage) {
-                    // Every tenth of the way, at most every two seconds: enough for a log file.
-                    let tenth = done * 10 / total.max(1);
-                    if tenth > m.1 && m.2.elapsed() >= Duration::from_secs(2) && done < total {
-                        m.1 = tenth;
-                        m.2 = Instant::now();
-                        drop(marks);
-                        self.line(&format!("       {stage}: {done}/{total} items"));
-                    }
+                if self.mark(stage, done, total) {
+                    self.line(&format!("       {stage}: {done}/{total} items"));
                 }
             }
         }
+    }
+
+    /// A training's epoch `k` of `n` done, with its validation loss: a bar per running
+    /// training on a terminal, a line every tenth of the way in a log, an event in JSON.
+    pub fn epoch(&self, stage: &str, (k, n): (usize, usize), valid_loss: f64) {
+        let loss = format!("{valid_loss:.4}");
+        match self.mode {
+            Mode::Json | Mode::Forward => self.event(json!({"event": "epoch", "stage": stage, "epoch": k, "epochs": n, "valid_loss": valid_loss})),
+            Mode::Bars => {
+                if let Some((_, pb)) = self.bars.lock().unwrap().iter().find(|(s, _)| s == stage) {
+                    if pb.length() != Some(n as u64) {
+                        pb.set_style(
+                            ProgressStyle::with_template("{spinner} {prefix:<28} [{bar:30}] epoch {pos}/{len}  valid loss {msg}  {elapsed_precise}")
+                                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                                .progress_chars("=> "),
+                        );
+                        pb.set_length(n as u64);
+                    }
+                    pb.set_position(k as u64);
+                    pb.set_message(loss);
+                }
+            }
+            Mode::Plain => {
+                if self.mark(stage, k, n) {
+                    self.line(&format!("       {stage}: epoch {k}/{n}, valid loss {loss}"));
+                }
+            }
+        }
+    }
+
+    /// Whether a log line is due for `stage` at `done` of `total`: every tenth of the way, at
+    /// most every two seconds, enough for a log file.
+    fn mark(&self, stage: &str, done: usize, total: usize) -> bool {
+        let mut marks = self.plain_marks.lock().unwrap();
+        let Some(m) = marks.iter_mut().find(|m| m.0 == stage) else {
+            return false;
+        };
+        let tenth = done * 10 / total.max(1);
+        if tenth > m.1 && m.2.elapsed() >= Duration::from_secs(2) && done < total {
+            m.1 = tenth;
+            m.2 = Instant::now();
+            return true;
+        }
+        false
     }
 
     pub fn item_error(&self, stage: &str, e: &ItemError) {

@@ -242,6 +242,7 @@ pub fn execute(job: &Job, stage: &dyn Stage, rep: &Reporter, tables: &Tables) ->
         input_names: &job.inputs,
         files: &key.files,
         shards: &shards,
+        progress: &Epochs(rep, &job.name),
     };
     let mode = stage.decl().mode(&params);
     let writes = stage.decl().writes(&params);
@@ -333,6 +334,15 @@ fn load_inputs(
         inputs.push(t);
     }
     Ok(inputs)
+}
+
+/// A training's epochs, on the run's reporter.
+struct Epochs<'a>(&'a Reporter, &'a str);
+
+impl stages::Progress for Epochs<'_> {
+    fn epoch(&self, epoch: usize, epochs: usize, valid_loss: f64) {
+        self.0.epoch(self.1, (epoch, epochs), valid_loss);
+    }
 }
 
 /// Stores the table as an object, then records it in the index: the artifact exists only once

@@ -173,6 +173,19 @@ pub struct PlanCtx<'a> {
     pub root: &'a Path,
 }
 
+/// What a whole-table stage says while it computes, for the progress display.
+pub trait Progress: Sync {
+    /// A training finished epoch `epoch` of at most `epochs`, with this validation loss.
+    fn epoch(&self, epoch: usize, epochs: usize, valid_loss: f64);
+}
+
+/// Progress nobody watches (tests, tools).
+pub struct NoProgress;
+
+impl Progress for NoProgress {
+    fn epoch(&self, _: usize, _: usize, _: f64) {}
+}
+
 /// What a stage sees while it runs.
 pub struct RunCtx<'a> {
     pub params: &'a Params,
@@ -183,6 +196,7 @@ pub struct RunCtx<'a> {
     pub input_names: &'a [String],
     pub files: &'a FileHashes,
     pub shards: &'a dyn ShardReader,
+    pub progress: &'a dyn Progress,
 }
 
 impl RunCtx<'_> {

@@ -338,3 +338,27 @@ pub fn typed<T: arrow::array::Array + Clone + 'static>(
         .unwrap_or_else(|| panic!("column {name} has another type"))
         .clone()
 }
+
+/// The pids of `pipeline-worker` processes whose parent is `parent`.
+pub fn workers_of(parent: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+        // pid (comm) state ppid ...
+        let Some(rest) = stat.rsplit_once(") ").map(|(_, r)| r) else {
+            continue;
+        };
+        let ppid: u32 = rest
+            .split(' ')
+            .nth(1)
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0);
+        if ppid == parent && stat.contains("(pipeline-worke") {
+            out.push(pid);
+        }
+    }
+    out
+}

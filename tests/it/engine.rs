@@ -630,30 +630,6 @@ fn the_engine_links_no_heavy_library_and_says_where_its_worker_is_missing() {
     assert!(err.as_str().unwrap().contains("no-such-worker"), "{err}");
 }
 
-/// The pids of `pipeline-worker` processes whose parent is `parent`.
-fn workers_of(parent: u32) -> Vec<u32> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
-        // pid (comm) state ppid ...
-        let Some(rest) = stat.rsplit_once(") ").map(|(_, r)| r) else {
-            continue;
-        };
-        let ppid: u32 = rest
-            .split(' ')
-            .nth(1)
-            .and_then(|p| p.parse().ok())
-            .unwrap_or(0);
-        if ppid == parent && stat.contains("(pipeline-worke") {
-            out.push(pid);
-        }
-    }
-    out
-}
-
 #[test]
 fn a_killed_worker_fails_its_stage_only_with_the_signal_and_a_rerun_resumes() {
     let n = 12;

@@ -425,3 +425,110 @@ fn trainings_side_by_side_give_the_bytes_they_give_one_at_a_time() {
     }
     assert!(most >= 2, "at most {most} training ran at once");
 }
+
+/// A worker killed by `kill -9` in the middle of a training (from its epoch events) fails that
+/// training only, with the signal; independent trainings go on under `--keep-going`; the cache
+/// verifies; a rerun trains only what was killed. Epoch events carry the validation loss.
+#[test]
+fn a_training_killed_mid_way_fails_alone_and_a_rerun_trains_only_it() {
+    use std::io::BufRead;
+    let yaml = study(
+        "uni2mul.yaml",
+        &[
+            ("data", "data"),
+            ("seeds", "[1]"),
+            ("epochs", "150"),
+            ("vision_models", "[cnn_lstm]"),
+            ("audio_models", "[cnn_attn_bilstm]"),
+            ("text_models", "[cnn_attn]"),
+        ],
+    );
+    let p = Project::with_demo(&yaml, 12, 7, &[]);
+    let targets = [
+        "eval_v",
+        "eval_a",
+        "eval_t",
+        "--json",
+        "--keep-going",
+        "-j",
+        "1",
+    ];
+    let mut child = p
+        .cmd(&["run"])
+        .args(targets)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let engine = child.id();
+    let mut events: Vec<serde_json::Value> = Vec::new();
+    let mut killed: Option<String> = None;
+    let out = std::io::BufReader::new(child.stdout.take().unwrap());
+    for line in out.lines().map_while(Result::ok) {
+        let Ok(e) = serde_json::from_str::<serde_json::Value>(&line) else {
+            continue;
+        };
+        let epoch = e["event"] == "epoch" && e["epoch"].as_u64() >= Some(3);
+        if epoch && killed.is_none() {
+            // One stage at a time: the only worker is this training's.
+            let w = workers_of(engine);
+            assert_eq!(w.len(), 1, "{w:?}");
+            let st = std::process::Command::new("kill")
+                .args(["-9", &w[0].to_string()])
+                .status()
+                .unwrap();
+            assert!(st.success());
+            killed = e["stage"].as_str().map(String::from);
+        }
+        events.push(e);
+    }
+    assert_eq!(child.wait().unwrap().code(), Some(1));
+    let killed = killed.expect("a training reported its third epoch");
+    let done = |s: &str| {
+        events
+            .iter()
+            .find(|e| e["event"] == "stage_done" && e["stage"] == s)
+            .unwrap_or_else(|| panic!("no stage_done for {s}"))
+            .clone()
+    };
+    let msg = done(&killed)["error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(msg.contains("killed by signal 9 (SIGKILL"), "{msg}");
+    let trainings: Vec<String> = events
+        .iter()
+        .filter(|e| {
+            e["event"] == "stage_done" && e["stage"].as_str().is_some_and(|s| s.starts_with("uni_"))
+        })
+        .map(|e| e["stage"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(trainings.len(), 6, "{trainings:?}");
+    for t in trainings.iter().filter(|t| **t != killed) {
+        assert_eq!(done(t)["outcome"], "ran", "{t}");
+        // Every epoch, in order, each with a finite validation loss.
+        let epochs: Vec<(u64, f64)> = events
+            .iter()
+            .filter(|e| e["event"] == "epoch" && e["stage"] == t.as_str())
+            .map(|e| {
+                (
+                    e["epoch"].as_u64().unwrap(),
+                    e["valid_loss"].as_f64().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(epochs.len(), 150, "{t}");
+        assert!(epochs
+            .iter()
+            .enumerate()
+            .all(|(i, (k, l))| *k == i as u64 + 1 && l.is_finite()));
+    }
+    let v = p.run(&["verify"]);
+    assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stdout));
+    let (code, events, _) = p.run_json(&targets[..3]);
+    assert_eq!(code, 0, "{events:?}");
+    let trained: Vec<String> = ran(&events)
+        .into_iter()
+        .filter(|s| s.starts_with("uni_"))
+        .collect();
+    assert_eq!(trained, vec![killed]);
+}

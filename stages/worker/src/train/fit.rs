@@ -133,6 +133,7 @@ pub fn fit(
     main_weight: f64,
     aux_y: &[Tensor],
     forward: &Forward,
+    progress: &dyn stages::Progress,
 ) -> Result<Trained, StageError> {
     let built = match cfg.adamw {
         Some(wd) => nn::AdamW {
@@ -195,6 +196,7 @@ pub fn fit(
         }
         let (vloss, vacc, vf1) = validate(ds, (&y, &valid_idx), (main_weight, aux_y), forward, dev);
         curve.push((epoch, total / train_idx.len() as f64, vloss, vacc, vf1));
+        progress.epoch(epoch as usize, cfg.epochs as usize, vloss);
         if let Some(new_lr) = plateau.step(vloss) {
             opt.set_lr(new_lr);
             for &(g, glr) in &cfg.group_lr {

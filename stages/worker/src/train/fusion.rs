@@ -94,7 +94,7 @@ impl Stage for TrainFusion {
             };
             (logits, aux)
         };
-        let trained = fit(&mut vs, &ds, &cfg, main_w, &aux_y, &fwd)?;
+        let trained = fit(&mut vs, &ds, &cfg, main_w, &aux_y, &fwd, ctx.progress)?;
         let xm = tch::no_grad(|| {
             let hs: Vec<Tensor> = if pretrained {
                 ds.x.iter().map(|h| h.shallow_clone()).collect()

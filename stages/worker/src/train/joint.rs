@@ -272,7 +272,7 @@ impl Stage for TrainJoint {
         }
         let n_params = crate::train::nets::layers::n_params(&vs);
         let fwd = |x: &[Tensor], y: &Tensor, train: bool| net.forward_t(x, y, train);
-        let trained = fit(&mut vs, &ds, &cfg, 1.0, &[], &fwd)?;
+        let trained = fit(&mut vs, &ds, &cfg, 1.0, &[], &fwd, ctx.progress)?;
         let all: Vec<i64> = (0..ds.ids.len() as i64).collect();
         let hidden = tch::no_grad(|| chunked(&all, &|i| net.hidden_t(&on(dev, ds.rows(i)), false)));
         let config = json!({

@@ -41,7 +41,7 @@ impl Stage for TrainUnimodal {
         let enc = Encoder::new(&vs.root(), arch, t, d, ds.task.outputs())
             .map_err(|e| StageError::param("model", e.to_string()))?;
         let fwd = |x: &[Tensor], _: &Tensor, train: bool| (enc.forward_t(&x[0], train), Vec::new());
-        let trained = fit(&mut vs, &ds, &cfg, 1.0, &[], &fwd)?;
+        let trained = fit(&mut vs, &ds, &cfg, 1.0, &[], &fwd, ctx.progress)?;
         let hidden = tch::no_grad(|| enc.hidden_t(&ds.x[0].to_device(dev), false));
         let config = json!({"model": arch, "steps": t, "dim": d, "outputs": ds.task.outputs(),
                             "hidden": enc.hidden, "standardize": standardized});

@@ -11,13 +11,18 @@ use crate::error::ConfigError;
 use crate::report::Reporter;
 
 /// The GPUs stages may use: `--gpus` when given, else `CUDA_VISIBLE_DEVICES` when set (a
-/// Slurm allocation sets it), else one per device the NVIDIA driver lists.
+/// Slurm allocation with GPUs sets it), else none in a Slurm job, else one per device the
+/// NVIDIA driver lists.
 pub fn detect(flag: Option<&str>) -> Result<Vec<String>> {
     if let Some(list) = flag {
         return parse_list(list, "--gpus");
     }
     if let Ok(list) = std::env::var("CUDA_VISIBLE_DEVICES") {
         return parse_list(&list, "CUDA_VISIBLE_DEVICES");
+    }
+    // A cluster job holds the GPUs its allocation lists, not the node's.
+    if std::env::var_os("SLURM_JOB_ID").is_some() {
+        return Ok(Vec::new());
     }
     let n = std::fs::read_dir("/proc/driver/nvidia/gpus").map_or(0, |d| d.count());
     Ok((0..n).map(|i| i.to_string()).collect())

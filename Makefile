@@ -10,7 +10,7 @@ DEMO_MOSI_DIR ?= data/demo-mosi
 DEMO_IEMOCAP_DIR ?= data/demo-iemocap
 BIN       := target/release/pipeline
 
-.PHONY: setup build run test lint fmt bench bench-peers demo-data demo-mosi demo-iemocap models clean smp cm-msf mer-sem-mbt foal-net
+.PHONY: setup build run test lint fmt bench bench-peers bench-grid gpu-check-bundle demo-data demo-mosi demo-iemocap models clean smp cm-msf mer-sem-mbt foal-net
 
 setup:
 	@scripts/setup.sh
@@ -132,6 +132,16 @@ bench: build demo-data models
 	scripts/bench-media.sh
 	scripts/bench-embed.sh
 	scripts/bench-train.sh
+
+# The Uni2Mul Table 2 + 3 grid, one seed, 120 clips, cold: wall, CPU/wall, trainings at once;
+# BENCH_BEFORE=DIR (an earlier checkout, built) runs its engine first for a before/after.
+bench-grid: build demo-data models
+	scripts/bench-grid.sh
+
+# What the GPU check needs on a machine with a GPU and a Python torch only (a torch-only worker
+# built for GPU_TORCH_VERSION, default 2.11.0); scripts/gpu-check.sh runs it there.
+gpu-check-bundle: build models
+	scripts/gpu-check-bundle.sh
 
 # This project side by side with DVC and Snakemake (installed into .venv-peers by the script)
 # and with librosa, opencv-python, the ffmpeg CLI and facenet-pytorch; about 75 minutes on 2

@@ -12,7 +12,7 @@ use crate::report::Reporter;
 
 /// The GPUs stages may use: `--gpus` when given, else `CUDA_VISIBLE_DEVICES` when set (a
 /// Slurm allocation with GPUs sets it), else none in a Slurm job, else one per device the
-/// NVIDIA driver lists.
+/// NVIDIA driver lists (in `/proc`, else as `nvidia-smi -L` does).
 pub fn detect(flag: Option<&str>) -> Result<Vec<String>> {
     if let Some(list) = flag {
         return parse_list(list, "--gpus");
@@ -24,7 +24,21 @@ pub fn detect(flag: Option<&str>) -> Result<Vec<String>> {
     if std::env::var_os("SLURM_JOB_ID").is_some() {
         return Ok(Vec::new());
     }
-    let n = std::fs::read_dir("/proc/driver/nvidia/gpus").map_or(0, |d| d.count());
+    let n = match std::fs::read_dir("/proc/driver/nvidia/gpus") {
+        Ok(d) => d.count(),
+        // Sandboxed kernels (gVisor) may not show the driver's entries; its tool still answers.
+        Err(_) => std::process::Command::new("nvidia-smi")
+            .arg("-L")
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map_or(0, |o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .lines()
+                    .filter(|l| l.starts_with("GPU "))
+                    .count()
+            }),
+    };
     Ok((0..n).map(|i| i.to_string()).collect())
 }
 

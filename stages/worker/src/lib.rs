@@ -3,6 +3,7 @@
 //! is where its params, mode and reports live; [`stages`] lists every kind the worker runs.
 
 pub mod embed;
+#[cfg(feature = "media")]
 pub mod media;
 pub mod torch;
 pub mod train;
@@ -16,13 +17,16 @@ pub use stages::{
 /// Every kind, computed: the light crate's own and this crate's.
 pub fn stages() -> Vec<Box<dyn Stage>> {
     let mut all = ::stages::registry::local();
+    #[cfg(feature = "media")]
     all.extend([
         Box::new(media::probe::Probe) as Box<dyn Stage>,
         Box::new(media::audio::Audio),
         Box::new(media::decode::Decode),
         Box::new(media::face::FaceCrop),
-        Box::new(embed::pretrained::Embed::default()),
         Box::new(embed::pretrained::Pixels),
+    ]);
+    all.extend([
+        Box::new(embed::pretrained::Embed::default()) as Box<dyn Stage>,
         Box::new(train::unimodal::TrainUnimodal),
         Box::new(train::export_hidden::ExportHidden),
         Box::new(train::fusion::TrainFusion),

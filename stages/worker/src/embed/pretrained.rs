@@ -3,6 +3,8 @@
 //!
 //! - vision: the face crops of a `face` stage or the frames of a `decode` stage, resized and
 //!   normalised as declared; one model input per image, so a clip gives one vector per image.
+//!   Or a `pixels` stage's rows, already preprocessed: a worker built without OpenCV (for a GPU
+//!   node) embeds those.
 //! - audio: the waveform of an `audio` stage, optionally through a mel front end, or a feature
 //!   matrix (`logmel`, `mfcc`); whole, or cut into fixed windows (the model then sees a batch
 //!   of windows, as speaker and wav2vec-style encoders are run on long clips).
@@ -20,11 +22,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use arrow::array::{Array, BinaryArray, Float32Array, Int64Array, ListArray};
+use arrow::array::{Array, Float32Array, ListArray};
 use arrow::record_batch::RecordBatch;
-use opencv::core::{Mat, MatTraitConst, Size, Vec3b, CV_32F};
-use opencv::imgproc;
-use opencv::prelude::MatTraitConstManual;
 use rayon::prelude::*;
 use tch::{IValue, Kind, Tensor};
 use tokenizers::{Tokenizer, TruncationParams};
@@ -139,9 +138,20 @@ impl Embed {
     }
 }
 
-fn vision_units(ctx: &RunCtx, row: usize) -> Result<Vec<Unit>, ItemError> {
-    let p = ctx.params;
-    let fail = |reason: String| ItemError::new("", "images", reason);
+/// What a vision model's input is: `[channels, height, width]` after the declared resize,
+/// channel order and normalisation.
+struct ImageSpec {
+    oh: i32,
+    ow: i32,
+    channels: String,
+    nc: usize,
+    mean: Vec<f64>,
+    std: Vec<f64>,
+    scale: f32,
+    interpolation: String,
+}
+
+fn image_spec(p: &Params) -> Result<ImageSpec, ItemError> {
     let size = p.f64_list("image_size").map_err(param_err)?;
     let (oh, ow) = match size[..] {
         [h, w] if h >= 1.0 && w >= 1.0 => (h as i32, w as i32),
@@ -153,7 +163,7 @@ fn vision_units(ctx: &RunCtx, row: usize) -> Result<Vec<Unit>, ItemError> {
             ))
         }
     };
-    let channels = p.str("channels").map_err(param_err)?;
+    let channels = p.str("channels").map_err(param_err)?.to_string();
     let nc = if channels == "gray" { 1 } else { 3 };
     let mean = p.f64_list("mean").map_err(param_err)?;
     let std = p.f64_list("std").map_err(param_err)?;
@@ -164,84 +174,162 @@ fn vision_units(ctx: &RunCtx, row: usize) -> Result<Vec<Unit>, ItemError> {
             format!("mean and std need {nc} values for {channels} (std non-zero)"),
         ));
     }
-    let scale = p.f64("scale").map_err(param_err)? as f32;
-    let interp = match p.str("interpolation").map_err(param_err)? {
-        "linear" => imgproc::INTER_LINEAR,
-        "cubic" => imgproc::INTER_CUBIC,
-        _ => imgproc::INTER_AREA,
-    };
+    Ok(ImageSpec {
+        oh,
+        ow,
+        channels,
+        nc,
+        mean,
+        std,
+        scale: p.f64("scale").map_err(param_err)? as f32,
+        interpolation: p.str("interpolation").map_err(param_err)?.to_string(),
+    })
+}
+
+fn vision_units(ctx: &RunCtx, row: usize) -> Result<Vec<Unit>, ItemError> {
+    let spec = image_spec(ctx.params)?;
+    let fail = |reason: String| ItemError::new("", "images", reason);
     let t = ctx.shard(0, row).map_err(|e| fail(e.to_string()))?;
-    // A face stage's crops, or a decode stage's frames.
-    let images: Vec<(&[u8], usize, usize)> = if let Ok(crops) = col::<BinaryArray>(&t, "crop") {
-        let side = col::<Int64Array>(&t, "crop_size").map_err(|e| fail(e.to_string()))?;
-        (0..t.num_rows())
-            .filter(|&i| !crops.is_null(i))
-            .map(|i| {
-                (
-                    crops.value(i),
-                    side.value(i) as usize,
-                    side.value(i) as usize,
-                )
-            })
-            .collect()
-    } else {
-        let rgb = col::<BinaryArray>(&t, "rgb").map_err(|_| {
-            fail("the input has neither face crops (`crop`) nor frames (`rgb`)".into())
-        })?;
-        let w = col::<Int64Array>(&t, "width").map_err(|e| fail(e.to_string()))?;
-        let h = col::<Int64Array>(&t, "height").map_err(|e| fail(e.to_string()))?;
-        (0..t.num_rows())
-            .map(|i| (rgb.value(i), w.value(i) as usize, h.value(i) as usize))
-            .collect()
-    };
-    if images.is_empty() {
-        return Err(fail(
-            "no images (every frame of the clip was without a face)".into(),
+    if t.column_by_name("values").is_some() {
+        return pixel_units(ctx, row, &spec);
+    }
+    images::units(&t, &spec)
+}
+
+/// A `pixels` stage's rows: each image's `C*H*W` values, preprocessed as `spec` says.
+fn pixel_units(ctx: &RunCtx, row: usize, spec: &ImageSpec) -> Result<Vec<Unit>, ItemError> {
+    let m = read_matrix(ctx, row)?;
+    let want = spec.nc * (spec.oh * spec.ow) as usize;
+    if m.dim != want {
+        return Err(ItemError::new(
+            "",
+            "images",
+            format!(
+                "the pixels input has {} values per image; image_size {}x{} with {} channel(s) \
+                 needs {want} (give both stages the same image params)",
+                m.dim, spec.oh, spec.ow, spec.nc
+            ),
         ));
     }
-    let cv = |e: opencv::Error| fail(format!("preprocessing: {e}"));
-    images
-        .into_iter()
-        .map(|(px, w, h)| {
-            if px.len() != w * h * 3 {
-                return Err(fail(format!("{} bytes for a {w}x{h} RGB image", px.len())));
-            }
-            let img = Mat::new_rows_cols_with_bytes::<Vec3b>(h as i32, w as i32, px).map_err(cv)?;
-            let mut conv = Mat::default();
-            match channels {
-                "gray" => {
-                    imgproc::cvt_color_def(&img, &mut conv, imgproc::COLOR_RGB2GRAY).map_err(cv)?
-                }
-                "bgr" => {
-                    imgproc::cvt_color_def(&img, &mut conv, imgproc::COLOR_RGB2BGR).map_err(cv)?
-                }
-                _ => conv = img.try_clone().map_err(cv)?,
-            }
-            let sized = if (w as i32, h as i32) == (ow, oh) {
-                conv
-            } else {
-                let mut r = Mat::default();
-                imgproc::resize(&conv, &mut r, Size::new(ow, oh), 0.0, 0.0, interp).map_err(cv)?;
-                r
-            };
-            let mut f = Mat::default();
-            sized.convert_to(&mut f, CV_32F, 1.0, 0.0).map_err(cv)?;
-            // One channel view of the interleaved pixels: data_typed checks the element type.
-            let flat = f.reshape(1, 0).map_err(cv)?;
-            let hwc: &[f32] = flat.data_typed::<f32>().map_err(cv)?;
-            let plane = (oh * ow) as usize;
-            let mut chw = vec![0f32; plane * nc];
-            for (i, px) in hwc.chunks_exact(nc).enumerate() {
-                for c in 0..nc {
-                    chw[c * plane + i] = (px[c] * scale - mean[c] as f32) / std[c] as f32;
-                }
-            }
-            Ok(Unit::Dense {
-                shape: vec![nc as i64, oh as i64, ow as i64],
-                data: chw,
-            })
+    Ok(m.values
+        .chunks_exact(want.max(1))
+        .map(|px| Unit::Dense {
+            shape: vec![spec.nc as i64, spec.oh as i64, spec.ow as i64],
+            data: px.to_vec(),
         })
-        .collect()
+        .collect())
+}
+
+/// Face crops and frames into model inputs, with OpenCV.
+#[cfg(feature = "media")]
+mod images {
+    use arrow::array::{Array, BinaryArray, Int64Array};
+    use arrow::record_batch::RecordBatch;
+    use opencv::core::{Mat, MatTraitConst, Size, Vec3b, CV_32F};
+    use opencv::imgproc;
+    use opencv::prelude::MatTraitConstManual;
+
+    use super::{ImageSpec, Unit};
+    use crate::table::col;
+    use crate::ItemError;
+
+    pub(super) fn units(t: &RecordBatch, spec: &ImageSpec) -> Result<Vec<Unit>, ItemError> {
+        let fail = |reason: String| ItemError::new("", "images", reason);
+        // A face stage's crops, or a decode stage's frames.
+        let images: Vec<(&[u8], usize, usize)> = if let Ok(crops) = col::<BinaryArray>(t, "crop")
+        {
+            let side = col::<Int64Array>(t, "crop_size").map_err(|e| fail(e.to_string()))?;
+            (0..t.num_rows())
+                .filter(|&i| !crops.is_null(i))
+                .map(|i| {
+                    (
+                        crops.value(i),
+                        side.value(i) as usize,
+                        side.value(i) as usize,
+                    )
+                })
+                .collect()
+        } else {
+            let rgb = col::<BinaryArray>(t, "rgb").map_err(|_| {
+                fail("the input has neither face crops (`crop`) nor frames (`rgb`)".into())
+            })?;
+            let w = col::<Int64Array>(t, "width").map_err(|e| fail(e.to_string()))?;
+            let h = col::<Int64Array>(t, "height").map_err(|e| fail(e.to_string()))?;
+            (0..t.num_rows())
+                .map(|i| (rgb.value(i), w.value(i) as usize, h.value(i) as usize))
+                .collect()
+        };
+        if images.is_empty() {
+            return Err(fail(
+                "no images (every frame of the clip was without a face)".into(),
+            ));
+        }
+        images
+            .into_iter()
+            .map(|(px, w, h)| image(px, (w, h), spec).map_err(|e| fail(e)))
+            .collect()
+    }
+
+    fn image(px: &[u8], (w, h): (usize, usize), spec: &ImageSpec) -> Result<Unit, String> {
+        let cv = |e: opencv::Error| format!("preprocessing: {e}");
+        let (oh, ow, nc) = (spec.oh, spec.ow, spec.nc);
+        if px.len() != w * h * 3 {
+            return Err(format!("{} bytes for a {w}x{h} RGB image", px.len()));
+        }
+        let img = Mat::new_rows_cols_with_bytes::<Vec3b>(h as i32, w as i32, px).map_err(cv)?;
+        let mut conv = Mat::default();
+        match spec.channels.as_str() {
+            "gray" => imgproc::cvt_color_def(&img, &mut conv, imgproc::COLOR_RGB2GRAY).map_err(cv)?,
+            "bgr" => imgproc::cvt_color_def(&img, &mut conv, imgproc::COLOR_RGB2BGR).map_err(cv)?,
+            _ => conv = img.try_clone().map_err(cv)?,
+        }
+        let interp = match spec.interpolation.as_str() {
+            "linear" => imgproc::INTER_LINEAR,
+            "cubic" => imgproc::INTER_CUBIC,
+            _ => imgproc::INTER_AREA,
+        };
+        let sized = if (w as i32, h as i32) == (ow, oh) {
+            conv
+        } else {
+            let mut r = Mat::default();
+            imgproc::resize(&conv, &mut r, Size::new(ow, oh), 0.0, 0.0, interp).map_err(cv)?;
+            r
+        };
+        let mut f = Mat::default();
+        sized.convert_to(&mut f, CV_32F, 1.0, 0.0).map_err(cv)?;
+        // One channel view of the interleaved pixels: data_typed checks the element type.
+        let flat = f.reshape(1, 0).map_err(cv)?;
+        let hwc: &[f32] = flat.data_typed::<f32>().map_err(cv)?;
+        let plane = (oh * ow) as usize;
+        let mut chw = vec![0f32; plane * nc];
+        for (i, px) in hwc.chunks_exact(nc).enumerate() {
+            for c in 0..nc {
+                chw[c * plane + i] = (px[c] * spec.scale - spec.mean[c] as f32) / spec.std[c] as f32;
+            }
+        }
+        Ok(Unit::Dense {
+            shape: vec![nc as i64, oh as i64, ow as i64],
+            data: chw,
+        })
+    }
+}
+
+/// A worker built without OpenCV embeds only what a `pixels` stage preprocessed.
+#[cfg(not(feature = "media"))]
+mod images {
+    use arrow::record_batch::RecordBatch;
+
+    use super::{ImageSpec, Unit};
+    use crate::ItemError;
+
+    pub(super) fn units(_: &RecordBatch, _: &ImageSpec) -> Result<Vec<Unit>, ItemError> {
+        Err(ItemError::new(
+            "",
+            "images",
+            "this worker was built without OpenCV (no `media` feature): give the embed stage a \
+             `pixels` stage's output instead of face crops or frames",
+        ))
+    }
 }
 
 /// Window starts over `n` steps: every `hop` while a window still reaches new steps, the last

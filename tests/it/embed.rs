@@ -173,6 +173,27 @@ fn bundled_models_match_their_packages() {
     }
 }
 
+/// An embed stage reading a `pixels` stage's rows (how a worker without OpenCV embeds images)
+/// gives what it gives reading the frames with the same image params; a pixels input of
+/// another shape is refused per clip with the shapes named.
+#[test]
+fn embedding_a_pixels_stage_equals_embedding_the_frames() {
+    let yaml = reference_yaml("cpu")
+        + "  pixels:\n    kind: pixels\n    inputs: [decode]\n    params: {image_size: [48, 48], channels: gray, mean: [0.5], std: [0.5]}\n"
+        + &format!(
+            "  face_px:\n    kind: embed\n    inputs: [pixels]\n    params: {{modality: vision, model: \"{m}/embed/vision-face-emotion.pt\", image_size: [48, 48], channels: gray, mean: [0.5], std: [0.5], pool: none}}\n",
+            m = models().display()
+        );
+    let p = project_on(&models().join("reference"), &yaml);
+    let (code, events, _) = p.run_json(&["face", "face_px"]);
+    assert_eq!(code, 0, "{events:?}");
+    assert_eq!(embeddings(&p, "face"), embeddings(&p, "face_px"));
+    let (code, events, _) = p.run_json(&["face_px", "--set", "face_px.image_size=[64, 64]"]);
+    assert_eq!(code, 3, "{events:?}");
+    let text = format!("{events:?}");
+    assert!(text.contains("2304 values per image; image_size 64x64"), "{text}");
+}
+
 /// Whether the NVIDIA driver lists a GPU, as the engine looks for one.
 fn gpu_here() -> bool {
     std::fs::read_dir("/proc/driver/nvidia/gpus").is_ok_and(|d| d.count() > 0)

@@ -22,7 +22,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use arrow::array::{Array, Float32Array, ListArray};
+use arrow::array::{Array, Float32Array, Int64Array, ListArray};
 use arrow::record_batch::RecordBatch;
 use rayon::prelude::*;
 use tch::{IValue, Kind, Tensor};
@@ -139,7 +139,9 @@ impl Embed {
 }
 
 /// What a vision model's input is: `[channels, height, width]` after the declared resize,
-/// channel order and normalisation.
+/// channel order and normalisation. A `pixels` input was preprocessed by its own stage: only
+/// its shape is checked against this.
+#[cfg_attr(not(feature = "media"), allow(dead_code))]
 struct ImageSpec {
     oh: i32,
     ow: i32,
@@ -236,8 +238,7 @@ mod images {
     pub(super) fn units(t: &RecordBatch, spec: &ImageSpec) -> Result<Vec<Unit>, ItemError> {
         let fail = |reason: String| ItemError::new("", "images", reason);
         // A face stage's crops, or a decode stage's frames.
-        let images: Vec<(&[u8], usize, usize)> = if let Ok(crops) = col::<BinaryArray>(t, "crop")
-        {
+        let images: Vec<(&[u8], usize, usize)> = if let Ok(crops) = col::<BinaryArray>(t, "crop") {
             let side = col::<Int64Array>(t, "crop_size").map_err(|e| fail(e.to_string()))?;
             (0..t.num_rows())
                 .filter(|&i| !crops.is_null(i))
@@ -266,7 +267,7 @@ mod images {
         }
         images
             .into_iter()
-            .map(|(px, w, h)| image(px, (w, h), spec).map_err(|e| fail(e)))
+            .map(|(px, w, h)| image(px, (w, h), spec).map_err(&fail))
             .collect()
     }
 
@@ -279,7 +280,9 @@ mod images {
         let img = Mat::new_rows_cols_with_bytes::<Vec3b>(h as i32, w as i32, px).map_err(cv)?;
         let mut conv = Mat::default();
         match spec.channels.as_str() {
-            "gray" => imgproc::cvt_color_def(&img, &mut conv, imgproc::COLOR_RGB2GRAY).map_err(cv)?,
+            "gray" => {
+                imgproc::cvt_color_def(&img, &mut conv, imgproc::COLOR_RGB2GRAY).map_err(cv)?
+            }
             "bgr" => imgproc::cvt_color_def(&img, &mut conv, imgproc::COLOR_RGB2BGR).map_err(cv)?,
             _ => conv = img.try_clone().map_err(cv)?,
         }
@@ -304,7 +307,8 @@ mod images {
         let mut chw = vec![0f32; plane * nc];
         for (i, px) in hwc.chunks_exact(nc).enumerate() {
             for c in 0..nc {
-                chw[c * plane + i] = (px[c] * spec.scale - spec.mean[c] as f32) / spec.std[c] as f32;
+                chw[c * plane + i] =
+                    (px[c] * spec.scale - spec.mean[c] as f32) / spec.std[c] as f32;
             }
         }
         Ok(Unit::Dense {

@@ -40,7 +40,7 @@ grep -E '^(tch|torch-sys) = ' "$src/Cargo.toml"
 worker=$out/target/release/pipeline-worker
 
 # 3. The bundle.
-cargo build --release -p pipeline
+cargo build --release -p pipeline -p pipeline-worker
 rm -rf "$b"; mkdir -p "$b/bin" "$b/pipeline" "$b/models/embed" "$b/scripts" "$b/data"
 cp target/release/pipeline "$b/bin/"
 cp "$worker" "$b/bin/pipeline-worker"

@@ -98,11 +98,7 @@ pub fn exec_stage(
     let tables = Tables::default();
     let mut job = Job::new(env, idx, &key, &input_keys);
     job.shard = shard;
-    // A cluster job computes on what its allocation holds (Slurm sets CUDA_VISIBLE_DEVICES).
-    job.gpus = super::gpus::detect(None)?;
-    if job.gpus.is_empty() {
-        super::gpus::plan_asks(env, &[idx], 0, rep)?;
-    }
+    job.gpus = allocated_gpus(env, idx, rep)?;
     let res = dispatch(env, rep, &job, &tables);
     let label = match shard {
         Some(sh) => format!("{name} shard {}/{}", sh.index, sh.count),
@@ -170,6 +166,16 @@ pub fn explain(db: &Db, pipeline: &str, stage: &str, k: &StageKey) -> Result<Vec
             }
         }
     })
+}
+
+/// A cluster job computes on the GPUs its allocation holds (Slurm sets CUDA_VISIBLE_DEVICES);
+/// without one, `device: cuda` is refused as `run` refuses it.
+fn allocated_gpus(env: &Env, idx: usize, rep: &Reporter) -> crate::Result<Vec<String>> {
+    let gpus = super::gpus::detect(None)?;
+    if gpus.is_empty() {
+        super::gpus::plan_asks(env, &[idx], 0, rep)?;
+    }
+    Ok(gpus)
 }
 
 /// A stage run for `execute`: built by the engine from its plan, or read by a worker process.

@@ -191,7 +191,10 @@ fn embedding_a_pixels_stage_equals_embedding_the_frames() {
     let (code, events, _) = p.run_json(&["face_px", "--set", "face_px.image_size=[64, 64]"]);
     assert_eq!(code, 3, "{events:?}");
     let text = format!("{events:?}");
-    assert!(text.contains("2304 values per image; image_size 64x64"), "{text}");
+    assert!(
+        text.contains("2304 values per image; image_size 64x64"),
+        "{text}"
+    );
 }
 
 /// Whether the NVIDIA driver lists a GPU, as the engine looks for one.

@@ -8,8 +8,10 @@
 //!
 //! What it holds: stage key -> object, per-item results, per-item errors, the stat cache
 //! (path, size, mtime, inode -> content hash), the last state of each stage for `status`
-//! reasons, run history, and the cluster jobs `pipeline submit` sent (id, key, dependencies,
-//! last state seen).
+//! reasons, run history, the cluster jobs `pipeline submit` sent (id, key, dependencies,
+//! last state seen), each artifact's input keys (`lineage`, for invalidating what was computed
+//! from a corrupt object) and the artifacts to compute again on the next run (`retry`: their
+//! items failed on a corrupt or missing object or an I/O error, or `--retry-failed` asked).
 
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -111,6 +113,11 @@ CREATE TABLE IF NOT EXISTS jobs(
   submitted REAL NOT NULL, state TEXT NOT NULL, reason TEXT NOT NULL, done_tasks INTEGER NOT NULL,
   updated REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS jobs_key ON jobs(key);
+CREATE TABLE IF NOT EXISTS lineage(
+  key TEXT NOT NULL, input TEXT NOT NULL, PRIMARY KEY(key, input)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS lineage_input ON lineage(input);
+CREATE TABLE IF NOT EXISTS retry(
+  key TEXT PRIMARY KEY, reason TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS stage_state(
   pipeline TEXT NOT NULL, stage TEXT NOT NULL, key TEXT NOT NULL, manifest TEXT NOT NULL,
   updated REAL NOT NULL, PRIMARY KEY(pipeline, stage)) WITHOUT ROWID;
@@ -202,11 +209,50 @@ impl Db {
         Ok(rows)
     }
 
+    /// The artifact under `key` unless it is marked to be computed again.
+    pub fn fresh_artifact(&self, key: &str) -> Result<Option<Artifact>> {
+        if self.retry_reason(key)?.is_some() {
+            return Ok(None);
+        }
+        self.artifact(key)
+    }
+
+    /// Why the artifact under `key` is to be computed again, if it is.
+    pub fn retry_reason(&self, key: &str) -> Result<Option<String>> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT reason FROM retry WHERE key = ?1")?
+            .query_row([key], |r| r.get(0))
+            .optional()?)
+    }
+
+    /// Makes the next run compute the artifact under `key` again (its cached items are kept).
+    pub fn mark_retry(&self, key: &str, reason: &str) -> Result<()> {
+        self.conn
+            .prepare_cached("INSERT OR REPLACE INTO retry VALUES (?1, ?2)")?
+            .execute([key, reason])?;
+        Ok(())
+    }
+
+    /// The keys of the artifacts computed from the artifact under `key`.
+    pub fn consumers(&self, key: &str) -> Result<Vec<String>> {
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT key FROM lineage WHERE input = ?1")?;
+        let rows = st
+            .query_map([key], |r| r.get(0))?
+            .collect::<rusqlite::Result<Vec<String>>>()?;
+        Ok(rows)
+    }
+
+    /// Records an artifact with its item errors, how it computed and the keys of its inputs,
+    /// in one transaction; a retry mark on it is cleared.
     pub fn put_artifact(
         &mut self,
         a: &Artifact,
         errors: &[ItemError],
         runtime: Option<&Runtime>,
+        inputs: &[String],
     ) -> Result<()> {
         let tx = self
             .conn
@@ -228,6 +274,13 @@ impl Db {
         )?;
         tx.execute("DELETE FROM item_errors WHERE key = ?1", [&a.key])?;
         tx.execute("DELETE FROM runtime WHERE key = ?1", [&a.key])?;
+        tx.execute("DELETE FROM retry WHERE key = ?1", [&a.key])?;
+        for i in inputs {
+            tx.execute(
+                "INSERT OR IGNORE INTO lineage VALUES (?1, ?2)",
+                params![a.key, i],
+            )?;
+        }
         if let Some(r) = runtime {
             tx.execute(
                 "INSERT INTO runtime VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -284,6 +337,8 @@ impl Db {
             .execute("DELETE FROM artifacts WHERE key = ?1", [key])?;
         self.conn
             .execute("DELETE FROM item_errors WHERE key = ?1", [key])?;
+        self.conn
+            .execute("DELETE FROM retry WHERE key = ?1", [key])?;
         Ok(())
     }
 

@@ -118,7 +118,15 @@ pub fn show(env: &Env, name: &str, nrows: usize, as_json: bool) -> Result<i32> {
         .key
         .as_ref()
         .map_err(|e| anyhow!("cannot plan {name}: {e}"))?;
-    let Some(a) = &p.artifact else {
+    // An artifact marked for retry is still shown, with why the next run computes it again.
+    let retry = db.retry_reason(&key.key)?;
+    let marked = match retry {
+        Some(_) => db
+            .artifact(&key.key)?
+            .filter(|a| env.store.object_path(&a.object).exists()),
+        None => None,
+    };
+    let Some(a) = p.artifact.as_ref().or(marked.as_ref()) else {
         let why = explain(&db, &env.pipeline_id, &s.name, key)?;
         if as_json {
             println!(
@@ -147,7 +155,7 @@ pub fn show(env: &Env, name: &str, nrows: usize, as_json: bool) -> Result<i32> {
             .collect();
         println!(
             "{}",
-            json!({"stage": s.name, "kind": s.kind, "key": a.key, "state": "fresh", "artifact": path, "rows": a.rows,
+            json!({"stage": s.name, "kind": s.kind, "key": a.key, "state": if retry.is_some() { "retry" } else { "fresh" }, "retry": retry, "artifact": path, "rows": a.rows,
                    "bytes": a.bytes, "schema": a.schema, "failed_items": errs, "params": s.params.0, "runtime": runtime})
         );
         return Ok(0);
@@ -156,6 +164,9 @@ pub fn show(env: &Env, name: &str, nrows: usize, as_json: bool) -> Result<i32> {
     println!("kind      {}", s.kind);
     println!("key       {}", a.key);
     println!("artifact  {}", path.display());
+    if let Some(r) = &retry {
+        println!("retry     the next run computes it again: {r}");
+    }
     println!("rows      {}  ({} bytes, Parquet zstd)", a.rows, a.bytes);
     println!("params    {}", serde_json::to_string(&s.params.0)?);
     if let Some(r) = &runtime {

@@ -62,6 +62,9 @@ enum Cmd {
         /// Keep running stages that do not depend on a failed one
         #[arg(long)]
         keep_going: bool,
+        /// Try the failed items of the selected stages again (the others stay cached)
+        #[arg(long)]
+        retry_failed: bool,
         /// Show what would run and why, run nothing
         #[arg(long)]
         dry_run: bool,
@@ -257,6 +260,7 @@ fn dispatch(cli: Cli) -> Result<i32, Error> {
             cpus,
             gpus,
             keep_going,
+            retry_failed,
             dry_run,
             json,
         } => {
@@ -271,6 +275,7 @@ fn dispatch(cli: Cli) -> Result<i32, Error> {
                 cpus,
                 gpus: run::gpus::detect(gpus.as_deref())?,
                 keep_going,
+                retry_failed,
                 dry_run,
                 argv,
             };

@@ -276,6 +276,7 @@ pub fn verify(cache: &Path, fix: bool) -> Result<i32> {
         bad_artifacts.len()
     );
     if fix {
+        let (derived, items) = drop_derived(&db, &bad_artifacts, &bad_shards)?;
         for k in &bad_artifacts {
             db.delete_artifact(k)?;
         }
@@ -283,7 +284,11 @@ pub fn verify(cache: &Path, fix: bool) -> Result<i32> {
             let _ = std::fs::remove_file(store.object_path(h));
         }
         if !bad_artifacts.is_empty() || !corrupt.is_empty() {
-            println!("fixed: the affected stages will be recomputed by the next run");
+            println!(
+                "fixed: {} artifact(s) dropped, and {derived} computed from them with {items} \
+                 cached item(s); the next run recomputes them",
+                bad_artifacts.len()
+            );
         }
         return Ok(0);
     }
@@ -292,4 +297,34 @@ pub fn verify(cache: &Path, fix: bool) -> Result<i32> {
     } else {
         1
     })
+}
+
+/// Drops what was computed from the bad artifacts: every artifact downstream of them (by the
+/// index's lineage), and the cached items of their direct consumers that read a bad item
+/// object (those items are cached under the object's name, which a recomputed object keeps;
+/// further down, an item's identity is the content it read, so it cannot be reused wrongly).
+/// Returns (artifacts, items) dropped.
+fn drop_derived(db: &Db, bad: &[String], bad_objects: &HashSet<String>) -> Result<(usize, usize)> {
+    let mut seen: HashSet<String> = bad.iter().cloned().collect();
+    let mut queue: Vec<(String, bool)> = bad.iter().map(|k| (k.clone(), true)).collect();
+    let (mut artifacts, mut items) = (0, 0);
+    while let Some((k, direct)) = queue.pop() {
+        for c in db.consumers(&k)? {
+            if !seen.insert(c.clone()) {
+                continue;
+            }
+            if let Some(a) = db.artifact(&c)? {
+                if direct && !bad_objects.is_empty() {
+                    items += db
+                        .conn
+                        .execute("DELETE FROM items WHERE stage_id = ?1", [&a.stage_id])?;
+                }
+                db.delete_artifact(&c)?;
+                artifacts += 1;
+                println!("derived  {} ({}) from a bad artifact", short(&c), a.stage);
+            }
+            queue.push((c, false));
+        }
+    }
+    Ok((artifacts, items))
 }

@@ -2,6 +2,10 @@
 //! Every file is written to a temp file in the same folder, fsynced, renamed into place and the
 //! folder fsynced, so a reader sees the whole object or none of it, even after kill -9 or a
 //! power cut. Objects are immutable; the same content always lands on the same name.
+//!
+//! Every read checks the bytes against the name before anything decodes them: a flipped bit,
+//! a truncated or a vanished file is an [`ObjectFault`], never data. A corrupt file is moved
+//! to `corrupt/` at once, so the next run sees it as missing and computes it again.
 
 use std::fs::{self, File};
 use std::io::Write;
@@ -15,6 +19,8 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
+
+use crate::keys::short;
 
 pub struct Store {
     pub root: PathBuf,
@@ -53,8 +59,47 @@ impl Store {
         Ok((hash, bytes.len() as u64))
     }
 
+    /// The table stored under `hash`, once its bytes hash to that name.
     pub fn get_table(&self, hash: &str) -> Result<Arc<RecordBatch>> {
-        read_parquet(&self.object_path(hash)).map(Arc::new)
+        let bytes = self.read_checked(hash)?;
+        decode_parquet(bytes::Bytes::from(bytes))
+            .with_context(|| format!("decoding object {}", self.object_path(hash).display()))
+            .map(Arc::new)
+    }
+
+    /// An object's bytes, checked against its name. A corrupt object is set aside in
+    /// `corrupt/` (kept for a look, removed by `gc`).
+    pub fn read_checked(&self, hash: &str) -> Result<Vec<u8>, ObjectFault> {
+        let path = self.object_path(hash);
+        let bytes = match fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(ObjectFault::Missing {
+                    object: hash.to_string(),
+                    path,
+                })
+            }
+            Err(source) => {
+                return Err(ObjectFault::Io {
+                    object: hash.to_string(),
+                    path,
+                    source,
+                })
+            }
+        };
+        let got = blake3::hash(&bytes).to_hex().to_string();
+        if got != hash {
+            let aside = self.root.join("corrupt").join(format!("{hash}.parquet"));
+            let moved = fs::create_dir_all(aside.parent().expect("has a parent"))
+                .and_then(|_| fs::rename(&path, &aside))
+                .is_ok();
+            return Err(ObjectFault::Corrupt {
+                object: hash.to_string(),
+                got,
+                path: if moved { aside } else { path },
+            });
+        }
+        Ok(bytes)
     }
 
     /// Every object file, with its name's hash.
@@ -120,10 +165,45 @@ pub fn encode_parquet(table: &RecordBatch) -> Result<Vec<u8>> {
     Ok(buf)
 }
 
-pub fn read_parquet(path: &Path) -> Result<RecordBatch> {
-    let f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let b = ParquetRecordBatchReaderBuilder::try_new(f)
-        .with_context(|| format!("reading {}", path.display()))?;
+/// Why an object's bytes were not handed out. Each of these heals by itself: the object is
+/// gone from `objects/` afterwards, so the next run computes it again.
+#[derive(Debug, thiserror::Error)]
+pub enum ObjectFault {
+    #[error(
+        "object {} is corrupt: its bytes hash to {}, not to its name; it was moved to {} and \
+         the next run recomputes it (`pipeline verify --fix` also drops what was computed from it)",
+        short(object), short(got), path.display()
+    )]
+    Corrupt {
+        object: String,
+        got: String,
+        path: PathBuf,
+    },
+    #[error(
+        "object {} is missing from the cache ({}); the next run recomputes it",
+        short(object), path.display()
+    )]
+    Missing { object: String, path: PathBuf },
+    #[error("object {} could not be read ({}): {source}", short(object), path.display())]
+    Io {
+        object: String,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl ObjectFault {
+    pub fn object(&self) -> &str {
+        match self {
+            ObjectFault::Corrupt { object, .. }
+            | ObjectFault::Missing { object, .. }
+            | ObjectFault::Io { object, .. } => object,
+        }
+    }
+}
+
+fn decode_parquet<R: parquet::file::reader::ChunkReader + 'static>(r: R) -> Result<RecordBatch> {
+    let b = ParquetRecordBatchReaderBuilder::try_new(r)?;
     let schema = b.schema().clone();
     let batches = b
         .with_batch_size(65536)

@@ -374,7 +374,7 @@ impl Session<'_> {
                 Ok(k) => k.clone(),
             };
             let fresh = db
-                .artifact(&key)?
+                .fresh_artifact(&key)?
                 .is_some_and(|a| env.store.object_path(&a.object).exists());
             if fresh {
                 slot.insert(idx, Slot::Ready(None));

@@ -130,7 +130,7 @@ pub(super) fn run_items(
     let mut missing = Vec::new();
     for (r, h) in hashes.iter().enumerate() {
         let cached = match (db.get_item(&key.stage_id, h)?, job.shard_store) {
-            (Some(bytes), None) => Some(decode_ipc(&bytes)?),
+            (Some(bytes), None) => checked_item(&bytes),
             // A shard whose object was deleted (gc, verify --fix) is computed again.
             (Some(bytes), Some(store)) => parse_shard_ref(&bytes)
                 .filter(|(obj, _, _)| store.object_path(obj).exists())
@@ -196,7 +196,7 @@ fn store_item(
     let (key, id_column) = (job.key, job.id_column);
     match job.shard_store {
         None => {
-            let bytes = encode_ipc(&b)?;
+            let bytes = sealed_item(&encode_ipc(&b)?);
             writer
                 .lock()
                 .unwrap()
@@ -216,6 +216,35 @@ fn store_item(
             index_row(&obj, rows, size)
         }
     }
+}
+
+/// An item's bytes in the index: `b3` and the BLAKE3 of the Arrow IPC bytes that follow, so a
+/// damaged row is recomputed rather than used.
+fn sealed_item(ipc: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(ipc.len() + 34);
+    out.extend_from_slice(b"b3");
+    out.extend_from_slice(blake3::hash(ipc).as_bytes());
+    out.extend_from_slice(ipc);
+    out
+}
+
+/// The rows of a sealed item, or None (computed again) when its bytes do not match their hash
+/// or were stored before items carried one.
+fn checked_item(bytes: &[u8]) -> Option<RecordBatch> {
+    let body = bytes.strip_prefix(b"b3")?;
+    let (sum, ipc) = body.split_at_checked(32)?;
+    if blake3::hash(ipc).as_bytes() != sum {
+        log_once_damaged_item();
+        return None;
+    }
+    decode_ipc(ipc).ok()
+}
+
+fn log_once_damaged_item() {
+    static SAID: std::sync::Once = std::sync::Once::new();
+    SAID.call_once(|| {
+        eprintln!("warning: a cached item in the run index does not match its checksum; computing it again")
+    });
 }
 
 pub fn parse_shard_ref(b: &[u8]) -> Option<(String, usize, u64)> {
@@ -284,11 +313,7 @@ fn compute_rows(
         let res = match res {
             Ok(b) => match store_item(job, &writer, (&hashes[r], &id), b) {
                 Ok(b) => Ok(b),
-                Err(e) => Err(ItemError::new(
-                    &id,
-                    "",
-                    format!("could not store the item: {e:#}"),
-                )),
+                Err(e) => Err(ItemError::new(&id, "", format!("{STORE_FAILED}: {e:#}"))),
             },
             Err(e) => {
                 rep.item_error(name, &e);
@@ -361,15 +386,50 @@ impl std::str::FromStr for Shard {
     }
 }
 
-pub(super) struct StoreShards<'a>(pub &'a Store);
+/// Item objects for the stages that read a sharded input, checked on the way; the objects that
+/// could not be handed out are remembered, so that the run marks what needs computing again.
+pub(super) struct StoreShards<'a> {
+    pub store: &'a Store,
+    pub faults: Mutex<Vec<String>>,
+}
+
+impl<'a> StoreShards<'a> {
+    pub fn new(store: &'a Store) -> Self {
+        StoreShards {
+            store,
+            faults: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Whether an item error came from an object that could not be read, or from storing the
+    /// item: a fault of the cache, not of the clip, so the next run tries the item again.
+    pub fn is_fault(&self, e: &ItemError) -> bool {
+        e.reason.starts_with(STORE_FAILED)
+            || self
+                .faults
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|o| e.reason.contains(short(o)))
+    }
+}
 
 impl stages::ShardReader for StoreShards<'_> {
     fn read(&self, object: &str) -> std::result::Result<Arc<RecordBatch>, stages::StageError> {
-        self.0
-            .get_table(object)
-            .map_err(|e| format!("reading item object {}: {e:#}", short(object)).into())
+        self.store.get_table(object).map_err(|e| {
+            if let Some(f) = e.downcast_ref::<crate::store::ObjectFault>() {
+                self.faults.lock().unwrap().push(f.object().to_string());
+            } else {
+                // Undecodable although its hash matched: a writer bug, but never data.
+                self.faults.lock().unwrap().push(object.to_string());
+            }
+            format!("{e:#}").into()
+        })
     }
 }
+
+/// How an item error from storing a computed item starts.
+const STORE_FAILED: &str = "could not store the item";
 
 fn with_id(id: &str, id_column: &str, b: &RecordBatch) -> Result<RecordBatch> {
     let idcol: ArrayRef = Arc::new(StringArray::from(vec![id; b.num_rows()]));

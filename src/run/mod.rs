@@ -76,6 +76,8 @@ pub struct RunOpts {
     /// GPUs they share: each takes its `resources.gpus`.
     pub gpus: Vec<String>,
     pub keep_going: bool,
+    /// Compute the selected stages that have failed items again, retrying just those items.
+    pub retry_failed: bool,
     pub dry_run: bool,
     pub argv: String,
 }
@@ -108,7 +110,7 @@ impl Env<'_> {
         for (idx, key) in keys {
             let artifact = match &key {
                 Ok(k) => db
-                    .artifact(&k.key)?
+                    .fresh_artifact(&k.key)?
                     .filter(|a| self.store.object_path(&a.object).exists()),
                 Err(_) => None,
             };

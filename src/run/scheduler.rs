@@ -22,7 +22,10 @@ pub fn run(env: &Env, opts: &RunOpts, rep: &Reporter) -> crate::Result<i32> {
     let started = Instant::now();
     let selected = env.plan.select(&opts.targets)?;
     let mut db = Db::open(&env.cache)?;
-    let planned = env.plan_state(&mut db, &selected)?;
+    let mut planned = env.plan_state(&mut db, &selected)?;
+    if opts.retry_failed {
+        retry_failed(&db, &mut planned, opts.dry_run)?;
+    }
     if opts.dry_run {
         print_plan(env, &db, &planned, rep)?;
         return Ok(EXIT_OK);
@@ -40,6 +43,23 @@ pub fn run(env: &Env, opts: &RunOpts, rep: &Reporter) -> crate::Result<i32> {
     super::reports::print_reports(env, &db, &book.results, rep)?;
     summary.print(rep, run_id, secs);
     Ok(summary.code)
+}
+
+/// `--retry-failed`: a cached stage with failed items is computed again (its finished items
+/// are reused, so only the failed ones are tried).
+fn retry_failed(db: &Db, planned: &mut [Planned], dry_run: bool) -> Result<()> {
+    for p in planned.iter_mut() {
+        if let Some(a) = p.artifact.as_ref().filter(|a| a.failed_items > 0) {
+            if !dry_run {
+                db.mark_retry(
+                    &a.key,
+                    &format!("--retry-failed: {} item(s) failed earlier", a.failed_items),
+                )?;
+            }
+            p.artifact = None;
+        }
+    }
+    Ok(())
 }
 
 /// `--dry-run`: each selected stage's state and, for a stale one, why it would run.

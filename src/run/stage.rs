@@ -155,6 +155,9 @@ pub(super) fn update_state(db: &Db, pipeline: &str, stage: &str, k: &StageKey) -
 pub fn explain(db: &Db, pipeline: &str, stage: &str, k: &StageKey) -> Result<Vec<String>> {
     Ok(match db.stage_state(pipeline, stage)? {
         None => vec!["never run".into()],
+        _ if db.retry_reason(&k.key)?.is_some() => {
+            vec![db.retry_reason(&k.key)?.unwrap_or_default()]
+        }
         Some((old_key, _)) if old_key == k.key => vec!["artifact missing from the cache".into()],
         Some((_, m)) => {
             let old: serde_json::Value = serde_json::from_str(&m).unwrap_or_default();
@@ -230,7 +233,7 @@ pub fn execute(job: &Job, stage: &dyn Stage, rep: &Reporter, tables: &Tables) ->
         lock.lock().context("locking the stage key")?;
     }
     if db
-        .artifact(&key.key)?
+        .fresh_artifact(&key.key)?
         .is_some_and(|a| store.object_path(&a.object).exists())
     {
         // Another process computed it while we waited for the lock.
@@ -238,8 +241,8 @@ pub fn execute(job: &Job, stage: &dyn Stage, rep: &Reporter, tables: &Tables) ->
         update_state(&db, &job.pipeline_id, &job.name, key)?;
         return Ok(StageRun::cached(t0.elapsed().as_secs_f64(), errors));
     }
-    let inputs = load_inputs(&store, &db, &job.input_keys, tables)?;
-    let shards = StoreShards(&store);
+    let inputs = load_inputs(&store, &db, job, tables)?;
+    let shards = StoreShards::new(&store);
     let params = Params(job.params.clone());
     let ctx = RunCtx {
         params: &params,
@@ -262,8 +265,11 @@ pub fn execute(job: &Job, stage: &dyn Stage, rep: &Reporter, tables: &Tables) ->
     let (table, errors, computed, reused) = match mode {
         StageMode::Table => {
             rep.stage_start(&job.name, &key.key, None);
-            let out = stage
-                .run(&ctx)
+            let out = stage.run(&ctx);
+            if out.is_err() {
+                mark_inputs(&db, job, &shards, &ctx.inputs)?;
+            }
+            let out = out
                 .and_then(|out| stages::check_writes(writes, &out.table).map(|_| out))
                 .map_err(|e| {
                     anyhow!(
@@ -299,6 +305,7 @@ pub fn execute(job: &Job, stage: &dyn Stage, rep: &Reporter, tables: &Tables) ->
         Outcome::Shard
     } else {
         record_artifact(&store, &mut db, job, (&table, &errors))?;
+        mark_faults(&db, job, &shards, &errors, &ctx.inputs)?;
         update_state(&db, &job.pipeline_id, &job.name, key)?;
         tables
             .lock()
@@ -316,15 +323,66 @@ pub fn execute(job: &Job, stage: &dyn Stage, rep: &Reporter, tables: &Tables) ->
     })
 }
 
+/// Items that failed on a fault of the cache rather than of their clip are tried again by the
+/// next run: this stage is marked for it, and so is each sharded input whose item object could
+/// not be read (its object is gone from the store by now, so that input recomputes the item).
+fn mark_faults(
+    db: &Db,
+    job: &Job,
+    shards: &StoreShards,
+    errors: &[ItemError],
+    inputs: &[Arc<RecordBatch>],
+) -> Result<()> {
+    let n = errors.iter().filter(|e| shards.is_fault(e)).count();
+    if n == 0 {
+        return Ok(());
+    }
+    db.mark_retry(
+        &job.key.key,
+        &format!(
+            "{n} item(s) failed on a corrupt or missing object or an I/O error: retrying them"
+        ),
+    )?;
+    mark_inputs(db, job, shards, inputs)
+}
+
+/// Marks each sharded input whose item object could not be read to compute the item again.
+fn mark_inputs(
+    db: &Db,
+    job: &Job,
+    shards: &StoreShards,
+    inputs: &[Arc<RecordBatch>],
+) -> Result<()> {
+    let faults = shards.faults.lock().unwrap().clone();
+    if faults.is_empty() {
+        return Ok(());
+    }
+    for (k, t) in job.input_keys.iter().zip(inputs) {
+        let Some(objs) = t
+            .column_by_name("object")
+            .and_then(|c| c.as_any().downcast_ref::<arrow::array::StringArray>())
+        else {
+            continue;
+        };
+        if objs.iter().flatten().any(|o| faults.iter().any(|f| f == o)) {
+            db.mark_retry(
+                k,
+                "an item object was corrupt or missing: computing it again",
+            )?;
+        }
+    }
+    Ok(())
+}
+
 /// The input tables, from this run's memory where an earlier stage left them, else the store.
 fn load_inputs(
     store: &Store,
     db: &Db,
-    input_keys: &[String],
+    job: &Job,
     tables: &Tables,
 ) -> Result<Vec<Arc<RecordBatch>>> {
     let mut inputs = Vec::new();
-    for k in input_keys {
+    for (k, name) in job.input_keys.iter().zip(&job.inputs) {
         let cached = tables.lock().unwrap().get(k).cloned();
         let t = match cached {
             Some(t) => t,
@@ -332,7 +390,9 @@ fn load_inputs(
                 let a = db.artifact(k)?.ok_or_else(|| {
                     anyhow!("input artifact {} vanished from the index", short(k))
                 })?;
-                let t = store.get_table(&a.object)?;
+                let t = store
+                    .get_table(&a.object)
+                    .with_context(|| format!("{}: input `{name}` (key {})", job.name, short(k)))?;
                 tables.lock().unwrap().insert(k.clone(), t.clone());
                 t
             }
@@ -383,6 +443,7 @@ fn record_artifact(
         },
         errors,
         runtime_of(job).as_ref(),
+        &job.input_keys,
     )
 }
 

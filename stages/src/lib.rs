@@ -209,7 +209,10 @@ impl RunCtx<'_> {
         let objects = table::str_col(t, "object").map_err(|e| {
             format!("input {input} is not a sharded stage's index (no `object` column): {e}")
         })?;
-        self.shards.read(objects.value(row))
+        self.shards.read(objects.value(row)).map_err(|e| {
+            let name = self.input_names.get(input).map_or("?", |n| n.as_str());
+            StageError::from(format!("input `{name}`: {e}"))
+        })
     }
 }
 

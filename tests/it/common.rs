@@ -106,7 +106,14 @@ impl Project {
 
     /// The table a stage's artifact holds, read back from its Parquet file.
     pub fn table(&self, stage: &str) -> arrow::record_batch::RecordBatch {
-        let out = self.run(&["show", stage, "--json"]);
+        self.table_with(stage, &[])
+    }
+
+    /// As [`Project::table`], with more arguments to `show` (`--set`s).
+    pub fn table_with(&self, stage: &str, args: &[&str]) -> arrow::record_batch::RecordBatch {
+        let mut a = vec!["show", stage, "--json"];
+        a.extend_from_slice(args);
+        let out = self.run(&a);
         let v: Value = serde_json::from_slice(&out.stdout)
             .unwrap_or_else(|_| panic!("show {stage}: {}", String::from_utf8_lossy(&out.stderr)));
         read_parquet(Path::new(
@@ -127,7 +134,13 @@ impl Project {
 
     /// A stage's failed items as (item, field, reason), sorted.
     pub fn failed_items(&self, stage: &str) -> Vec<(String, String, String)> {
-        let out = self.run(&["show", stage, "--json"]);
+        self.failed_items_with(stage, &[])
+    }
+
+    pub fn failed_items_with(&self, stage: &str, args: &[&str]) -> Vec<(String, String, String)> {
+        let mut a = vec!["show", stage, "--json"];
+        a.extend_from_slice(args);
+        let out = self.run(&a);
         let v: Value = serde_json::from_slice(&out.stdout).unwrap();
         let mut e: Vec<_> = v["failed_items"]
             .as_array()
@@ -361,4 +374,13 @@ pub fn workers_of(parent: u32) -> Vec<u32> {
         }
     }
     out
+}
+
+impl Project {
+    /// Runs `stage` (and what it needs) and returns its table.
+    pub fn table_after_run(&self, stage: &str) -> arrow::record_batch::RecordBatch {
+        let out = self.run(&["run", stage]);
+        assert!(out.status.success(), "{out:?}");
+        self.table(stage)
+    }
 }

@@ -13,6 +13,9 @@ pub enum Error {
     /// A command-line target or selector that names no stage of the plan.
     #[error("{0}")]
     Target(String),
+    /// A command-line value that cannot be used as given.
+    #[error("{0}")]
+    Usage(String),
     /// The run index.
     #[error("run index: {0}")]
     Db(#[from] rusqlite::Error),
@@ -27,7 +30,7 @@ impl Error {
     /// The process exit code this error ends a command with.
     pub fn exit_code(&self) -> u8 {
         match self {
-            Error::Config(_) | Error::Target(_) => 2,
+            Error::Config(_) | Error::Target(_) | Error::Usage(_) => 2,
             _ => 1,
         }
     }

@@ -145,6 +145,12 @@ pub fn compute(
         for spec in stage.params().iter().filter(|p| !p.keyed) {
             params_map.remove(spec.name);
         }
+        for spec in stage.params().iter().filter(|p| p.keyed_if_set) {
+            let default = spec.default.and_then(|d| serde_json::from_str::<J>(d).ok());
+            if params_map.get(spec.name) == default.as_ref() {
+                params_map.remove(spec.name);
+            }
+        }
         let mut by_content = std::collections::BTreeSet::new();
         for spec in stage.params() {
             if spec.ty != stages::ParamType::Path {

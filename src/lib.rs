@@ -9,6 +9,7 @@ pub mod db;
 pub mod error;
 pub mod inspect;
 pub mod keys;
+pub mod lease;
 pub mod locate;
 pub mod maint;
 pub mod metrics;

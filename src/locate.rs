@@ -24,7 +24,7 @@ pub fn line_of(text: &str, path: &[&str]) -> usize {
         let depth = stack
             .iter()
             .zip(path)
-            .take_while(|((_, k), p)| k == *p)
+            .take_while(|((_, k), p)| k == *p || *k == escaped(p))
             .count();
         if depth == stack.len() && depth > best.0 {
             best = (depth, n + 1);
@@ -38,6 +38,12 @@ pub fn line_of(text: &str, path: &[&str]) -> usize {
         }
     }
     best.1
+}
+
+/// A key as a double-quoted YAML scalar spells it (`"a\nb"` for a key with a newline).
+fn escaped(key: &str) -> String {
+    let d = format!("{key:?}");
+    d[1..d.len() - 1].to_string()
 }
 
 fn strip_comment(line: &str) -> &str {

@@ -14,13 +14,33 @@ use crate::registry::Registry;
 use crate::run::Env;
 use crate::store::Store;
 
-/// Keeps what the pipelines in `<root>/pipeline/` would use now and what the last `keep_runs`
-/// runs used; drops every other artifact, object, cached item and stale temp file.
+/// Objects written this recently are kept whatever the index says: a live run may have stored
+/// one and not yet recorded it.
+const YOUNG: Duration = Duration::from_secs(120);
+
+/// Keeps what the pipelines in `<root>/pipeline/` would use now, what the last `keep_runs`
+/// runs used (with their `--set`s) and what live runs, `exec`s and unfinished cluster jobs
+/// planned (their leases); drops every other artifact, object, cached item, temp file of a
+/// dead writer and object set aside as corrupt.
 pub fn gc(reg: &Registry, root: &Path, cache: &Path, keep_runs: i64, dry_run: bool) -> Result<i32> {
     let store = Store::open(cache)?;
+    // Exclusive: no run plans or takes its lease while gc decides and deletes.
+    let guard = crate::lease::gc_lock(cache)?;
+    guard.lock().context("waiting for runs that are planning")?;
+    let started = std::time::SystemTime::now();
     let mut db = Db::open(cache)?;
     let mut keep_keys: HashSet<String> = db.recent_run_keys(keep_runs)?.into_iter().collect();
     let mut keep_ids: HashSet<String> = HashSet::new();
+    let open_jobs = open_jobs(&db);
+    let (leased, leased_ids, live) = crate::lease::live(&db, &open_jobs)?;
+    keep_keys.extend(leased);
+    keep_ids.extend(leased_ids);
+    keep_keys.extend(
+        db.jobs()?
+            .into_iter()
+            .filter(|j| open_jobs.contains(&j.id))
+            .map(|j| j.key),
+    );
     let files = pipeline_files(root)?;
     for f in &files {
         live_keys(
@@ -53,6 +73,11 @@ pub fn gc(reg: &Registry, root: &Path, cache: &Path, keep_runs: i64, dry_run: bo
         .objects()?
         .into_iter()
         .filter(|(h, _)| !keep_objects.contains(h.as_str()))
+        .filter(|(_, p)| {
+            p.metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t + YOUNG < started)
+        })
         .collect();
     let object_bytes: u64 = drop_objects
         .iter()
@@ -60,10 +85,11 @@ pub fn gc(reg: &Registry, root: &Path, cache: &Path, keep_runs: i64, dry_run: bo
         .map(|m| m.len())
         .sum();
     let item_count = dropped_items(&db, &keep_ids)?;
-    let temps = store.stale_temps(Duration::from_secs(3600));
+    let mut temps = store.dead_temps();
+    temps.extend(set_aside(cache));
     let verb = if dry_run { "would delete" } else { "deleted" };
     println!(
-        "{verb}: {} artifact(s), {} object(s) ({:.1} MiB), {item_count} cached item(s), {} stale temp file(s); kept {} artifact(s) from {} pipeline(s) and the last {keep_runs} run(s)",
+        "{verb}: {} artifact(s), {} object(s) ({:.1} MiB), {item_count} cached item(s), {} dead temp or set-aside file(s); kept {} artifact(s) from {} pipeline(s), the last {keep_runs} run(s) and {live} live run(s) or job(s)",
         drop_artifacts.len(),
         drop_objects.len(),
         object_bytes as f64 / 1048576.0,
@@ -105,6 +131,36 @@ pub fn gc(reg: &Registry, root: &Path, cache: &Path, keep_runs: i64, dry_run: bo
     }
     db.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")?;
     Ok(0)
+}
+
+/// The cluster jobs that have not ended, brought up to date from Slurm where it answers (else
+/// as last recorded).
+fn open_jobs(db: &Db) -> HashSet<String> {
+    let recorded = || -> HashSet<String> {
+        db.jobs()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|j| !crate::slurm::is_terminal(&j.state))
+            .map(|j| j.id)
+            .collect()
+    };
+    if recorded().is_empty() {
+        return HashSet::new();
+    }
+    if let Err(e) = crate::slurm::available().and_then(|_| crate::submit::refresh(db)) {
+        eprintln!("warning: cluster job states not refreshed ({e:#}); keeping what the recorded ones need");
+    }
+    recorded()
+}
+
+/// Objects moved aside as corrupt by reads.
+fn set_aside(cache: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(cache.join("corrupt"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .collect()
 }
 
 /// The pipelines of `<root>/pipeline/`.

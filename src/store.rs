@@ -126,8 +126,8 @@ impl Store {
         Ok(out)
     }
 
-    /// Temp files left behind by killed writers, older than `min_age`.
-    pub fn stale_temps(&self, min_age: std::time::Duration) -> Vec<PathBuf> {
+    /// Temp files whose writer is gone (see [`crate::lease::temp_is_dead`]).
+    pub fn dead_temps(&self) -> Vec<PathBuf> {
         let mut out = Vec::new();
         let mut dirs = vec![self.root.join("objects"), self.root.join("tmp")];
         while let Some(d) = dirs.pop() {
@@ -136,16 +136,15 @@ impl Store {
                 let p = e.path();
                 if p.is_dir() {
                     dirs.push(p);
-                } else if p
-                    .file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with(".tmp-"))
-                    && e.metadata()
+                } else if p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+                    let age = e
+                        .metadata()
                         .and_then(|m| m.modified())
                         .ok()
                         .and_then(|t| t.elapsed().ok())
-                        .is_some_and(|a| a >= min_age)
-                {
+                        .unwrap_or_default();
+                    crate::lease::temp_is_dead(n, age)
+                }) {
                     out.push(p);
                 }
             }
@@ -217,10 +216,12 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().context("object path has a parent")?;
     fs::create_dir_all(dir)?;
     static SEQ: AtomicU64 = AtomicU64::new(0);
+    // Writer's pid and host in the name: gc removes it once that process is gone.
     let tmp = dir.join(format!(
-        ".tmp-{}-{}",
+        ".tmp-{}-{}-{}",
         std::process::id(),
-        SEQ.fetch_add(1, Ordering::Relaxed)
+        SEQ.fetch_add(1, Ordering::Relaxed),
+        crate::lease::hostname()
     ));
     {
         let mut f = File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;

@@ -131,7 +131,7 @@ fn script(
         "--job-name=pl-{tag}{}",
         if array.is_some() { "-shards" } else { "" }
     ));
-    sb(format!("--output={}", log.display()));
+    sb(format!("--output=\"{}\"", log.display()));
     if let Some(c) = res.cpus {
         sb(format!("--cpus-per-task={c}"));
     }
@@ -659,7 +659,34 @@ fn topo(plan: &Plan, selected: &[usize]) -> Vec<usize> {
     order
 }
 
+/// The command-line values that go into batch scripts, checked before anything is submitted.
+fn check_script_values(env: &Env, opts: &SubmitOpts) -> crate::Result<()> {
+    for (flag, v) in [
+        ("--partition", &opts.partition),
+        ("--account", &opts.account),
+    ] {
+        if let Some(v) = v.as_deref().filter(|v| !crate::config::valid_partition(v)) {
+            return Err(crate::Error::Usage(format!(
+                "{flag} {v:?}: expected letters, digits, `_ . -` (and `,` between several)"
+            )));
+        }
+    }
+    // Paths go into `#SBATCH --output=` in double quotes: nothing that would end them.
+    let cache = env.cache.to_string_lossy();
+    if cache
+        .chars()
+        .any(|c| c.is_control() || c == '"' || c == '\\')
+    {
+        return Err(crate::Error::Usage(format!(
+            "cache folder {cache:?}: batch scripts cannot name a path with control characters, \
+             quotes or backslashes; use another --cache"
+        )));
+    }
+    Ok(())
+}
+
 pub fn submit(env: &Env, opts: &SubmitOpts) -> crate::Result<i32> {
+    check_script_values(env, opts)?;
     let plan = env.plan;
     let selected = plan.select(&opts.targets)?;
     if !opts.dry_run {
@@ -667,7 +694,8 @@ pub fn submit(env: &Env, opts: &SubmitOpts) -> crate::Result<i32> {
         Db::make_shared(&env.cache)?;
     }
     let mut db = Db::open(&env.cache)?;
-    let planned = env.plan_state(&mut db, &selected)?;
+    let (planned, lease) = env.plan_leased(&mut db, &selected)?;
+    let submitting = crate::db::now();
     let mut keys = HashMap::new();
     let mut per_item = HashMap::new();
     let mut fresh = 0;
@@ -699,6 +727,14 @@ pub fn submit(env: &Env, opts: &SubmitOpts) -> crate::Result<i32> {
     };
     let t0 = Instant::now();
     let deferred = sess.pass(&mut db)?;
+    // What the jobs need stays leased while any of them has not ended.
+    let sent: Vec<String> = db
+        .jobs()?
+        .into_iter()
+        .filter(|j| j.submitted >= submitting)
+        .map(|j| j.id)
+        .collect();
+    lease.hand_to_jobs(&sent)?;
     let queued_before = |db: &Db| -> Result<usize> {
         Ok(db
             .jobs()?

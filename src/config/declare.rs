@@ -95,8 +95,11 @@ impl<'a> Top<'a> {
         base: &str,
         v: &'a Y,
     ) -> Result<(&'a Mapping, String, &'a dyn Kind), ConfigError> {
-        if base.contains(['[', ']', ',', '=']) || base.trim().is_empty() {
-            let msg = format!("stage name `{base}` may not contain [ ] , =");
+        if !valid_name(base, NAME_CHARS) {
+            let msg = format!(
+                "stage name {:?}: a stage name is one or more of {NAME_CHARS_DOC}",
+                base
+            );
             return Err(self.err(base, &[], msg, None));
         }
         let Y::Mapping(spec) = v else {
@@ -151,6 +154,14 @@ impl<'a> Top<'a> {
                     })?;
                     axes.push((a, vals));
                 }
+                let n = axes
+                    .iter()
+                    .try_fold(1u128, |n, (_, v)| n.checked_mul(v.len() as u128))
+                    .unwrap_or(u128::MAX);
+                super::matrix::check_cap(n).map_err(|e| {
+                    let msg = format!("stage `{base}`: its matrix spans {e}");
+                    self.err(base, &["matrix"], msg, None)
+                })?;
                 Ok(axes)
             }
             Some(_) => Err(self.err(
@@ -206,6 +217,17 @@ impl<'a> Top<'a> {
     fn variant(&self, sh: &Shared, combo: Vec<(String, J)>) -> Result<StageDef, ConfigError> {
         let base = sh.base;
         let matrix: BTreeMap<String, J> = combo.iter().cloned().collect();
+        if let Some((a, v)) = combo
+            .iter()
+            .find(|(a, v)| !valid_name(a, NAME_CHARS) || !valid_name(&scalar_text(v), VALUE_CHARS))
+        {
+            let msg = format!(
+                "stage `{base}`: matrix axis {a:?} = {:?}: axis names use {NAME_CHARS_DOC}, and values \
+                 {VALUE_CHARS_DOC}, as they become part of the variant's name",
+                scalar_text(v)
+            );
+            return Err(self.err(base, &["matrix"], msg, None));
+        }
         let name = if combo.is_empty() {
             base.to_string()
         } else {
@@ -265,4 +287,19 @@ impl<'a> Top<'a> {
             line: sh.line,
         })
     }
+}
+
+/// What a stage name (and a matrix axis name) is made of. A variant is named
+/// `base[axis=value,...]`; these names reach file names and cluster batch scripts, so they
+/// hold no spaces, quotes or control characters.
+pub const NAME_CHARS: &str = "_.-";
+pub const NAME_CHARS_DOC: &str = "letters, digits, `_`, `.` and `-`";
+/// What a matrix value may hold besides letters and digits (`linear+lstm`, `1e-3`, a path).
+pub const VALUE_CHARS: &str = "_.-+/:@";
+pub const VALUE_CHARS_DOC: &str = "letters, digits and `_ . - + / : @`";
+
+pub fn valid_name(s: &str, extra: &str) -> bool {
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || extra.contains(c))
 }

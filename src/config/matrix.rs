@@ -30,7 +30,11 @@ pub(super) fn matrix_values(v: &Y, vars: &J) -> Result<Vec<J>, String> {
             let (a, b) = s.split_once("..").expect("checked");
             let (a, b) = (a.trim().parse::<i64>(), b.trim().parse::<i64>());
             match (a, b) {
-                (Ok(a), Ok(b)) if a <= b => Ok((a..=b).map(J::from).collect()),
+                (Ok(a), Ok(b)) if a <= b => {
+                    let n = (b as i128 - a as i128 + 1) as u128;
+                    check_cap(n)?;
+                    Ok((a..=b).map(J::from).collect())
+                }
                 _ => Err(format!("`{s}` is not an integer range like 1..5")),
             }
         }
@@ -53,4 +57,26 @@ pub(super) fn cartesian(axes: &[(String, Vec<J>)]) -> Vec<Vec<(String, J)>> {
             .collect();
     }
     out
+}
+
+/// The most variants one stage may have, by default; `PIPELINE_MAX_VARIANTS` overrides it.
+/// Past it a plan is refused before anything is allocated: a typo such as `1..10000000` would
+/// otherwise plan millions of stages.
+pub const MAX_VARIANTS: u128 = 100_000;
+
+pub fn max_variants() -> u128 {
+    std::env::var("PIPELINE_MAX_VARIANTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(MAX_VARIANTS)
+}
+
+pub(super) fn check_cap(n: u128) -> Result<(), String> {
+    let cap = max_variants();
+    if n > cap {
+        return Err(format!(
+            "{n} variants, more than the cap of {cap} (set PIPELINE_MAX_VARIANTS to raise it)"
+        ));
+    }
+    Ok(())
 }

@@ -36,7 +36,7 @@ use crate::locate::line_of;
 use crate::registry::Registry;
 
 pub use crate::error::ConfigError;
-pub use resources::RESOURCE_KEYS;
+pub use resources::{valid_partition, RESOURCE_KEYS};
 pub use text::{did_you_mean, scalar_text};
 use text::{json_map, key_str, to_json};
 

@@ -16,7 +16,10 @@ pub const RESOURCE_KEYS: &[(&str, &str)] = &[
         "gpu_share",
         "stages that may run on one GPU at once (small trainings), an integer >= 1; with gpus: 1",
     ),
-    ("partition", "the partition's name"),
+    (
+        "partition",
+        "the partition's name (letters, digits, `_ . -`; `,` between several)",
+    ),
     (
         "shards",
         "array tasks a per-clip stage is split into, an integer >= 1",
@@ -44,6 +47,8 @@ pub(super) fn check_resources(m: &BTreeMap<String, J>) -> Result<(), (String, St
             "gpus" => v.as_u64().is_some(),
             "mem" => v.as_u64().is_some() || v.as_str().is_some_and(valid_mem),
             "time" => v.as_u64().is_some() || v.as_str().is_some_and(valid_time),
+            // It is written into batch scripts: a name, nothing a shell could read more into.
+            "partition" => v.as_str().is_some_and(valid_partition),
             _ => v.as_str().is_some_and(|s| !s.is_empty()),
         };
         if !ok {
@@ -67,4 +72,9 @@ pub(super) fn valid_time(s: &str) -> bool {
         && !hms.is_empty()
         && hms.split(':').count() <= 3
         && hms.split(':').all(|p| p.parse::<u32>().is_ok())
+}
+
+/// A Slurm partition list or account name: what may be written into a batch script.
+pub fn valid_partition(s: &str) -> bool {
+    super::declare::valid_name(s, "_.-,")
 }

@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use arrow::array::RecordBatch;
 use serde::{Deserialize, Serialize};
 use serde_json::Value as J;
@@ -117,6 +117,27 @@ impl Env<'_> {
             out.push(Planned { idx, key, artifact });
         }
         Ok(out)
+    }
+}
+
+impl Env<'_> {
+    /// [`Env::plan_state`] under the gc lock, with a lease on every key planned, so that `gc`
+    /// collects none of them while the lease is held.
+    pub fn plan_leased(
+        &self,
+        db: &mut Db,
+        selected: &[usize],
+    ) -> Result<(Vec<Planned>, crate::lease::Lease)> {
+        let guard = crate::lease::gc_lock(&self.cache)?;
+        guard.lock_shared().context("waiting for a running gc")?;
+        let planned = self.plan_state(db, selected)?;
+        let keys: Vec<(String, String)> = planned
+            .iter()
+            .filter_map(|p| p.key.as_ref().ok())
+            .map(|k| (k.key.clone(), k.stage_id.clone()))
+            .collect();
+        let lease = crate::lease::Lease::take(&self.cache, &keys)?;
+        Ok((planned, lease))
     }
 }
 

@@ -22,7 +22,12 @@ pub fn run(env: &Env, opts: &RunOpts, rep: &Reporter) -> crate::Result<i32> {
     let started = Instant::now();
     let selected = env.plan.select(&opts.targets)?;
     let mut db = Db::open(&env.cache)?;
-    let mut planned = env.plan_state(&mut db, &selected)?;
+    let (mut planned, _lease) = if opts.dry_run {
+        (env.plan_state(&mut db, &selected)?, None)
+    } else {
+        let (p, l) = env.plan_leased(&mut db, &selected)?;
+        (p, Some(l))
+    };
     if opts.retry_failed {
         retry_failed(&db, &mut planned, opts.dry_run)?;
     }

@@ -43,7 +43,7 @@ pub fn exec_stage(
     };
     let selected = plan.select(&[name.to_string()])?;
     let mut db = Db::open(&env.cache)?;
-    let planned = env.plan_state(&mut db, &selected)?;
+    let (planned, _lease) = env.plan_leased(&mut db, &selected)?;
     let mut keyof: HashMap<usize, StageKey> = HashMap::new();
     let mut present: HashMap<usize, bool> = HashMap::new();
     for p in planned {

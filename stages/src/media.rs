@@ -84,16 +84,16 @@ const DECODE_PARAMS: &[ParamSpec] = &[
         "frames",
         ParamType::Int,
         Some("10"),
-        "uniform: frames per clip",
+        "uniform: frames per clip (a clip with fewer gives each of its frames once)",
     )
-    .min(1.0),
+    .range(1.0, 1e6),
     ParamSpec::new(
         "fps",
         ParamType::Float,
         Some("1.0"),
         "fps: frames per second",
     )
-    .positive(),
+    .range(1e-3, 1000.0),
     ParamSpec::new(
         "window_ms",
         ParamType::Int,

@@ -140,6 +140,9 @@ pub struct ParamSpec {
     /// False for a param that says how a stage runs, not what it computes (the device): it
     /// stays out of the key, so a cache filled on a GPU serves a CPU run and back.
     pub keyed: bool,
+    /// True for a param added to a kind after caches were filled: at its default it stays out
+    /// of the key, so those caches keep their keys; set otherwise, it is keyed.
+    pub keyed_if_set: bool,
 }
 
 impl ParamSpec {
@@ -156,7 +159,14 @@ impl ParamSpec {
             doc,
             range: None,
             keyed: true,
+            keyed_if_set: false,
         }
+    }
+
+    /// Keys the param only where it differs from its default (see [`ParamSpec::keyed_if_set`]).
+    pub const fn keyed_if_set(mut self) -> Self {
+        self.keyed_if_set = true;
+        self
     }
 
     /// Leaves the param out of the key (see [`ParamSpec::keyed`]).

@@ -48,6 +48,14 @@ const PARAMS: &[ParamSpec] = &[
         Some("\"mp4\""),
         "mmsa: extension of the clips under Raw/",
     ),
+    ParamSpec::new(
+        "allow_outside_root",
+        ParamType::Bool,
+        Some("false"),
+        "let media paths resolve outside the dataset folder (the CSV file's folder for csv); \
+         otherwise such a clip fails in [media_path]",
+    )
+    .keyed_if_set(),
 ];
 
 /// One manifest row before media hashes are attached.
@@ -89,7 +97,22 @@ impl Ingest {
         })
     }
 
+    /// The manifest's clips, each one's media inside the dataset folder unless
+    /// `allow_outside_root` says otherwise.
     fn read(params: &crate::Params, root: &Path) -> Result<Manifest, StageError> {
+        let mut m = Self::read_layout(params, root)?;
+        if !params.bool("allow_outside_root").unwrap_or(false) {
+            let base = resolve(root, params.str("root")?);
+            let dataset = match params.str("layout")? {
+                "csv" => base.parent().unwrap_or(Path::new(".")).to_path_buf(),
+                _ => base,
+            };
+            confine(&mut m, &dataset);
+        }
+        Ok(m)
+    }
+
+    fn read_layout(params: &crate::Params, root: &Path) -> Result<Manifest, StageError> {
         let layout = params.str("layout")?;
         if layout == "iemocap" {
             return iemocap::read(&resolve(root, params.str("root")?));
@@ -309,6 +332,57 @@ fn row(
         emotion: None,
         vad: None,
     })
+}
+
+/// Drops the clips whose media (or audio) path leaves `dataset` once `..` and symlinks are
+/// resolved, each with its error: a manifest row must not make the pipeline hash, probe or
+/// decode a file elsewhere on the machine.
+fn confine(m: &mut Manifest, dataset: &Path) {
+    let canon = dataset.canonicalize().unwrap_or_else(|_| lexical(dataset));
+    let lex = lexical(dataset);
+    let escapes = |p: &Path| -> Option<PathBuf> {
+        let real = p.canonicalize().unwrap_or_else(|_| lexical(p));
+        (!real.starts_with(&canon) && !(real.starts_with(&lex) && !p.exists())).then_some(real)
+    };
+    let rows = std::mem::take(&mut m.rows);
+    for r in rows {
+        let out = [
+            ("media_path", Some(&r.media)),
+            ("audio_path", r.audio.as_ref()),
+        ]
+        .into_iter()
+        .find_map(|(field, p)| p.and_then(|p| escapes(p).map(|real| (field, p, real))));
+        match out {
+            None => m.rows.push(r),
+            Some((field, p, real)) => m.errors.push(ItemError::new(
+                r.clip_id.clone(),
+                field,
+                format!(
+                    "line {}: media path {} resolves to {}, outside the dataset folder {}; set \
+                     `allow_outside_root: true` on the ingest stage to allow it",
+                    r.line,
+                    p.display(),
+                    real.display(),
+                    canon.display()
+                ),
+            )),
+        }
+    }
+}
+
+/// `p` with `.` and `..` resolved by name alone (for a path that does not exist).
+fn lexical(p: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::CurDir => {}
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 fn csv_err(file: &Path, e: csv::Error) -> StageError {

@@ -206,9 +206,14 @@ pub fn decode_frames(
             return Ok(false);
         }
         while *next < want.len() && want[*next] < pts {
-            match prev.as_ref() {
-                Some((p, pp)) => out.push(convert(p, want[*next], pp.max(0.0))?),
-                None => out.push(convert(decoded, want[*next], pts)?),
+            // Several times on one frame (more frames asked than the clip has): the frame is
+            // taken once, so a clip never yields more frames than it holds.
+            let (f, fp) = match prev.as_ref() {
+                Some((p, pp)) => (p, pp.max(0.0)),
+                None => (decoded, pts),
+            };
+            if out.last().is_none_or(|l: &Frame| l.pts_s != fp) {
+                out.push(convert(f, want[*next], fp)?);
             }
             *next += 1;
         }
@@ -243,9 +248,8 @@ pub fn decode_frames(
     }
     // Times after the last frame show the last frame.
     if let Some((p, pp)) = prev.as_ref() {
-        while next < want.len() {
+        if next < want.len() && out.last().is_none_or(|l| l.pts_s != pp.max(0.0)) {
             out.push(convert(p, want[next], pp.max(0.0))?);
-            next += 1;
         }
     }
     if out.is_empty() {

@@ -129,9 +129,91 @@ CREATE TABLE IF NOT EXISTS stage_state(
   updated REAL NOT NULL, PRIMARY KEY(pipeline, stage)) WITHOUT ROWID;
 ";
 
+/// The index this process opened last, for recovering it when a query finds it damaged.
+static OPENED: std::sync::Mutex<Option<std::path::PathBuf>> = std::sync::Mutex::new(None);
+
+/// Whether an error is SQLite finding its file damaged (or not a database at all).
+pub fn is_corrupt(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(rusqlite::Error::SqliteFailure(f, _)) = err.downcast_ref::<rusqlite::Error>() {
+            if matches!(
+                f.code,
+                rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase
+            ) {
+                return true;
+            }
+        }
+        cur = err.source();
+    }
+    false
+}
+
+/// Moves a damaged index (and its WAL and shared-memory files) aside, so that the next open
+/// starts a fresh one; returns where it went. The objects stay: what a fresh index forgets is
+/// computed again, and lands on the same objects.
+pub fn set_aside(index: &Path) -> Result<std::path::PathBuf> {
+    let stamp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let aside = index.with_file_name(format!("index.sqlite.damaged-{stamp}"));
+    std::fs::rename(index, &aside)
+        .with_context(|| format!("moving the damaged index {} aside", index.display()))?;
+    for ext in ["-wal", "-shm"] {
+        let side = std::path::PathBuf::from(format!("{}{ext}", index.display()));
+        let _ = std::fs::rename(&side, format!("{}{ext}", aside.display()));
+    }
+    Ok(aside)
+}
+
+/// After a command failed on a damaged index: moves it aside and says so. Returns the message,
+/// or None when the error was not that.
+pub fn recover_from(e: &(dyn std::error::Error + 'static)) -> Option<String> {
+    if !is_corrupt(e) {
+        return None;
+    }
+    let index = OPENED.lock().unwrap().clone()?;
+    Some(match set_aside(&index) {
+        Ok(aside) => format!(
+            "the run index {} is damaged; it was moved to {} and the next command starts a \
+             fresh one (cached objects stay; what the index forgot is recomputed onto them). \
+             Run the command again.",
+            index.display(),
+            aside.display()
+        ),
+        Err(err) => format!(
+            "the run index {} is damaged and could not be moved aside ({err:#}); move or \
+             delete it, and run the command again",
+            index.display()
+        ),
+    })
+}
+
 impl Db {
+    /// Opens the cache's index, creating it if needed. A damaged index is moved aside with a
+    /// warning and a fresh one started, so that no command is stuck on it.
     pub fn open(cache: &Path) -> Result<Db> {
         let path = cache.join("index.sqlite");
+        match Db::open_once(cache) {
+            Err(e) if path.exists() && is_corrupt(e.as_ref()) => {
+                let aside = set_aside(&path)?;
+                eprintln!(
+                    "warning: the run index {} is damaged ({e:#}); it was moved to {} and a \
+                     fresh, empty index started: cached objects stay, and stages are computed \
+                     again onto them",
+                    path.display(),
+                    aside.display()
+                );
+                Db::open_once(cache)
+            }
+            r => r,
+        }
+    }
+
+    fn open_once(cache: &Path) -> Result<Db> {
+        let path = cache.join("index.sqlite");
+        *OPENED.lock().unwrap() = Some(path.clone());
         let conn = Connection::open(&path)
             .with_context(|| format!("opening run index {}", path.display()))?;
         conn.busy_timeout(Duration::from_secs(120))?;
@@ -151,6 +233,12 @@ impl Db {
         }
         let db = Db { conn };
         db.with_retry(|c| c.execute_batch(SCHEMA))?;
+        // A damaged page anywhere in the schema, or a torn header, shows here rather than
+        // half-way through a command.
+        db.conn
+            .query_row("SELECT COUNT(*) FROM sqlite_master", [], |r| {
+                r.get::<_, i64>(0)
+            })?;
         Ok(db)
     }
 

@@ -86,8 +86,9 @@ pub fn status(env: &Env, targets: &[String], as_json: bool) -> crate::Result<i32
     Ok(0)
 }
 
-pub fn show(env: &Env, name: &str, nrows: usize, as_json: bool) -> Result<i32> {
-    let Some(s) = env.plan.get(name) else {
+/// `pipeline show`: one stage's artifact, or why there is none.
+pub fn show(env: &Env, name: &str, nrows: usize, as_json: bool) -> crate::Result<i32> {
+    if env.plan.get(name).is_none() {
         let variants: Vec<&str> = env
             .plan
             .stages
@@ -95,15 +96,27 @@ pub fn show(env: &Env, name: &str, nrows: usize, as_json: bool) -> Result<i32> {
             .filter(|s| s.base == name)
             .map(|s| s.name.as_str())
             .collect();
-        return Err(if variants.is_empty() {
-            anyhow!("no stage `{name}` in {}", env.plan.file.display())
+        let names = env.plan.stages.iter().map(|s| s.name.as_str());
+        return Err(crate::Error::Target(if variants.is_empty() {
+            format!(
+                "no stage `{name}` in {}{}",
+                env.plan.file.display(),
+                crate::config::did_you_mean(name, names)
+                    .map(|h| format!(" ({h})"))
+                    .unwrap_or_default()
+            )
         } else {
-            anyhow!(
+            format!(
                 "`{name}` is a matrix stage; show one variant: {}",
                 variants.join(", ")
             )
-        });
-    };
+        }));
+    }
+    Ok(show_stage(env, name, nrows, as_json)?)
+}
+
+fn show_stage(env: &Env, name: &str, nrows: usize, as_json: bool) -> Result<i32> {
+    let s = env.plan.get(name).expect("checked by show");
     let selected = env
         .plan
         .select(std::slice::from_ref(&s.name))

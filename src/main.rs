@@ -189,11 +189,56 @@ enum Cmd {
     Kinds,
 }
 
+/// Ctrl-C: say that nothing finished is lost (each stage and item is committed as it ends),
+/// then end as SIGINT would. Only async-signal-safe calls here.
+extern "C" fn on_interrupt(_: libc::c_int) {
+    const MSG: &[u8] = b"\ninterrupted: every finished stage and item is kept in the cache; the same command goes on from there\n";
+    unsafe {
+        libc::write(2, MSG.as_ptr().cast(), MSG.len());
+        libc::_exit(130);
+    }
+}
+
+/// Output cut short by the reader (`pipeline kinds | head -1`): end quietly, as a Unix tool
+/// killed by SIGPIPE would, rather than with a panic. SIGPIPE itself stays ignored, because the
+/// engine writes jobs to worker processes that may be gone.
+fn quiet_broken_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if msg.starts_with("failed printing to std") && msg.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default(info);
+    }));
+}
+
 fn main() -> ExitCode {
+    quiet_broken_pipe();
+    unsafe {
+        libc::signal(
+            libc::SIGINT,
+            on_interrupt as *const () as libc::sighandler_t,
+        );
+    }
     let cli = Cli::parse();
     match dispatch(cli) {
         Ok(code) => ExitCode::from(code as u8),
         Err(e) => {
+            let damaged = match &e {
+                // anyhow's own chain starts at the error itself, not at its source.
+                Error::Other(a) => pipeline::db::recover_from(a.as_ref()),
+                other => pipeline::db::recover_from(other),
+            };
+            if let Some(msg) = damaged {
+                eprintln!("error: {msg}");
+                return ExitCode::from(1);
+            }
             match &e {
                 // Already file:line: error: ..., with its hint.
                 Error::Config(ce) => eprintln!("{ce}"),
@@ -346,7 +391,7 @@ fn dispatch(cli: Cli) -> Result<i32, Error> {
             json,
         } => {
             let l = load(&cli.cache, &p, &reg)?;
-            Ok(inspect::show(&env(&l, &reg)?, &stage, rows, json)?)
+            inspect::show(&env(&l, &reg)?, &stage, rows, json)
         }
         Cmd::Gc {
             dry_run,

@@ -34,6 +34,24 @@ pub(super) fn apply_sets(cx: &Ctx, doc: &mut Y, sets: &[String]) -> Result<(), C
             let Some(m) = vars.as_mapping_mut() else {
                 return Err(bad("`vars` is not a mapping".into()));
             };
+            // A misspelt variable would otherwise be set, never read, and the run would go on
+            // with the value the YAML has.
+            if !m.contains_key(name) {
+                let known: Vec<String> = m.keys().map(key_str).collect();
+                return Err(bad(format!(
+                    "the pipeline defines no variable `{name}`{}",
+                    did_you_mean(name, known.iter().map(|s| s.as_str()))
+                        .map(|h| format!(" ({h})"))
+                        .unwrap_or_else(|| format!(
+                            "; its variables are: {}",
+                            if known.is_empty() {
+                                "none".to_string()
+                            } else {
+                                known.join(", ")
+                            }
+                        ))
+                )));
+            }
             m.insert(Y::from(name), value);
             continue;
         }

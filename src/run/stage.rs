@@ -279,9 +279,12 @@ pub fn execute(job: &Job, stage: &dyn Stage, rep: &Reporter, tables: &Tables) ->
                         job.line
                     )
                 })?;
-            // Per-item stages report their failures as they happen.
-            for e in &out.errors {
-                rep.item_error(&job.name, e);
+            // Per-item stages report their failures as they happen; here, unless all failed
+            // (then the stage's failure says it once).
+            if out.table.num_rows() > 0 {
+                for e in &out.errors {
+                    rep.item_error(&job.name, e);
+                }
             }
             (out.table, out.errors, 0, 0)
         }
@@ -304,6 +307,11 @@ pub fn execute(job: &Job, stage: &dyn Stage, rep: &Reporter, tables: &Tables) ->
         // The items are in the index; the job that gathers them records the artifact.
         Outcome::Shard
     } else {
+        if !errors.is_empty() && table.num_rows() == 0 {
+            // Nothing to record: what reads it would run on an empty table.
+            mark_inputs(&db, job, &shards, &ctx.inputs)?;
+            return Err(all_failed(job, &errors));
+        }
         record_artifact(&store, &mut db, job, (&table, &errors))?;
         mark_faults(&db, job, &shards, &errors, &ctx.inputs)?;
         update_state(&db, &job.pipeline_id, &job.name, key)?;
@@ -321,6 +329,25 @@ pub fn execute(job: &Job, stage: &dyn Stage, rep: &Reporter, tables: &Tables) ->
         reused,
         errors,
     })
+}
+
+/// A stage none of whose items (clips) succeeded: one message, with the first failure.
+fn all_failed(job: &Job, errors: &[ItemError]) -> anyhow::Error {
+    let e = &errors[0];
+    let field = if e.field.is_empty() {
+        String::new()
+    } else {
+        format!(" [{}]", e.field)
+    };
+    anyhow!(
+        "{} ({}:{}): all {} item(s) failed, the first: {}{field}: {}",
+        job.name,
+        job.plan_file.display(),
+        job.line,
+        errors.len(),
+        e.item,
+        e.reason
+    )
 }
 
 /// Items that failed on a fault of the cache rather than of their clip are tried again by the

@@ -9,7 +9,8 @@ use crate::corruption::FRONT;
 #[test]
 fn gc_in_a_loop_during_a_run_collects_nothing_it_planned() {
     // A stage after the changed one keeps the run going once logmel's artifact is recorded.
-    let yaml = format!("{FRONT}  patches: {{kind: segment, inputs: [logmel], params: {{frames: 20}}}}\n");
+    let yaml =
+        format!("{FRONT}  patches: {{kind: segment, inputs: [logmel], params: {{frames: 20}}}}\n");
     let p = Project::with_pipeline(8, &yaml);
     // Params no pipeline file names: without its lease, gc would collect this run's work.
     let set = ["--set", "logmel.n_mels=24"];

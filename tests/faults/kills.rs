@@ -202,12 +202,15 @@ fn items_in_index_or_zero(p: &Project) -> i64 {
     }
 }
 
+/// One way of damaging a file.
+type Damage = dyn Fn(&std::path::Path);
+
 #[test]
 fn a_damaged_truncated_or_deleted_index_never_sticks() {
     let p = Project::new(3);
     assert_eq!(p.run_json(&[]).0, 0);
     let index = p.root().join("cache/index.sqlite");
-    let damages: [(&str, &dyn Fn(&std::path::Path)); 4] = [
+    let damages: [(&str, &Damage); 4] = [
         ("header bytes flipped", &|f| {
             let mut b = std::fs::read(f).unwrap();
             for i in (0..100).step_by(3) {

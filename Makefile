@@ -10,7 +10,7 @@ DEMO_MOSI_DIR ?= data/demo-mosi
 DEMO_IEMOCAP_DIR ?= data/demo-iemocap
 BIN       := target/release/pipeline
 
-.PHONY: setup build run test lint fmt bench bench-peers bench-grid gpu-check-bundle demo-data demo-mosi demo-iemocap models clean smp cm-msf mer-sem-mbt foal-net
+.PHONY: setup build run test test-faults lint fmt bench bench-peers bench-grid gpu-check-bundle demo-data demo-mosi demo-iemocap models clean smp cm-msf mer-sem-mbt foal-net
 
 setup:
 	@scripts/setup.sh
@@ -119,6 +119,10 @@ foal-net: build demo-iemocap models
 
 test: setup models
 	cargo test --workspace --all-targets
+
+# The fault suite alone, with its counts (faults injected, survived, skipped); part of `test`.
+test-faults: setup
+	cargo test --test faults -- --nocapture
 
 lint: setup
 	cargo fmt --all -- --check

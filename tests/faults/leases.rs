@@ -41,6 +41,7 @@ fn gc_in_a_loop_during_a_run_collects_nothing_it_planned() {
     let out = run.wait_with_output().unwrap();
     assert!(status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(passes >= 3, "only {passes} gc passes during the run");
+    eprintln!("gc during a run: {passes} passes, nothing the run planned collected");
     let st = p.run(&["status", "--json", set[0], set[1]]);
     let v: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
     for s in v["stages"].as_array().unwrap() {

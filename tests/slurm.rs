@@ -416,4 +416,29 @@ fn pipeline_submit_on_a_local_slurm_cluster() {
     assert_eq!(resent.len(), 1, "the other changed stage: {resent:?}");
     let st = status(&p, &cl, &sets);
     assert!(st.values().all(|s| s.0 == "fresh"), "{st:?}");
+
+    // gc while a submission's jobs are queued and running: their lease keeps what they
+    // planned, with params no pipeline file names, and the jobs finish with every stage fresh.
+    let sets = ["--set", "logmel.n_mels=48"];
+    let mut a = vec!["submit"];
+    a.extend_from_slice(&sets);
+    let (code, ev, err) = run_json(&p, &cl, &a);
+    assert_eq!(code, 0, "{ev:?}\n{err}");
+    assert!(!events(&ev, "submitted").is_empty(), "{ev:?}");
+    let mut passes = 0;
+    loop {
+        let out = cmd(&p, &cl, &["gc"]).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        passes += 1;
+        let open = status(&p, &cl, &sets)
+            .values()
+            .any(|s| s.0 == "queued" || s.0 == "running");
+        if !open && passes >= 3 {
+            break;
+        }
+        assert!(passes < 400, "jobs did not finish");
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    let st = status(&p, &cl, &sets);
+    assert!(st.values().all(|s| s.0 == "fresh"), "after {passes} gc passes: {st:?}");
 }

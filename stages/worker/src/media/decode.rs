@@ -132,6 +132,20 @@ impl RgbFrames {
     }
 }
 
+/// The video stream's duration, else the container's.
+fn video_duration(
+    ictx: &ffmpeg::format::context::Input,
+    stream: &ffmpeg::format::stream::Stream,
+) -> Result<f64, crate::StageError> {
+    let tb = f64::from(stream.time_base());
+    let stream_dur = (stream.duration() > 0).then(|| stream.duration() as f64 * tb);
+    let container_dur = (ictx.duration() > 0)
+        .then(|| ictx.duration() as f64 / f64::from(ffmpeg::ffi::AV_TIME_BASE));
+    Ok(stream_dur
+        .or(container_dur)
+        .ok_or("the video has no duration")?)
+}
+
 /// Decodes the frames `sampling` asks for from `path`, within `span` when given.
 pub fn decode_frames(
     path: &Path,
@@ -148,20 +162,12 @@ pub fn decode_frames(
         .ok_or("no video stream")?;
     let index = stream.index();
     let tb = f64::from(stream.time_base());
-    let stream_dur = (stream.duration() > 0).then(|| stream.duration() as f64 * tb);
-    let container_dur = (ictx.duration() > 0)
-        .then(|| ictx.duration() as f64 / f64::from(ffmpeg::ffi::AV_TIME_BASE));
     let mut dec = ffmpeg::codec::context::Context::from_parameters(stream.parameters())
         .and_then(|c| c.decoder().video())
         .map_err(|e| format!("video stream has no usable decoder: {e}"))?;
     let (start, dur) = match span {
         Some((a, b)) => (a, b - a),
-        None => (
-            0.0,
-            stream_dur
-                .or(container_dur)
-                .ok_or("the video has no duration")?,
-        ),
+        None => (0.0, video_duration(&ictx, &stream)?),
     };
     if dur <= 0.0 {
         return Err(format!("the video lasts {dur:.3} s").into());

@@ -13,7 +13,6 @@
 
 use std::fs::File;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -39,7 +38,8 @@ pub fn gc_lock(cache: &Path) -> Result<File> {
 pub struct Lease {
     id: i64,
     db: Arc<std::sync::Mutex<Db>>,
-    stop: Arc<AtomicBool>,
+    /// Dropped to stop the heartbeat at once.
+    stop: Option<std::sync::mpsc::Sender<()>>,
     beat: Option<JoinHandle<()>>,
     keep: bool,
 }
@@ -81,17 +81,17 @@ impl Lease {
         }
         tx.commit()?;
         let db = Arc::new(std::sync::Mutex::new(db));
-        let stop = Arc::new(AtomicBool::new(false));
+        let (stop, stopped) = std::sync::mpsc::channel();
         let beat = {
-            let (db, stop) = (db.clone(), stop.clone());
+            let db = db.clone();
             std::thread::Builder::new()
                 .name("lease".into())
-                .spawn(move || heartbeat(id, &db, &stop))?
+                .spawn(move || heartbeat(id, &db, &stopped))?
         };
         Ok(Lease {
             id,
             db,
-            stop,
+            stop: Some(stop),
             beat: Some(beat),
             keep: false,
         })
@@ -112,25 +112,19 @@ impl Lease {
     }
 }
 
-fn heartbeat(id: i64, db: &std::sync::Mutex<Db>, stop: &AtomicBool) {
-    let mut slept = Duration::ZERO;
-    while !stop.load(Ordering::Relaxed) {
-        std::thread::sleep(Duration::from_millis(200));
-        slept += Duration::from_millis(200);
-        if slept >= BEAT {
-            slept = Duration::ZERO;
-            // A busy index only delays the beat; the next one tries again.
-            let _ = db.lock().unwrap().conn.execute(
-                "UPDATE leases SET heartbeat = ?2 WHERE id = ?1",
-                params![id, now()],
-            );
-        }
+fn heartbeat(id: i64, db: &std::sync::Mutex<Db>, stopped: &std::sync::mpsc::Receiver<()>) {
+    while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(BEAT) {
+        // A busy index only delays the beat; the next one tries again.
+        let _ = db.lock().unwrap().conn.execute(
+            "UPDATE leases SET heartbeat = ?2 WHERE id = ?1",
+            params![id, now()],
+        );
     }
 }
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        drop(self.stop.take());
         if let Some(t) = self.beat.take() {
             let _ = t.join();
         }

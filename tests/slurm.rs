@@ -428,7 +428,11 @@ fn pipeline_submit_on_a_local_slurm_cluster() {
     let mut passes = 0;
     loop {
         let out = cmd(&p, &cl, &["gc"]).output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         passes += 1;
         let open = status(&p, &cl, &sets)
             .values()
@@ -440,5 +444,8 @@ fn pipeline_submit_on_a_local_slurm_cluster() {
         std::thread::sleep(std::time::Duration::from_millis(250));
     }
     let st = status(&p, &cl, &sets);
-    assert!(st.values().all(|s| s.0 == "fresh"), "after {passes} gc passes: {st:?}");
+    assert!(
+        st.values().all(|s| s.0 == "fresh"),
+        "after {passes} gc passes: {st:?}"
+    );
 }

@@ -20,12 +20,13 @@ fn project(yaml: &str, rows: &[&str]) -> Project {
         outside.join("secret.mp4"),
     )
     .unwrap();
-    // A symlink inside the dataset that points out of it.
+    // A symlink inside the dataset that points out of it, and a folder that does.
     std::os::unix::fs::symlink(
         outside.join("secret.mp4"),
         p.root().join("data/Raw/video_0000/link.mp4"),
     )
     .unwrap();
+    std::os::unix::fs::symlink(&outside, p.root().join("data/Raw/outdir")).unwrap();
     let label = p.root().join("data/label.csv");
     let mut text = std::fs::read_to_string(&label).unwrap();
     for r in rows {
@@ -52,6 +53,8 @@ fn dot_dot_absolute_and_symlinked_rows_fail_their_clip_only() {
         "../../outside,secret,dot dot,0.1,0.1,0.1,0.1,Neutral,train".to_string(),
         format!("{abs_s},x,absolute video id,0.1,0.1,0.1,0.1,Neutral,train"),
         "video_0000,link,symlink,0.1,0.1,0.1,0.1,Neutral,train".to_string(),
+        // By name this stays in Raw/; the kernel goes up from the link's target.
+        "outdir/..,outside/secret,up from a link,0.1,0.1,0.1,0.1,Neutral,train".to_string(),
     ];
     let rows: Vec<&str> = rows.iter().map(String::as_str).collect();
     let p = project(MMSA, &rows);
@@ -64,6 +67,10 @@ fn dot_dot_absolute_and_symlinked_rows_fail_their_clip_only() {
         [
             ("../../outside/secret".to_string(), "media_path".to_string()),
             (format!("{abs_s}/x"), "media_path".to_string()),
+            (
+                "outdir/../outside/secret".to_string(),
+                "media_path".to_string()
+            ),
             ("video_0000/link".to_string(), "media_path".to_string()),
         ]
     );
@@ -79,7 +86,7 @@ fn dot_dot_absolute_and_symlinked_rows_fail_their_clip_only() {
     assert_eq!(code, 3, "the absolute row names no file");
     assert!(escaped(&p).is_empty());
     assert_eq!(p.failed_items("ingest").len(), 1);
-    assert_eq!(p.table("probe").num_rows(), 5);
+    assert_eq!(p.table("probe").num_rows(), 6);
 }
 
 #[test]

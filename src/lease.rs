@@ -143,6 +143,7 @@ impl Drop for Lease {
 /// One lease as the index has it.
 struct Row {
     id: i64,
+    taken: f64,
     host: String,
     pid: u32,
     start: u64,
@@ -163,32 +164,39 @@ fn alive(r: &Row, host: &str, open_jobs: &std::collections::HashSet<String>) -> 
     }
 }
 
-/// The keys and stage identities of the live leases; dead leases are removed. `open_jobs`: the
-/// cluster jobs that have not ended.
-pub fn live(
-    db: &Db,
-    open_jobs: &std::collections::HashSet<String>,
-) -> Result<(Vec<String>, Vec<String>, usize)> {
+/// What the live leases hold: the keys and stage identities planned, how many leases, and
+/// when the oldest was taken (its owner's objects are newer than that).
+#[derive(Default)]
+pub struct Live {
+    pub keys: Vec<String>,
+    pub stage_ids: Vec<String>,
+    pub count: usize,
+    pub oldest: Option<f64>,
+}
+
+/// The live leases; dead ones are removed. `open_jobs`: the cluster jobs that have not ended.
+pub fn live(db: &Db, open_jobs: &std::collections::HashSet<String>) -> Result<Live> {
     let rows: Vec<Row> = {
         let mut st = db
             .conn
-            .prepare("SELECT id, host, pid, start, heartbeat, jobs FROM leases")?;
+            .prepare("SELECT id, taken, host, pid, start, heartbeat, jobs FROM leases")?;
         let v = st
             .query_map([], |r| {
                 Ok(Row {
                     id: r.get(0)?,
-                    host: r.get(1)?,
-                    pid: r.get::<_, i64>(2)? as u32,
-                    start: r.get::<_, i64>(3)? as u64,
-                    heartbeat: r.get(4)?,
-                    jobs: r.get(5)?,
+                    taken: r.get(1)?,
+                    host: r.get(2)?,
+                    pid: r.get::<_, i64>(3)? as u32,
+                    start: r.get::<_, i64>(4)? as u64,
+                    heartbeat: r.get(5)?,
+                    jobs: r.get(6)?,
                 })
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
         v
     };
     let host = hostname();
-    let (mut keys, mut ids, mut n) = (Vec::new(), Vec::new(), 0);
+    let mut out = Live::default();
     for r in rows {
         if !alive(&r, &host, open_jobs) {
             db.conn
@@ -197,17 +205,18 @@ pub fn live(
                 .execute("DELETE FROM leases WHERE id = ?1", [r.id])?;
             continue;
         }
-        n += 1;
+        out.count += 1;
+        out.oldest = Some(out.oldest.map_or(r.taken, |o: f64| o.min(r.taken)));
         let mut st = db
             .conn
             .prepare_cached("SELECT key, stage_id FROM lease_keys WHERE lease = ?1")?;
         for kv in st.query_map([r.id], |r| Ok((r.get(0)?, r.get(1)?)))? {
             let (k, s): (String, String) = kv?;
-            keys.push(k);
-            ids.push(s);
+            out.keys.push(k);
+            out.stage_ids.push(s);
         }
     }
-    Ok((keys, ids, n))
+    Ok(out)
 }
 
 /// Whether the process that wrote a temp file (`.tmp-PID-SEQ` or `.tmp-PID-SEQ-HOST`) is gone.

@@ -14,10 +14,6 @@ use crate::registry::Registry;
 use crate::run::Env;
 use crate::store::Store;
 
-/// Objects written this recently are kept whatever the index says: a live run may have stored
-/// one and not yet recorded it.
-const YOUNG: Duration = Duration::from_secs(120);
-
 /// Keeps what the pipelines in `<root>/pipeline/` would use now, what the last `keep_runs`
 /// runs used (with their `--set`s) and what live runs, `exec`s and unfinished cluster jobs
 /// planned (their leases); drops every other artifact, object, cached item, temp file of a
@@ -27,14 +23,19 @@ pub fn gc(reg: &Registry, root: &Path, cache: &Path, keep_runs: i64, dry_run: bo
     // Exclusive: no run plans or takes its lease while gc decides and deletes.
     let guard = crate::lease::gc_lock(cache)?;
     guard.lock().context("waiting for runs that are planning")?;
-    let started = std::time::SystemTime::now();
     let mut db = Db::open(cache)?;
     let mut keep_keys: HashSet<String> = db.recent_run_keys(keep_runs)?.into_iter().collect();
     let mut keep_ids: HashSet<String> = HashSet::new();
     let open_jobs = open_jobs(&db);
-    let (leased, leased_ids, live) = crate::lease::live(&db, &open_jobs)?;
-    keep_keys.extend(leased);
-    keep_ids.extend(leased_ids);
+    let leases = crate::lease::live(&db, &open_jobs)?;
+    let live = leases.count;
+    keep_keys.extend(leases.keys);
+    keep_ids.extend(leases.stage_ids);
+    // A live owner may have stored an object and not yet recorded it: objects written since
+    // the oldest live lease was taken stay (with a second of slack for file-time granularity).
+    let young_since = leases
+        .oldest
+        .map(|t| std::time::UNIX_EPOCH + Duration::from_secs_f64((t - 1.0).max(0.0)));
     keep_keys.extend(
         db.jobs()?
             .into_iter()
@@ -74,9 +75,11 @@ pub fn gc(reg: &Registry, root: &Path, cache: &Path, keep_runs: i64, dry_run: bo
         .into_iter()
         .filter(|(h, _)| !keep_objects.contains(h.as_str()))
         .filter(|(_, p)| {
-            p.metadata()
-                .and_then(|m| m.modified())
-                .is_ok_and(|t| t + YOUNG < started)
+            young_since.is_none_or(|since| {
+                p.metadata()
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| t < since)
+            })
         })
         .collect();
     let object_bytes: u64 = drop_objects

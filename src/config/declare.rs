@@ -294,9 +294,10 @@ impl<'a> Top<'a> {
 /// hold no spaces, quotes or control characters.
 pub const NAME_CHARS: &str = "_.-";
 pub const NAME_CHARS_DOC: &str = "letters, digits, `_`, `.` and `-`";
-/// What a matrix value may hold besides letters and digits (`linear+lstm`, `1e-3`, a path).
-pub const VALUE_CHARS: &str = "_.-+/:@";
-pub const VALUE_CHARS_DOC: &str = "letters, digits and `_ . - + / : @`";
+/// What a matrix value may hold besides letters and digits (`linear+lstm`, `1e-3`, a path,
+/// a list such as `3,4`).
+pub const VALUE_CHARS: &str = "_.-+/:@,";
+pub const VALUE_CHARS_DOC: &str = "letters, digits and `_ . - + / : @ ,`";
 
 pub fn valid_name(s: &str, extra: &str) -> bool {
     !s.is_empty()

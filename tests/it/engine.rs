@@ -147,7 +147,7 @@ fn bad_pipelines_exit_2_with_line_and_hint_and_run_nothing() {
         ("vars: {data: d}\nstages:\n  ingest:\n    kind: ingest\n    params:\n      root: ${dta}\n", ":6:", &["unknown variable `${dta}`", "did you mean `data`"]),
         ("stages:\n  ingest:\n    kind: ingest\n    params: {root: data\n", ":", &["invalid YAML"]),
         ("stages:\n  split:\n    kind: split\n    params: {seed: 1.5}\n", ":", &["expected an integer"]),
-        ("stages:\n  ingest:\n    kind: ingest\n    params: {root: data}\n  decode:\n    kind: decode\n    inputs: [ingest]\n    params:\n      frames: 0\n", ":9:", &["param `frames`: 0 is not at least 1", "uniform: frames per clip"]),
+        ("stages:\n  ingest:\n    kind: ingest\n    params: {root: data}\n  decode:\n    kind: decode\n    inputs: [ingest]\n    params:\n      frames: 0\n", ":9:", &["param `frames`: 0 is not in 1..=1000000", "uniform: frames per clip"]),
     ];
     for (yaml, line, needles) in cases {
         let p = Project::with_pipeline(2, yaml);

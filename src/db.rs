@@ -124,6 +124,8 @@ CREATE TABLE IF NOT EXISTS leases(
 CREATE TABLE IF NOT EXISTS lease_keys(
   lease INTEGER NOT NULL, key TEXT NOT NULL, stage_id TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS lease_keys_lease ON lease_keys(lease);
+CREATE TABLE IF NOT EXISTS run_info(
+  run_id INTEGER PRIMARY KEY, sets TEXT NOT NULL, params TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS stage_state(
   pipeline TEXT NOT NULL, stage TEXT NOT NULL, key TEXT NOT NULL, manifest TEXT NOT NULL,
   updated REAL NOT NULL, PRIMARY KEY(pipeline, stage)) WITHOUT ROWID;
@@ -538,6 +540,21 @@ impl Db {
                 counts.2 as i64,
                 message
             ])?;
+        Ok(())
+    }
+
+    /// What a `run` was planned with: its `--set` overrides and every stage's params
+    /// (`stage.param` -> value), for `pipeline runs` and `metrics diff`.
+    pub fn put_run_info(
+        &self,
+        run: i64,
+        sets: &[String],
+        params: &serde_json::Value,
+    ) -> Result<()> {
+        self.conn.execute(
+            "INSERT OR REPLACE INTO run_info VALUES (?1, ?2, ?3)",
+            params![run, serde_json::to_string(sets)?, params.to_string()],
+        )?;
         Ok(())
     }
 

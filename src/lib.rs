@@ -17,6 +17,7 @@ pub mod registry;
 pub mod report;
 pub mod results;
 pub mod run;
+pub mod runs;
 pub mod slurm;
 pub mod store;
 pub mod submit;

@@ -34,9 +34,13 @@ struct PipelineArgs {
         default_value = "pipeline/default.yaml"
     )]
     file: PathBuf,
-    /// Override a param (STAGE.PARAM=VALUE) or a variable (vars.NAME=VALUE); repeatable
+    /// Override a param (STAGE.PARAM=VALUE) or a variable (vars.NAME=VALUE); repeatable.
+    /// Reading commands (status, show, dag, report, metrics) given none take the last run's
     #[arg(long = "set", value_name = "STAGE.PARAM=VALUE")]
     sets: Vec<String>,
+    /// Reading commands: plan with no overrides rather than the last run's
+    #[arg(long)]
+    no_last_sets: bool,
 }
 
 #[derive(Subcommand)]
@@ -145,10 +149,12 @@ enum Cmd {
         #[arg(long)]
         variants: bool,
     },
-    /// Metrics of each evaluated model and split, beside the majority-class baseline
+    /// Metrics of each evaluated model and split, beside the majority-class baseline;
+    /// `metrics diff [RUN_A [RUN_B]]` compares two runs' params and metrics
     Metrics {
         /// evaluate / linear_probe stages (all variants of a base name), or aggregate stages
-        /// (the models they aggregate); none: every evaluated model
+        /// (the models they aggregate); none: every evaluated model. `diff` and up to two run
+        /// ids from `pipeline runs` (none: the last two runs of this pipeline)
         stages: Vec<String>,
         #[command(flatten)]
         p: PipelineArgs,
@@ -184,6 +190,17 @@ enum Cmd {
         /// Forget corrupt or missing artifacts so the next run recomputes them
         #[arg(long)]
         fix: bool,
+    },
+    /// The run history: id, time, overrides, exit status, stages ran / cached / failed
+    Runs {
+        /// Only this pipeline file's runs
+        #[arg(short = 'p', long = "pipeline", value_name = "FILE")]
+        file: Option<PathBuf>,
+        /// How many of the last runs
+        #[arg(short = 'n', long, default_value_t = 20)]
+        last: i64,
+        #[arg(long)]
+        json: bool,
     },
     /// List stage kinds with their params
     Kinds,
@@ -276,6 +293,42 @@ fn load(cache: &Option<PathBuf>, p: &PipelineArgs, reg: &Registry) -> Result<Loa
     })
 }
 
+/// `load` for a command that reads the cache: given no `--set`, it plans with the last run's
+/// overrides of the same pipeline file, and says so, so that `status` or `show` after
+/// `run --set vars.data=...` describe that run rather than the defaults.
+fn load_reading(
+    cache: &Option<PathBuf>,
+    p: &PipelineArgs,
+    reg: &Registry,
+) -> Result<Loaded, Error> {
+    if p.sets.is_empty() && !p.no_last_sets {
+        let file = absolute(&p.file);
+        let root = run::project_root_of(&file);
+        let cache_dir = cache
+            .as_ref()
+            .map(|c| absolute(c))
+            .unwrap_or_else(|| root.join("cache"));
+        let id = file
+            .strip_prefix(&root)
+            .unwrap_or(&file)
+            .to_string_lossy()
+            .into_owned();
+        if let Some((run, sets)) = pipeline::runs::last_sets(&cache_dir, &id)? {
+            if !sets.is_empty() {
+                let shown: Vec<String> = sets.iter().map(|s| format!("--set {s}")).collect();
+                eprintln!(
+                    "with run {run}'s overrides: {} (--no-last-sets plans without them)",
+                    shown.join(" ")
+                );
+                let mut q = p.clone();
+                q.sets = sets;
+                return load(cache, &q, reg);
+            }
+        }
+    }
+    load(cache, p, reg)
+}
+
 fn env<'a>(l: &'a Loaded, reg: &'a Registry) -> Result<Env<'a>, Error> {
     Ok(Env {
         plan: &l.plan,
@@ -327,7 +380,7 @@ fn dispatch(cli: Cli) -> Result<i32, Error> {
             run::run(&e, &opts, &rep)
         }
         Cmd::Status { targets, p, json } => {
-            let l = load(&cli.cache, &p, &reg)?;
+            let l = load_reading(&cli.cache, &p, &reg)?;
             inspect::status(&env(&l, &reg)?, &targets, json)
         }
         Cmd::Submit {
@@ -372,15 +425,52 @@ fn dispatch(cli: Cli) -> Result<i32, Error> {
             run::exec_stage(&e, &stage, expect_key.as_deref(), shard, &rep)
         }
         Cmd::Report { p, out, variants } => {
+            let l = load_reading(&cli.cache, &p, &reg)?;
+            Ok(results::write(
+                &env(&l, &reg)?,
+                &out,
+                variants,
+                &l.plan.sets,
+            )?)
+        }
+        Cmd::Metrics { stages, p, json } if stages.first().is_some_and(|s| s == "diff") => {
             let l = load(&cli.cache, &p, &reg)?;
-            Ok(results::write(&env(&l, &reg)?, &out, variants, &p.sets)?)
+            let ids = stages[1..]
+                .iter()
+                .map(|s| {
+                    s.parse::<i64>().map_err(|_| {
+                        Error::Usage(format!(
+                            "metrics diff: `{s}` is not a run id (`pipeline runs` lists them)"
+                        ))
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(pipeline::runs::diff(&l.cache, &l.pipeline_id, &ids, json)?)
         }
         Cmd::Metrics { stages, p, json } => {
-            let l = load(&cli.cache, &p, &reg)?;
+            let l = load_reading(&cli.cache, &p, &reg)?;
             Ok(metrics::metrics(&env(&l, &reg)?, &stages, json)?)
         }
+        Cmd::Runs { file, last, json } => {
+            let cache = cli.cache.as_ref().map(|c| absolute(c)).unwrap_or_else(|| {
+                let f = absolute(
+                    file.as_deref()
+                        .unwrap_or(Path::new("pipeline/default.yaml")),
+                );
+                run::project_root_of(&f).join("cache")
+            });
+            let id = file.as_ref().map(|f| {
+                let f = absolute(f);
+                let root = run::project_root_of(&f);
+                f.strip_prefix(&root)
+                    .unwrap_or(&f)
+                    .to_string_lossy()
+                    .into_owned()
+            });
+            Ok(pipeline::runs::list(&cache, id.as_deref(), last, json)?)
+        }
         Cmd::Dag { p, format } => {
-            let l = load(&cli.cache, &p, &reg)?;
+            let l = load_reading(&cli.cache, &p, &reg)?;
             print!("{}", inspect::dag(&l.plan, format));
             Ok(0)
         }
@@ -390,7 +480,7 @@ fn dispatch(cli: Cli) -> Result<i32, Error> {
             rows,
             json,
         } => {
-            let l = load(&cli.cache, &p, &reg)?;
+            let l = load_reading(&cli.cache, &p, &reg)?;
             inspect::show(&env(&l, &reg)?, &stage, rows, json)
         }
         Cmd::Gc {

@@ -168,14 +168,56 @@ fn text_table(lines: &[Line]) -> String {
         }
         rows.push(row);
     }
-    let mut width = vec![0usize; rows[0].len()];
-    for r in &rows {
+    let mut out = aligned(&rows);
+    if !lines.is_empty() {
+        out.push_str("[x]: the majority-class baseline on the same split (Acc, F1, UA in %)\n");
+    }
+    out
+}
+
+/// Every metric of the evaluated models a run used (ran or cached), as
+/// `stage/split/metric` -> value, for `metrics diff`.
+pub(crate) fn run_metrics(
+    db: &Db,
+    store: &crate::store::Store,
+    run: i64,
+) -> Result<BTreeMap<String, f64>> {
+    let mut st = db
+        .conn
+        .prepare("SELECT stage, key FROM run_stages WHERE run_id = ?1 AND key IS NOT NULL")?;
+    let rows = st
+        .query_map([run], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let mut out = BTreeMap::new();
+    for (stage, key) in rows {
+        let Some(a) = db.artifact(&key)? else {
+            continue;
+        };
+        if !EVALUATED.contains(&a.kind.as_str()) {
+            continue;
+        }
+        let t = store.get_table(&a.object)?;
+        for l in lines_of(&stage, &Map::new(), &t) {
+            for (m, v) in &l.metrics {
+                out.insert(format!("{}/{}/{m}", l.stage, l.split), *v);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Rows as columns padded to their widest cell, two spaces apart.
+pub(crate) fn aligned(rows: &[Vec<String>]) -> String {
+    let mut width = vec![0usize; rows.iter().map(Vec::len).max().unwrap_or(0)];
+    for r in rows {
         for (w, c) in width.iter_mut().zip(r) {
             *w = (*w).max(c.chars().count());
         }
     }
     let mut out = String::new();
-    for r in &rows {
+    for r in rows {
         let cells: Vec<String> = r
             .iter()
             .zip(&width)
@@ -183,9 +225,6 @@ fn text_table(lines: &[Line]) -> String {
             .collect();
         out.push_str(cells.join("  ").trim_end());
         out.push('\n');
-    }
-    if !lines.is_empty() {
-        out.push_str("[x]: the majority-class baseline on the same split (Acc, F1, UA in %)\n");
     }
     out
 }

@@ -64,6 +64,8 @@ pub struct Plan {
     /// Topologically ordered; ties keep the order of the YAML.
     pub stages: Vec<StageDef>,
     pub index: HashMap<String, usize>,
+    /// The `--set` overrides it was planned with, as given.
+    pub sets: Vec<String>,
 }
 
 impl Plan {
@@ -166,6 +168,7 @@ pub fn parse(
         root: root.to_path_buf(),
         stages: stages_out,
         index,
+        sets: sets.to_vec(),
     })
 }
 

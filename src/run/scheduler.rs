@@ -39,6 +39,7 @@ pub fn run(env: &Env, opts: &RunOpts, rep: &Reporter) -> crate::Result<i32> {
     let mut pool = gpus::Pool::new(opts.gpus.clone());
     let asks = gpus::plan_asks(env, &book.todo, pool.len(), rep)?;
     let run_id = db.begin_run(&env.pipeline_id, &opts.argv)?;
+    db.put_run_info(run_id, &env.plan.sets, &crate::runs::plan_params(env.plan))?;
     book.report_cached(rep);
     book.schedule(env, opts, (&mut pool, &asks), rep)?;
     book.skip_unstarted(env, rep);

@@ -689,3 +689,51 @@ fn a_killed_worker_fails_its_stage_only_with_the_signal_and_a_rerun_resumes() {
     let reused = probe["reused"].as_u64().unwrap();
     assert!(reused > 0 && reused < n as u64, "{probe}");
 }
+
+#[test]
+fn reading_commands_take_the_last_runs_overrides_and_runs_lists_them() {
+    let p = Project::new(4);
+    assert_eq!(p.run_json(&[]).0, 0);
+    assert_eq!(p.run_json(&["--set", "split.method=ratio"]).0, 0);
+    let state = |args: &[&str]| -> (String, String) {
+        let mut a = vec!["status", "--json"];
+        a.extend_from_slice(args);
+        let out = p.run(&a);
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let split = v["stages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == "split")
+            .unwrap()["state"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        (split, String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (st, err) = state(&[]);
+    assert_eq!(st, "fresh", "the last run's --set: {err}");
+    assert!(
+        err.contains("with run 2's overrides: --set split.method=ratio"),
+        "{err}"
+    );
+    // Its own --set, or none at all on request.
+    assert_eq!(state(&["--set", "split.method=manifest"]).0, "fresh");
+    let (st, err) = state(&["--no-last-sets"]);
+    assert_eq!(st, "fresh", "the default was computed by run 1");
+    assert!(err.is_empty(), "{err}");
+    let out = p.run(&["show", "split", "--json"]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["params"]["method"], "ratio");
+    // The history.
+    let out = p.run(&["runs", "--json"]);
+    let runs = json_lines(&out.stdout);
+    assert_eq!(runs.len(), 2);
+    assert_eq!(runs[1]["sets"], serde_json::json!(["split.method=ratio"]));
+    assert_eq!(runs[1]["exit_code"], 0);
+    assert_eq!(runs[1]["stages"]["ran"], 1);
+    assert_eq!(runs[1]["stages"]["cached"], 3);
+    let out = p.run(&["metrics", "diff", "--json"]);
+    let d: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(d["params"][0]["param"], "split.method", "{d}");
+}

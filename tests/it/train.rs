@@ -336,6 +336,42 @@ fn two_stage_training_is_deterministic_and_reruns_only_what_changed() {
         .collect();
     ran.sort();
     assert_eq!(ran, ["dir_st", "evaluate", "fusion"]);
+    // The two runs side by side: the param that differs, and each metric with its change.
+    let out = p.run(&["metrics", "diff", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let d: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let params = d["params"].as_array().unwrap();
+    assert_eq!(params.len(), 1, "{d}");
+    assert_eq!(params[0]["param"], "fusion.fusion");
+    assert_eq!(params[0]["b"], "transformer");
+    let after = p.table("evaluate"); // with the last run's overrides
+    let before = p.table_with("evaluate", &["--no-last-sets"]);
+    let k = strs(&after, "split")
+        .iter()
+        .position(|x| x.as_deref() == Some("test"))
+        .unwrap();
+    let m = d["metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["metric"] == "evaluate/test/acc")
+        .unwrap_or_else(|| panic!("{d}"));
+    let (a, b) = (
+        f64s(&before, "acc")[k].unwrap(),
+        f64s(&after, "acc")[k].unwrap(),
+    );
+    assert_eq!(
+        (m["a"].as_f64(), m["b"].as_f64()),
+        (Some(a), Some(b)),
+        "{m}"
+    );
+    assert!((m["delta"].as_f64().unwrap() - (b - a)).abs() < 1e-12);
+    let runs = String::from_utf8(p.run(&["runs"]).stdout).unwrap();
+    assert!(runs.contains("--set fusion.fusion=transformer"), "{runs}");
     // Another seed: other weights.
     let (code, _, _) = p.run_json(&["fusion", "--set", "fusion.seed=2"]);
     assert_eq!(code, 0);

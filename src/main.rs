@@ -20,6 +20,12 @@ struct Cli {
     /// Artifact store (default: cache/ beside pipeline/)
     #[arg(long, global = true, env = "PIPELINE_CACHE", value_name = "DIR")]
     cache: Option<PathBuf>,
+    /// Failures and the summary only
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    quiet: bool,
+    /// Also why each stage runs, and every item's progress in a log
+    #[arg(short, long, global = true)]
+    verbose: bool,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -204,6 +210,11 @@ enum Cmd {
     },
     /// List stage kinds with their params
     Kinds,
+    /// Print a shell completion script: `pipeline completions bash > /etc/bash_completion.d/pipeline`
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 /// Ctrl-C: say that nothing finished is lost (each stage and item is committed as it ends),
@@ -350,35 +361,15 @@ fn absolute(p: &Path) -> PathBuf {
 
 fn dispatch(cli: Cli) -> Result<i32, Error> {
     let reg = Registry::new();
+    let verbosity = if cli.quiet {
+        report::Verbosity::Quiet
+    } else if cli.verbose {
+        report::Verbosity::Verbose
+    } else {
+        report::Verbosity::Normal
+    };
     match cli.cmd {
-        Cmd::Run {
-            targets,
-            p,
-            jobs,
-            cpus,
-            gpus,
-            keep_going,
-            retry_failed,
-            dry_run,
-            json,
-        } => {
-            let l = load(&cli.cache, &p, &reg)?;
-            let e = env(&l, &reg)?;
-            let rep = report::Reporter::new(json);
-            let argv = std::env::args().collect::<Vec<_>>().join(" ");
-            let cpus = cpus.unwrap_or_else(run::machine_cpus).max(1);
-            let opts = RunOpts {
-                targets,
-                jobs: jobs.unwrap_or(cpus),
-                cpus,
-                gpus: run::gpus::detect(gpus.as_deref())?,
-                keep_going,
-                retry_failed,
-                dry_run,
-                argv,
-            };
-            run::run(&e, &opts, &rep)
-        }
+        cmd @ Cmd::Run { .. } => run_cmd(&cli.cache, cmd, &reg, verbosity),
         Cmd::Status { targets, p, json } => {
             let l = load_reading(&cli.cache, &p, &reg)?;
             inspect::status(&env(&l, &reg)?, &targets, json)
@@ -421,7 +412,7 @@ fn dispatch(cli: Cli) -> Result<i32, Error> {
         } => {
             let l = load(&cli.cache, &p, &reg)?;
             let e = env(&l, &reg)?;
-            let rep = report::Reporter::new(json);
+            let rep = report::Reporter::new(json).with_verbosity(verbosity);
             run::exec_stage(&e, &stage, expect_key.as_deref(), shard, &rep)
         }
         Cmd::Report { p, out, variants } => {
@@ -434,41 +425,13 @@ fn dispatch(cli: Cli) -> Result<i32, Error> {
             )?)
         }
         Cmd::Metrics { stages, p, json } if stages.first().is_some_and(|s| s == "diff") => {
-            let l = load(&cli.cache, &p, &reg)?;
-            let ids = stages[1..]
-                .iter()
-                .map(|s| {
-                    s.parse::<i64>().map_err(|_| {
-                        Error::Usage(format!(
-                            "metrics diff: `{s}` is not a run id (`pipeline runs` lists them)"
-                        ))
-                    })
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(pipeline::runs::diff(&l.cache, &l.pipeline_id, &ids, json)?)
+            metrics_diff(&cli.cache, &p, &reg, &stages[1..], json)
         }
         Cmd::Metrics { stages, p, json } => {
             let l = load_reading(&cli.cache, &p, &reg)?;
             Ok(metrics::metrics(&env(&l, &reg)?, &stages, json)?)
         }
-        Cmd::Runs { file, last, json } => {
-            let cache = cli.cache.as_ref().map(|c| absolute(c)).unwrap_or_else(|| {
-                let f = absolute(
-                    file.as_deref()
-                        .unwrap_or(Path::new("pipeline/default.yaml")),
-                );
-                run::project_root_of(&f).join("cache")
-            });
-            let id = file.as_ref().map(|f| {
-                let f = absolute(f);
-                let root = run::project_root_of(&f);
-                f.strip_prefix(&root)
-                    .unwrap_or(&f)
-                    .to_string_lossy()
-                    .into_owned()
-            });
-            Ok(pipeline::runs::list(&cache, id.as_deref(), last, json)?)
-        }
+        Cmd::Runs { file, last, json } => runs(&cli.cache, file.as_deref(), last, json),
         Cmd::Dag { p, format } => {
             let l = load_reading(&cli.cache, &p, &reg)?;
             print!("{}", inspect::dag(&l.plan, format));
@@ -496,11 +459,100 @@ fn dispatch(cli: Cli) -> Result<i32, Error> {
             let cache = cache_dir(&cli.cache, &absolute(Path::new("cache")));
             Ok(maint::verify(&cache, fix)?)
         }
+        Cmd::Completions { shell } => {
+            completions(shell);
+            Ok(0)
+        }
         Cmd::Kinds => {
             print!("{}", stages::registry::listing(reg.all()));
             Ok(0)
         }
     }
+}
+
+/// `pipeline run`.
+fn run_cmd(
+    cache: &Option<PathBuf>,
+    cmd: Cmd,
+    reg: &Registry,
+    verbosity: report::Verbosity,
+) -> Result<i32, Error> {
+    let Cmd::Run {
+        targets,
+        p,
+        jobs,
+        cpus,
+        gpus,
+        keep_going,
+        retry_failed,
+        dry_run,
+        json,
+    } = cmd
+    else {
+        unreachable!("called for run")
+    };
+    let l = load(cache, &p, reg)?;
+    let e = env(&l, reg)?;
+    let rep = report::Reporter::new(json).with_verbosity(verbosity);
+    let argv = std::env::args().collect::<Vec<_>>().join(" ");
+    let cpus = cpus.unwrap_or_else(run::machine_cpus).max(1);
+    let opts = RunOpts {
+        targets,
+        jobs: jobs.unwrap_or(cpus),
+        cpus,
+        gpus: run::gpus::detect(gpus.as_deref())?,
+        keep_going,
+        retry_failed,
+        dry_run,
+        argv,
+    };
+    run::run(&e, &opts, &rep)
+}
+
+/// `pipeline metrics diff [A [B]]`.
+fn metrics_diff(
+    cache: &Option<PathBuf>,
+    p: &PipelineArgs,
+    reg: &Registry,
+    ids: &[String],
+    json: bool,
+) -> Result<i32, Error> {
+    let l = load(cache, p, reg)?;
+    let ids = ids
+        .iter()
+        .map(|s| {
+            s.parse::<i64>().map_err(|_| {
+                Error::Usage(format!(
+                    "metrics diff: `{s}` is not a run id (`pipeline runs` lists them)"
+                ))
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(pipeline::runs::diff(&l.cache, &l.pipeline_id, &ids, json)?)
+}
+
+/// `pipeline runs`: in the cache beside `file`'s project (else the current one's), only `file`'s
+/// runs when given.
+fn runs(cache: &Option<PathBuf>, file: Option<&Path>, last: i64, json: bool) -> Result<i32, Error> {
+    let f = absolute(file.unwrap_or(Path::new("pipeline/default.yaml")));
+    let root = run::project_root_of(&f);
+    let cache = cache_dir(cache, &root.join("cache"));
+    let id = file.map(|_| {
+        f.strip_prefix(&root)
+            .unwrap_or(&f)
+            .to_string_lossy()
+            .into_owned()
+    });
+    Ok(pipeline::runs::list(&cache, id.as_deref(), last, json)?)
+}
+
+fn completions(shell: clap_complete::Shell) {
+    use std::io::Write;
+    let mut cmd = <Cli as clap::CommandFactory>::command();
+    let mut buf = Vec::new();
+    clap_complete::generate(shell, &mut cmd, "pipeline", &mut buf);
+    // A closed pipe (`| head`) ends it quietly.
+    let _ = std::io::stdout().write_all(&buf);
 }
 
 /// `--cache DIR` made absolute, or `default`.

@@ -19,11 +19,27 @@ pub enum Mode {
     Forward,
 }
 
+/// The version of the `--json` event stream; every event carries it as `schema`. Bumped when
+/// an event loses a field or a field changes meaning (new events and fields keep it).
+pub const JSON_SCHEMA: u32 = 1;
+
+/// How much a terminal or log hears: `-q` failures and the summary only, `-v` also why each
+/// stage runs and every item's progress.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+pub enum Verbosity {
+    Quiet,
+    Normal,
+    Verbose,
+}
+
 pub struct Reporter {
     mode: Mode,
+    verbosity: Verbosity,
     multi: MultiProgress,
     bars: Mutex<Vec<(String, ProgressBar)>>,
     plain_marks: Mutex<Vec<(String, usize, Instant)>>,
+    /// Per stage, the last progress event's percent: JSON gets one per percent at most.
+    json_marks: Mutex<std::collections::HashMap<String, usize>>,
     out: Mutex<()>,
 }
 
@@ -39,10 +55,26 @@ impl Reporter {
         Reporter {
             multi: MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(8)),
             mode,
+            verbosity: Verbosity::Normal,
             bars: Mutex::new(Vec::new()),
             plain_marks: Mutex::new(Vec::new()),
+            json_marks: Mutex::new(Default::default()),
             out: Mutex::new(()),
         }
+    }
+
+    pub fn with_verbosity(mut self, v: Verbosity) -> Reporter {
+        self.verbosity = v;
+        self
+    }
+
+    pub fn verbosity(&self) -> Verbosity {
+        self.verbosity
+    }
+
+    /// Whether a line of this weight is shown (JSON shows every event).
+    fn says(&self, weight: Verbosity) -> bool {
+        self.verbosity >= weight
     }
 
     /// A worker process's reporter: see [`Mode::Forward`].
@@ -85,7 +117,10 @@ impl Reporter {
         matches!(self.mode, Mode::Json)
     }
 
-    pub fn event(&self, v: J) {
+    pub fn event(&self, mut v: J) {
+        if let Some(o) = v.as_object_mut() {
+            o.insert("schema".into(), JSON_SCHEMA.into());
+        }
         let _g = self.out.lock().unwrap();
         let mut o = std::io::stdout().lock();
         let _ = writeln!(o, "{v}");
@@ -121,6 +156,7 @@ impl Reporter {
         match self.mode {
             Mode::Json | Mode::Forward => self
                 .event(json!({"event": "stage_start", "stage": stage, "key": key, "items": items})),
+            _ if !self.says(Verbosity::Normal) => {}
             Mode::Bars => {
                 let pb = self.multi.add(ProgressBar::new(items.unwrap_or(0) as u64));
                 let style = if items.is_some() {
@@ -150,7 +186,17 @@ impl Reporter {
 
     pub fn progress(&self, stage: &str, done: usize, total: usize) {
         match self.mode {
-            Mode::Json => {}
+            Mode::Json => {
+                let pct = done * 100 / total.max(1);
+                let mut marks = self.json_marks.lock().unwrap();
+                let last = marks.insert(stage.to_string(), pct);
+                if last != Some(pct) {
+                    drop(marks);
+                    self.event(
+                        json!({"event": "progress", "stage": stage, "done": done, "total": total}),
+                    );
+                }
+            }
             Mode::Forward => self
                 .event(json!({"event": "progress", "stage": stage, "done": done, "total": total})),
             Mode::Bars => {
@@ -159,7 +205,7 @@ impl Reporter {
                 }
             }
             Mode::Plain => {
-                if self.mark(stage, done, total) {
+                if self.says(Verbosity::Verbose) || self.mark(stage, done, total) {
                     self.line(&format!("       {stage}: {done}/{total} items"));
                 }
             }
@@ -234,9 +280,14 @@ impl Reporter {
                     self.multi.remove(&pb);
                 }
                 drop(bars);
-                self.line(&format!("{outcome:<6} {stage}  {text}"));
+                if self.says(Verbosity::Normal) || outcome == "failed" {
+                    self.line(&format!("{outcome:<6} {stage}  {text}"));
+                }
             }
-            Mode::Plain => self.line(&format!("{outcome:<6} {stage}  {text}")),
+            Mode::Plain if self.says(Verbosity::Normal) || outcome == "failed" => {
+                self.line(&format!("{outcome:<6} {stage}  {text}"))
+            }
+            Mode::Plain => {}
         }
     }
 }

@@ -342,8 +342,11 @@ struct Session<'a> {
 }
 
 impl Session<'_> {
-    fn say(&self, v: J, text: String) {
+    fn say(&self, mut v: J, text: String) {
         if self.opts.json {
+            if let Some(o) = v.as_object_mut() {
+                o.insert("schema".into(), crate::report::JSON_SCHEMA.into());
+            }
             println!("{v}");
         } else {
             println!("{text}");

@@ -2,7 +2,7 @@
 //! the rest on the rayon pool, and cluster shards.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use anyhow::{anyhow, Context, Result};
@@ -31,6 +31,8 @@ pub(super) struct ItemRun<'a> {
     pub shard_store: Option<&'a Store>,
     /// The columns each item's rows must have.
     pub writes: &'a [&'a str],
+    /// The stage run's progress (also the stage's own, inside a batch).
+    pub progress: &'a super::stage::Progress<'a>,
 }
 
 /// Hash of the columns an item reads, in its row: the item's cache identity within the stage.
@@ -269,7 +271,7 @@ fn index_row(obj: &str, rows: usize, size: u64) -> Result<RecordBatch> {
 }
 
 /// Computes the given rows on the thread pool (in batches where the stage batches), caching
-/// each finished item at once and reporting progress from `done.0` of `done.1`.
+/// each finished item at once and reporting progress from `reused` of `n`.
 fn compute_rows(
     job: &ItemRun,
     db: &mut Db,
@@ -278,8 +280,9 @@ fn compute_rows(
     (reused, n): (usize, usize),
 ) -> Vec<(usize, Result<RecordBatch, ItemError>)> {
     let (stage, ctx, rep, name) = (job.stage, job.ctx, job.rep, job.name);
-    let done = AtomicUsize::new(reused);
-    rep.progress(name, reused, n);
+    job.progress.done.store(reused, Ordering::Relaxed);
+    job.progress.total.store(n, Ordering::Relaxed);
+    job.progress.show();
     let delay = test_item_delay();
     let writer = Mutex::new(db);
     let catch = |rows: &[usize], f: &dyn Fn() -> Vec<Result<RecordBatch, ItemError>>| {
@@ -320,8 +323,7 @@ fn compute_rows(
                 Err(e)
             }
         };
-        let d = done.fetch_add(1, Ordering::Relaxed) + 1;
-        rep.progress(name, d, n);
+        job.progress.stored();
         (r, res)
     };
     match stage.batch_items(ctx.params) {

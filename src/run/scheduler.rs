@@ -38,6 +38,13 @@ pub fn run(env: &Env, opts: &RunOpts, rep: &Reporter) -> crate::Result<i32> {
     let mut book = Book::seed(env, &db, planned)?;
     let mut pool = gpus::Pool::new(opts.gpus.clone());
     let asks = gpus::plan_asks(env, &book.todo, pool.len(), rep)?;
+    if rep.verbosity() == crate::report::Verbosity::Verbose && !rep.is_json() {
+        for &i in &book.todo {
+            let s = &env.plan.stages[i];
+            let why = explain(&db, &env.pipeline_id, &s.name, &book.keyof[&i])?;
+            rep.line(&format!("why    {}  ({})", s.name, why.join("; ")));
+        }
+    }
     let run_id = db.begin_run(&env.pipeline_id, &opts.argv)?;
     db.put_run_info(run_id, &env.plan.sets, &crate::runs::plan_params(env.plan))?;
     book.report_cached(rep);

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -243,6 +244,7 @@ pub fn execute(job: &Job, stage: &dyn Stage, rep: &Reporter, tables: &Tables) ->
     }
     let inputs = load_inputs(&store, &db, job, tables)?;
     let shards = StoreShards::new(&store);
+    let progress = Progress::new(rep, &job.name);
     let params = Params(job.params.clone());
     let ctx = RunCtx {
         params: &params,
@@ -251,7 +253,7 @@ pub fn execute(job: &Job, stage: &dyn Stage, rep: &Reporter, tables: &Tables) ->
         input_names: &job.inputs,
         files: &key.files,
         shards: &shards,
-        progress: &Epochs(rep, &job.name),
+        progress: &progress,
     };
     let mode = stage.decl().mode(&params);
     let writes = stage.decl().writes(&params);
@@ -299,6 +301,7 @@ pub fn execute(job: &Job, stage: &dyn Stage, rep: &Reporter, tables: &Tables) ->
                 reads,
                 shard_store: matches!(mode, StageMode::Sharded { .. }).then_some(&store),
                 writes,
+                progress: &progress,
             };
             run_items(&run, &mut db, shard)?
         }
@@ -429,12 +432,50 @@ fn load_inputs(
     Ok(inputs)
 }
 
-/// A training's epochs, on the run's reporter.
-struct Epochs<'a>(&'a Reporter, &'a str);
+/// A stage run's progress on the run's reporter: a training's epochs, and a per-item stage's
+/// items, stored (`done`) and, inside a batch still computing, computed (`pending`).
+pub(super) struct Progress<'a> {
+    rep: &'a Reporter,
+    name: &'a str,
+    pub done: AtomicUsize,
+    pub pending: AtomicUsize,
+    pub total: AtomicUsize,
+}
 
-impl stages::Progress for Epochs<'_> {
+impl<'a> Progress<'a> {
+    fn new(rep: &'a Reporter, name: &'a str) -> Self {
+        Progress {
+            rep,
+            name,
+            done: AtomicUsize::new(0),
+            pending: AtomicUsize::new(0),
+            total: AtomicUsize::new(0),
+        }
+    }
+
+    /// One more item stored: it leaves `pending` if it was counted there.
+    pub fn stored(&self) {
+        let _ = self
+            .pending
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |p| p.checked_sub(1));
+        self.done.fetch_add(1, Ordering::Relaxed);
+        self.show();
+    }
+
+    pub fn show(&self) {
+        let n = self.done.load(Ordering::Relaxed) + self.pending.load(Ordering::Relaxed);
+        let total = self.total.load(Ordering::Relaxed);
+        self.rep.progress(self.name, n.min(total), total);
+    }
+}
+
+impl stages::Progress for Progress<'_> {
     fn epoch(&self, epoch: usize, epochs: usize, valid_loss: f64) {
-        self.0.epoch(self.1, (epoch, epochs), valid_loss);
+        self.rep.epoch(self.name, (epoch, epochs), valid_loss);
+    }
+    fn batch(&self, computed: usize) {
+        self.pending.store(computed, Ordering::Relaxed);
+        self.show();
     }
 }
 

@@ -177,6 +177,9 @@ pub struct PlanCtx<'a> {
 pub trait Progress: Sync {
     /// A training finished epoch `epoch` of at most `epochs`, with this validation loss.
     fn epoch(&self, epoch: usize, epochs: usize, valid_loss: f64);
+    /// A batched stage ([`Stage::run_batch`]) has computed `computed` of the current call's
+    /// items, so that progress moves while a long batch runs.
+    fn batch(&self, _computed: usize) {}
 }
 
 /// Progress nobody watches (tests, tools).

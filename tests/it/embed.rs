@@ -413,3 +413,44 @@ stages:
         assert_eq!(nw % 49, 0, "{id}: 49 steps per 1 s window");
     }
 }
+
+/// A batched embedding reports progress while its batch of clips is computing, not only as
+/// items are stored. Storing each item is slowed down here: progress that reaches the total
+/// well before the stage ends came from inside the batch.
+#[test]
+fn a_batched_embedding_reports_progress_inside_its_batch() {
+    use std::io::BufRead;
+    let yaml = reference_yaml("cpu") + "  small:\n    kind: embed\n    inputs: [decode]\n    params: {modality: vision, model: \"${m}/vision-face-emotion.pt\", image_size: [48, 48], channels: gray, mean: [0.5], std: [0.5], pool: none, batch_size: 1}\n";
+    let p = project_on(&models().join("reference"), &yaml);
+    assert!(p.run(&["run", "decode"]).status.success());
+    let mut child = p
+        .cmd(&["run", "small", "--json"])
+        .env("PIPELINE_TEST_ITEM_DELAY_MS", "400")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    let mut events = Vec::new();
+    for line in std::io::BufReader::new(child.stdout.take().unwrap()).lines() {
+        let v: serde_json::Value = serde_json::from_str(&line.unwrap()).unwrap();
+        events.push((t0.elapsed(), v));
+    }
+    assert!(child.wait().unwrap().success());
+    let total = events
+        .iter()
+        .find(|(_, e)| e["event"] == "stage_done" && e["stage"] == "small")
+        .map(|(t, e)| (*t, e["computed"].as_u64().unwrap()))
+        .unwrap();
+    assert!(total.1 >= 2, "{events:?}");
+    let reached = events
+        .iter()
+        .find(|(_, e)| e["event"] == "progress" && e["done"] == total.1)
+        .map(|(t, _)| *t)
+        .unwrap_or_else(|| panic!("{events:?}"));
+    assert!(
+        total.0 - reached >= std::time::Duration::from_millis(300),
+        "progress reached {} only as the stage ended: {events:?}",
+        total.1
+    );
+    assert!(events.iter().all(|(_, e)| e["schema"] == 1), "{events:?}");
+}

@@ -737,3 +737,46 @@ fn reading_commands_take_the_last_runs_overrides_and_runs_lists_them() {
     let d: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(d["params"][0]["param"], "split.method", "{d}");
 }
+
+#[test]
+fn quiet_verbose_and_shell_completions() {
+    let p = Project::new(3);
+    let out = p.run(&["-q", "run"]);
+    assert!(out.status.success());
+    let (o, e) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(o.starts_with("4 ran, 0 cached, 0 failed"), "{o}");
+    assert!(e.is_empty(), "-q: {e}");
+    let out = p.run(&["-v", "run", "--set", "split.method=ratio"]);
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        e.contains("why    split  (param method changed \"manifest\" -> \"ratio\")"),
+        "{e}"
+    );
+    // A failure still shows under -q.
+    std::fs::remove_dir_all(p.root().join("data/Raw")).unwrap();
+    let out = p.run(&["-q", "run", "--set", "split.method=manifest"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("failed ingest"));
+    for (shell, mark) in [
+        ("bash", "complete -F _pipeline"),
+        ("zsh", "#compdef pipeline"),
+        ("fish", "complete -c pipeline"),
+    ] {
+        let out = p.run(&["completions", shell]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains(mark), "{shell}");
+        assert!(text.contains("retry-failed"), "{shell}");
+    }
+    let out = p.run(&["completions", "bash"]);
+    let f = p.root().join("c.bash");
+    std::fs::write(&f, &out.stdout).unwrap();
+    let st = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!("source {} && complete -p pipeline", f.display()))
+        .output()
+        .unwrap();
+    assert!(st.status.success(), "{st:?}");
+}

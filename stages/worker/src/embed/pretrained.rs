@@ -490,7 +490,7 @@ fn forward(
     model: &crate::torch::Loaded,
     units: &[&Unit],
     cfg: &Cfg,
-    text_inputs: &[String],
+    (text_inputs, on_batch): (&[String], &dyn Fn(usize)),
 ) -> Result<Vec<(usize, usize, Vec<f32>)>, String> {
     // Shortest first (stable), so that texts of like length share a batch and pad little, and
     // inputs of one shape are batched together; outputs go back to their units' places.
@@ -548,6 +548,7 @@ fn forward(
             out.push((rows, dim, flat[start..start + rows * dim].to_vec()));
         }
         i = j;
+        on_batch(i);
     }
     let mut placed: Vec<Option<(usize, usize, Vec<f32>)>> = vec![None; out.len()];
     for (k, o) in order.into_iter().zip(out) {
@@ -753,7 +754,12 @@ impl Stage for Embed {
             .map(|&r| self.units(ctx, r, tok.as_deref()))
             .collect();
         let flat: Vec<&Unit> = per_clip.iter().flatten().flatten().collect();
-        let outs = match forward(&model, &flat, &cfg, &text_inputs) {
+        // Progress in clips while the model runs: units done, scaled to this call's clips.
+        let on_batch = |units_done: usize| {
+            ctx.progress
+                .batch(units_done * rows.len() / flat.len().max(1));
+        };
+        let outs = match forward(&model, &flat, &cfg, (&text_inputs, &on_batch)) {
             Ok(o) => o,
             Err(e) => return all(ItemError::new("", "model", e)),
         };

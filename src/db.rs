@@ -219,28 +219,32 @@ impl Db {
         let conn = Connection::open(&path)
             .with_context(|| format!("opening run index {}", path.display()))?;
         conn.busy_timeout(Duration::from_secs(120))?;
-        if shared_index(cache) {
-            // Processes on several hosts (cluster jobs on a shared file system): WAL's
-            // shared-memory index only works within one host, the rollback journal works
-            // wherever POSIX locks do. FULL sync, because in this mode NORMAL can lose the
-            // database, not just the last commits, on a power cut.
-            conn.pragma_update(None, "journal_mode", "DELETE")?;
-            conn.pragma_update(None, "synchronous", "FULL")?;
-        } else {
-            // WAL: readers never block the writer; NORMAL sync: a commit survives a process
-            // crash (kill -9), only the last commits can be lost on a power cut, and artifacts
-            // are fsynced on their own before they are recorded.
-            conn.pragma_update(None, "journal_mode", "WAL")?;
-            conn.pragma_update(None, "synchronous", "NORMAL")?;
-        }
         let db = Db { conn };
+        let shared = shared_index(cache);
+        db.with_retry(|c| {
+            if shared {
+                // Processes on several hosts (cluster jobs on a shared file system): WAL's
+                // shared-memory index only works within one host, the rollback journal works
+                // wherever POSIX locks do. FULL sync, because in this mode NORMAL can lose the
+                // database, not just the last commits, on a power cut.
+                c.pragma_update(None, "journal_mode", "DELETE")?;
+                c.pragma_update(None, "synchronous", "FULL")
+            } else {
+                // WAL: readers never block the writer; NORMAL sync: a commit survives a process
+                // crash (kill -9), only the last commits can be lost on a power cut, and
+                // artifacts are fsynced on their own before they are recorded.
+                c.pragma_update(None, "journal_mode", "WAL")?;
+                c.pragma_update(None, "synchronous", "NORMAL")
+            }
+        })?;
         db.with_retry(|c| c.execute_batch(SCHEMA))?;
         // A damaged page anywhere in the schema, or a torn header, shows here rather than
         // half-way through a command.
-        db.conn
-            .query_row("SELECT COUNT(*) FROM sqlite_master", [], |r| {
+        db.with_retry(|c| {
+            c.query_row("SELECT COUNT(*) FROM sqlite_master", [], |r| {
                 r.get::<_, i64>(0)
-            })?;
+            })
+        })?;
         Ok(db)
     }
 

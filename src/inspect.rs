@@ -3,7 +3,6 @@
 use anyhow::{anyhow, Result};
 use serde_json::json;
 
-use crate::config::Plan;
 use crate::db::Db;
 use crate::keys::short;
 use crate::run::{explain, Env};
@@ -215,76 +214,4 @@ fn show_stage(env: &Env, name: &str, nrows: usize, as_json: bool) -> Result<i32>
         println!("{}", arrow::util::pretty::pretty_format_batches(&[head])?);
     }
     Ok(0)
-}
-
-/// How `pipeline dag` draws the plan.
-#[derive(Clone, Copy, clap::ValueEnum)]
-pub enum DagFormat {
-    Ascii,
-    Dot,
-    Mermaid,
-}
-
-pub fn dag(plan: &Plan, format: DagFormat) -> String {
-    let mut out = String::new();
-    let id = |i: usize| format!("s{i}");
-    match format {
-        DagFormat::Ascii => {
-            // Depth = longest path from a source, so each stage prints below everything it needs.
-            let mut depth = vec![0usize; plan.stages.len()];
-            for (i, s) in plan.stages.iter().enumerate() {
-                depth[i] = s
-                    .inputs
-                    .iter()
-                    .map(|n| depth[plan.index[n]] + 1)
-                    .max()
-                    .unwrap_or(0);
-            }
-            for (i, s) in plan.stages.iter().enumerate() {
-                let ind = "  ".repeat(depth[i]);
-                let from = if s.inputs.is_empty() {
-                    String::new()
-                } else {
-                    format!("  <- {}", s.inputs.join(", "))
-                };
-                out.push_str(&format!("{ind}{} [{}]{from}\n", s.name, s.kind));
-            }
-        }
-        DagFormat::Dot => {
-            out.push_str(
-                "digraph pipeline {\n  rankdir=LR;\n  node [shape=box, fontname=\"monospace\"];\n",
-            );
-            for (i, s) in plan.stages.iter().enumerate() {
-                out.push_str(&format!(
-                    "  {} [label=\"{}\\n({})\"];\n",
-                    id(i),
-                    s.name.replace('"', "\\\""),
-                    s.kind
-                ));
-            }
-            for (i, s) in plan.stages.iter().enumerate() {
-                for n in &s.inputs {
-                    out.push_str(&format!("  {} -> {};\n", id(plan.index[n]), id(i)));
-                }
-            }
-            out.push_str("}\n");
-        }
-        DagFormat::Mermaid => {
-            out.push_str("flowchart LR\n");
-            for (i, s) in plan.stages.iter().enumerate() {
-                out.push_str(&format!(
-                    "  {}[\"{} ({})\"]\n",
-                    id(i),
-                    s.name.replace('"', "#quot;"),
-                    s.kind
-                ));
-            }
-            for (i, s) in plan.stages.iter().enumerate() {
-                for n in &s.inputs {
-                    out.push_str(&format!("  {} --> {}\n", id(plan.index[n]), id(i)));
-                }
-            }
-        }
-    }
-    out
 }

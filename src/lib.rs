@@ -5,6 +5,7 @@
 //! `docs/architecture.md` has the whole picture.
 
 pub mod config;
+pub mod dag;
 pub mod db;
 pub mod error;
 pub mod inspect;

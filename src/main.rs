@@ -7,7 +7,8 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 use pipeline::config;
-use pipeline::inspect::{self, DagFormat};
+use pipeline::dag::DagFormat;
+use pipeline::inspect;
 use pipeline::registry::Registry;
 use pipeline::run::{self, Env, RunOpts};
 use pipeline::store::Store;
@@ -139,6 +140,11 @@ enum Cmd {
     },
     /// Draw the stage graph
     Dag {
+        /// Stages whose upstream to draw (a matrix stage's base name: every variant); none: all
+        targets: Vec<String>,
+        /// Each matrix variant on its own (by default a matrix stage is one node, with its axes)
+        #[arg(long)]
+        expand: bool,
         #[command(flatten)]
         p: PipelineArgs,
         #[arg(long, value_enum, default_value_t = DagFormat::Ascii)]
@@ -432,9 +438,15 @@ fn dispatch(cli: Cli) -> Result<i32, Error> {
             Ok(metrics::metrics(&env(&l, &reg)?, &stages, json)?)
         }
         Cmd::Runs { file, last, json } => runs(&cli.cache, file.as_deref(), last, json),
-        Cmd::Dag { p, format } => {
+        Cmd::Dag {
+            targets,
+            expand,
+            p,
+            format,
+        } => {
             let l = load_reading(&cli.cache, &p, &reg)?;
-            print!("{}", inspect::dag(&l.plan, format));
+            let selected = l.plan.select(&targets)?;
+            print!("{}", pipeline::dag::dag(&l.plan, &selected, expand, format));
             Ok(0)
         }
         Cmd::Show {

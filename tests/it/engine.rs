@@ -314,15 +314,28 @@ stages:
         "the three seeds and their one shared ingest"
     );
 
-    let dot = String::from_utf8(p.run(&["dag", "--format", "dot"]).stdout).unwrap();
+    // Each matrix stage once, with its axes; --expand draws every variant.
+    let dag = |args: &[&str]| {
+        let mut a = vec!["dag"];
+        a.extend_from_slice(args);
+        String::from_utf8(p.run(&a).stdout).unwrap()
+    };
+    let dot = dag(&["--format", "dot"]);
+    assert_eq!(dot.matches(" -> ").count(), 2, "{dot}");
+    assert!(dot.contains("split [split] x3 (method, seed)"), "{dot}");
+    let dot = dag(&["--format", "dot", "--expand"]);
     assert_eq!(dot.matches(" -> ").count(), 5, "{dot}");
     assert!(dot.contains("split[seed=2,method=ratio]"));
-    let mermaid = String::from_utf8(p.run(&["dag", "--format", "mermaid"]).stdout).unwrap();
+    let mermaid = dag(&["--format", "mermaid", "--expand"]);
     assert!(mermaid.starts_with("flowchart LR") && mermaid.matches("-->").count() == 5);
-    let ascii = String::from_utf8(p.run(&["dag"]).stdout).unwrap();
-    assert!(
-        ascii.contains("  labels[source=iua] [labels]  <- ingest"),
-        "{ascii}"
+    // ASCII is a tree from each end stage up to what it reads; one target draws its upstream.
+    assert_eq!(
+        dag(&[]),
+        "split [split] x3 (method, seed)\n└── ingest [ingest]\nlabels [labels] x2 (source)\n└── ingest [ingest]\n"
+    );
+    assert_eq!(
+        dag(&["labels", "--expand"]),
+        "labels[source=ima] [labels]\n└── ingest [ingest]\nlabels[source=iua] [labels]\n└── ingest [ingest]\n"
     );
 }
 

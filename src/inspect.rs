@@ -7,10 +7,11 @@ use crate::db::Db;
 use crate::keys::short;
 use crate::run::{explain, Env};
 
-pub fn status(env: &Env, targets: &[String], as_json: bool) -> crate::Result<i32> {
+pub fn status(env: &Env, targets: &[String], as_json: bool, clips: bool) -> crate::Result<i32> {
     let selected = env.plan.select(targets)?;
     let mut db = Db::open(&env.cache)?;
     let planned = env.plan_state(&mut db, &selected)?;
+    let items = crate::run::forecast::forecast(env, &db, &planned)?;
     // Cluster jobs: only asked about when some were submitted and are not finished.
     let refreshed = crate::submit::refresh(&db);
     let jobs = crate::submit::latest_jobs(&db)?;
@@ -37,11 +38,9 @@ pub fn status(env: &Env, targets: &[String], as_json: bool) -> crate::Result<i32
                 } else {
                     "stale"
                 };
-                (
-                    state,
-                    if state == "never-run" { vec![] } else { r },
-                    Some(k.key.clone()),
-                )
+                let mut r = if state == "never-run" { vec![] } else { r };
+                r.extend(items.get(&p.idx).map(|i| i.text()));
+                (state, r, Some(k.key.clone()))
             }
         };
         // A stage not in the cache that was submitted: what its job is doing.
@@ -55,7 +54,14 @@ pub fn status(env: &Env, targets: &[String], as_json: bool) -> crate::Result<i32
             }
             _ => (state, reasons, None),
         };
-        rows.push((s.name.clone(), state, reasons, key, job.cloned()));
+        rows.push((
+            s.name.clone(),
+            state,
+            reasons,
+            key,
+            job.cloned(),
+            items.get(&p.idx),
+        ));
     }
     if let Err(e) = &refreshed {
         eprintln!("warning: could not ask the cluster about submitted jobs: {e:#}");
@@ -63,22 +69,34 @@ pub fn status(env: &Env, targets: &[String], as_json: bool) -> crate::Result<i32
     if as_json {
         let stages: Vec<_> = rows
             .iter()
-            .map(|(n, st, r, k, j)| {
+            .map(|(n, st, r, k, j, i)| {
                 let job = j.as_ref().map(|j| {
                     json!({"id": j.id, "role": j.role, "state": j.state, "reason": j.reason,
                            "done_tasks": j.done_tasks, "tasks": j.tasks, "log": j.log})
                 });
-                json!({"name": n, "state": st, "reasons": r, "key": k, "job": job})
+                json!({"name": n, "state": st, "reasons": r, "key": k, "job": job, "items": i})
             })
             .collect();
         println!("{}", json!({"stages": stages}));
     } else {
         let w = rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
-        for (n, st, r, k, _) in &rows {
+        for (n, st, r, k, _, i) in &rows {
             let k = k.as_deref().map(short).unwrap_or("-");
             println!("{n:<w$}  {st:<9}  {k}");
             for reason in r {
                 println!("{:<w$}    - {reason}", "");
+            }
+            if let Some(c) = i.and_then(|i| i.clips.as_ref()).filter(|_| clips) {
+                for (what, list) in [
+                    ("new", &c.new),
+                    ("changed", &c.changed),
+                    ("removed", &c.removed),
+                    ("failed", &c.failed),
+                ] {
+                    if !list.is_empty() {
+                        println!("{:<w$}    {what}: {}", "", list.join(" "));
+                    }
+                }
             }
         }
     }

@@ -89,6 +89,9 @@ enum Cmd {
         targets: Vec<String>,
         #[command(flatten)]
         p: PipelineArgs,
+        /// Per stale per-clip stage, the clips that are new, changed, removed or failed
+        #[arg(long)]
+        clips: bool,
         #[arg(long)]
         json: bool,
     },
@@ -376,9 +379,14 @@ fn dispatch(cli: Cli) -> Result<i32, Error> {
     };
     match cli.cmd {
         cmd @ Cmd::Run { .. } => run_cmd(&cli.cache, cmd, &reg, verbosity),
-        Cmd::Status { targets, p, json } => {
+        Cmd::Status {
+            targets,
+            p,
+            clips,
+            json,
+        } => {
             let l = load_reading(&cli.cache, &p, &reg)?;
-            inspect::status(&env(&l, &reg)?, &targets, json)
+            inspect::status(&env(&l, &reg)?, &targets, json, clips)
         }
         Cmd::Submit {
             targets,

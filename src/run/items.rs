@@ -38,7 +38,7 @@ pub(super) struct ItemRun<'a> {
 /// Hash of the columns an item reads, in its row: the item's cache identity within the stage.
 /// A stage with further inputs (`concat`) reads each one's row of the same id too, so those rows
 /// are part of the identity; an input without the id column counts whole.
-fn item_hashes(
+pub(super) fn item_hashes(
     inputs: &[Arc<RecordBatch>],
     id_column: &str,
     reads: &[&str],

@@ -6,6 +6,7 @@
 //! and item. Concurrency: a stage is computed under an exclusive lock on its key, so a second
 //! process waits and then reuses the first one's artifact instead of computing it again.
 
+pub mod forecast;
 pub mod gpus;
 mod items;
 mod reports;

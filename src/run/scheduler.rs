@@ -77,12 +77,17 @@ fn retry_failed(db: &Db, planned: &mut [Planned], dry_run: bool) -> Result<()> {
 
 /// `--dry-run`: each selected stage's state and, for a stale one, why it would run.
 fn print_plan(env: &Env, db: &Db, planned: &[Planned], rep: &Reporter) -> Result<()> {
+    let items = super::forecast::forecast(env, db, planned)?;
     for p in planned {
         let s = &env.plan.stages[p.idx];
         let (state, why) = match (&p.key, &p.artifact) {
             (Err(e), _) => ("error", vec![e.to_string()]),
             (Ok(_), Some(_)) => ("cached", vec![]),
-            (Ok(k), None) => ("run", explain(db, &env.pipeline_id, &s.name, k)?),
+            (Ok(k), None) => {
+                let mut why = explain(db, &env.pipeline_id, &s.name, k)?;
+                why.extend(items.get(&p.idx).map(|i| i.text()));
+                ("run", why)
+            }
         };
         if rep.is_json() {
             rep.event(json!({"event": "plan", "stage": s.name, "state": state, "key": p.key.as_ref().ok().map(|k| &k.key), "reasons": why}));

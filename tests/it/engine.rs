@@ -100,6 +100,24 @@ fn one_changed_clip_recomputes_one_item() {
             .contains("data/Raw/video_0000/0003.mp4 (content)"),
         "{ingest}"
     );
+    // status and --dry-run count the items the run will compute, and name the clip.
+    let probe = v["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "probe")
+        .unwrap();
+    assert_eq!(probe["items"]["compute"], 1, "{probe}");
+    assert_eq!(probe["items"]["of"], n, "{probe}");
+    assert_eq!(probe["items"]["exact"], true);
+    assert_eq!(
+        probe["items"]["clips"]["changed"],
+        serde_json::json!(["video_0000/0003"])
+    );
+    let dry = String::from_utf8(p.run(&["run", "--dry-run"]).stdout).unwrap();
+    assert!(dry.contains(&format!("1 of {n} items to compute")), "{dry}");
+    let text = String::from_utf8(p.run(&["status", "--clips"]).stdout).unwrap();
+    assert!(text.contains("changed: video_0000/0003"), "{text}");
 
     let (code, events, s) = p.run_json(&[]);
     assert_eq!(code, 0);
@@ -111,6 +129,31 @@ fn one_changed_clip_recomputes_one_item() {
     let probe = stage_done(&events, "probe");
     assert_eq!(probe["computed"], 1, "{probe}");
     assert_eq!(probe["reused"], n - 1, "{probe}");
+
+    // A clip gone from the manifest and one that is new to it.
+    let label = p.root().join("data/label.csv");
+    let text = std::fs::read_to_string(&label).unwrap();
+    let mut lines: Vec<&str> = text.lines().collect();
+    let gone = lines.remove(2).to_string();
+    let added = lines[1].replacen("video_0000,0001", "video_0000,0001b", 1);
+    std::fs::copy(
+        p.root().join("data/Raw/video_0000/0001.mp4"),
+        p.root().join("data/Raw/video_0000/0001b.mp4"),
+    )
+    .unwrap();
+    lines.push(&added);
+    std::fs::write(&label, lines.join("\n") + "\n").unwrap();
+    let out = p.run(&["status", "--json", "probe"]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let clips = &v["stages"][1]["items"]["clips"];
+    let gone_id = gone.split(',').take(2).collect::<Vec<_>>().join("/");
+    assert_eq!(clips["removed"], serde_json::json!([gone_id]), "{v}");
+    assert_eq!(clips["new"], serde_json::json!(["video_0000/0001b"]), "{v}");
+    assert_eq!(
+        v["stages"][1]["items"]["compute"], 1,
+        "the new clip only: {v}"
+    );
+    assert_eq!(p.run_json(&[]).0, 0);
 
     // The human summary says it in words.
     p.change_clip("video_0000/0005.mp4", 777);

@@ -388,35 +388,7 @@ fn dispatch(cli: Cli) -> Result<i32, Error> {
             let l = load_reading(&cli.cache, &p, &reg)?;
             inspect::status(&env(&l, &reg)?, &targets, json, clips)
         }
-        Cmd::Submit {
-            targets,
-            p,
-            partition,
-            account,
-            max_jobs,
-            submit_rate,
-            shards,
-            dry_run,
-            watch,
-            json,
-        } => {
-            let l = load(&cli.cache, &p, &reg)?;
-            let e = env(&l, &reg)?;
-            let opts = submit::SubmitOpts {
-                targets,
-                file: absolute(&p.file),
-                sets: p.sets.clone(),
-                partition,
-                account,
-                max_jobs,
-                submit_rate,
-                shards: shards.map(|n| n as usize),
-                dry_run,
-                watch,
-                json,
-            };
-            submit::submit(&e, &opts)
-        }
+        cmd @ Cmd::Submit { .. } => submit_cmd(&cli.cache, cmd, &reg),
         Cmd::Exec {
             stage,
             p,
@@ -488,6 +460,41 @@ fn dispatch(cli: Cli) -> Result<i32, Error> {
             Ok(0)
         }
     }
+}
+
+/// `pipeline submit`.
+fn submit_cmd(cache: &Option<PathBuf>, cmd: Cmd, reg: &Registry) -> Result<i32, Error> {
+    let Cmd::Submit {
+        targets,
+        p,
+        partition,
+        account,
+        max_jobs,
+        submit_rate,
+        shards,
+        dry_run,
+        watch,
+        json,
+    } = cmd
+    else {
+        unreachable!("called for submit")
+    };
+    let l = load(cache, &p, reg)?;
+    let e = env(&l, reg)?;
+    let opts = submit::SubmitOpts {
+        targets,
+        file: absolute(&p.file),
+        sets: p.sets.clone(),
+        partition,
+        account,
+        max_jobs,
+        submit_rate,
+        shards: shards.map(|n| n as usize),
+        dry_run,
+        watch,
+        json,
+    };
+    submit::submit(&e, &opts)
 }
 
 /// `pipeline run`.

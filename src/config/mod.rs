@@ -15,6 +15,7 @@
 //! Everything that can be wrong with a pipeline is found here, before anything runs, and
 //! reported with file, line and a hint.
 
+mod columns;
 mod declare;
 mod inputs;
 mod matrix;
@@ -163,6 +164,7 @@ pub fn parse(
         .enumerate()
         .map(|(i, s)| (s.name.clone(), i))
         .collect();
+    columns::check(file, &stages_out, &index, reg)?;
     Ok(Plan {
         file: file.to_path_buf(),
         root: root.to_path_buf(),

@@ -249,6 +249,23 @@ pub trait Kind: Send + Sync {
     fn mode(&self, _params: &Params) -> Mode {
         Mode::Table
     }
+    /// The columns of the stage's table, where they are known before it runs (None: they
+    /// depend on the data). A per-clip stage's first input must have every column it reads
+    /// (`Mode`'s `reads`); the plan checks that against this. By default: a sharded stage's
+    /// index (id, `object`, `rows`, `bytes`), else the id column and `writes`.
+    fn produces(&self, params: &Params) -> Option<Vec<&'static str>> {
+        let writes = self.writes(params);
+        match self.mode(params) {
+            Mode::Sharded { id_column, .. } => Some(vec![id_column, "object", "rows", "bytes"]),
+            _ if writes.is_empty() => None,
+            Mode::PerItem { id_column, .. } => Some(
+                std::iter::once(id_column)
+                    .chain(writes.iter().copied())
+                    .collect(),
+            ),
+            Mode::Table => Some(writes.to_vec()),
+        }
+    }
     /// The CPUs a run takes when its `resources:` do not say. For a libtorch kind that is also
     /// its intra-op thread count, so it is a fixed number: a float sum split over another
     /// thread count adds in another order, and results must not depend on the machine. `None`:

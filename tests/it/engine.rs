@@ -836,3 +836,41 @@ fn quiet_verbose_and_shell_completions() {
         .unwrap();
     assert!(st.status.success(), "{st:?}");
 }
+
+#[test]
+fn wiring_errors_are_exit_2_at_plan_time_with_the_kinds_that_fit() {
+    let cases = [
+        (
+            "stages:\n  ingest: {kind: ingest, params: {root: data}}\n  face: {kind: face, inputs: [ingest]}\n",
+            ":3:",
+            "stage `face` (face) reads `object` from its input `ingest`",
+            "decode",
+        ),
+        (
+            "stages:\n  ingest: {kind: ingest, params: {root: data}}\n  audio: {kind: audio, inputs: [ingest]}\n  logmel: {kind: logmel, inputs: [audio]}\n  cmd: {kind: command, inputs: [logmel], params: {cmd: \"cat {in} > {out}\"}}\n",
+            ":5:",
+            "reads `data_hash` from its input `logmel`",
+            "command",
+        ),
+        (
+            "stages:\n  ingest: {kind: ingest, params: {root: data}}\n  cmd: {kind: command, inputs: [ingest], params: {from: media, cmd: \"cat {in} > {out}\"}}\n  padded: {kind: pad, inputs: [cmd], params: {steps: 4}}\n",
+            ":4:",
+            "reads `object` from its input `cmd`",
+            "logmel",
+        ),
+    ];
+    for (yaml, line, msg, maker) in cases {
+        let p = Project::with_pipeline(1, yaml);
+        for cmd in [&["run", "--dry-run"][..], &["status"]] {
+            let out = p.run(cmd);
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{cmd:?}: {err}");
+            assert!(err.contains(&format!("default.yaml{line}")), "{err}");
+            assert!(err.contains(msg), "{err}");
+            assert!(
+                err.contains("kinds that produce it:") && err.contains(maker),
+                "{err}"
+            );
+        }
+    }
+}

@@ -81,6 +81,9 @@ impl Kind for Command {
     fn arity(&self) -> (usize, usize) {
         (1, 8)
     }
+    fn produces(&self, params: &crate::Params) -> Option<Vec<&'static str>> {
+        Some(vec![id_column_static(params), "data", "data_hash", "bytes"])
+    }
     fn mode(&self, params: &crate::Params) -> Mode {
         if params.str("per").unwrap_or("item") == "table" {
             return Mode::Table;

@@ -446,6 +446,29 @@ impl Kind for Ingest {
     fn arity(&self) -> (usize, usize) {
         (0, 0)
     }
+    fn produces(&self, _params: &crate::Params) -> Option<Vec<&'static str>> {
+        // Every column a layout may give (IEMOCAP's audio, spans and dimensions among them).
+        Some(vec![
+            "clip_id",
+            "group",
+            "media_path",
+            "media_hash",
+            "media_bytes",
+            "text",
+            "label",
+            "annotation",
+            "mode",
+            "audio_path",
+            "audio_hash",
+            "start_s",
+            "end_s",
+            "speaker",
+            "emotion",
+            "valence",
+            "arousal",
+            "dominance",
+        ])
+    }
     fn external_files(&self, ctx: &PlanCtx) -> Result<Vec<PathBuf>, StageError> {
         let m = Self::read(ctx.params, ctx.root)?;
         let mut files = if ctx.params.str("layout")? == "iemocap" {

@@ -42,6 +42,17 @@ if [ ! -f "$venv/.ok" ] || [ "$(cat "$venv/.ok")" != "$want" ]; then
 fi
 PYTHON="$venv/bin/python" "$root/scripts/demo/fetch-assets.sh" "$root/data/assets"
 
+# What the tests read exports with, as a user's notebook would: numpy, pandas, pyarrow.
+read_venv="$root/.venv-read"
+want_read="numpy==2.4.6 pandas==3.1.1 pyarrow==26.0.1"
+if [ ! -f "$read_venv/.ok" ] || [ "$(cat "$read_venv/.ok")" != "$want_read" ]; then
+  echo "setup: python venv for reading exports ($want_read)"
+  rm -rf "$read_venv"
+  python3 -m venv "$read_venv"
+  for i in 1 2 3; do "$read_venv/bin/pip" install -q --no-cache-dir $want_read && break; sleep $((i * 5)); done
+  echo "$want_read" > "$read_venv/.ok"
+fi
+
 # libtorch for the tch-based stages, and Python torch for the one-time TorchScript export of the
 # pretrained models (scripts/models/). PyPI's torch wheel is the only torch that can be had
 # offline; `import torch` needs its whole CUDA wheel set even on CPU, so the full set is

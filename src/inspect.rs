@@ -233,3 +233,38 @@ fn show_stage(env: &Env, name: &str, nrows: usize, as_json: bool) -> Result<i32>
     }
     Ok(0)
 }
+
+/// `pipeline show STAGE --path`: the artifact's path, then for a per-clip stage stored an
+/// object per clip, a line per clip: its id and its object's path.
+pub fn show_paths(env: &Env, name: &str) -> crate::Result<i32> {
+    if env.plan.get(name).is_none() {
+        return show(env, name, 0, false);
+    }
+    let idx = env.plan.index[name];
+    let mut db = Db::open(&env.cache)?;
+    let planned = env.plan_state(&mut db, &env.plan.select(&[name.to_string()])?)?;
+    let Some(a) = planned
+        .into_iter()
+        .find(|p| p.idx == idx)
+        .and_then(|p| p.artifact)
+    else {
+        return Err(anyhow!("`{name}` is not computed; `pipeline run {name}` first").into());
+    };
+    println!("{}", env.store.object_path(&a.object).display());
+    let t = env.store.get_table(&a.object)?;
+    let (Ok(objects), Some(ids)) = (
+        stages::table::str_col(&t, "object"),
+        t.schema().fields().first().map(|f| f.name().clone()),
+    ) else {
+        return Ok(0);
+    };
+    let ids = stages::table::str_col(&t, &ids).map_err(|e| anyhow!("{e}"))?;
+    for r in 0..t.num_rows() {
+        println!(
+            "{}\t{}",
+            ids.value(r),
+            env.store.object_path(objects.value(r)).display()
+        );
+    }
+    Ok(0)
+}

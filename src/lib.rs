@@ -8,6 +8,7 @@ pub mod config;
 pub mod dag;
 pub mod db;
 pub mod error;
+pub mod export;
 pub mod inspect;
 pub mod keys;
 pub mod lease;

@@ -186,6 +186,10 @@ enum Cmd {
         /// Rows to print
         #[arg(long, default_value_t = 5)]
         rows: usize,
+        /// Print the artifact's path and, for a per-clip stage stored an object per clip,
+        /// each clip's object (clip id, path), and nothing else
+        #[arg(long)]
+        path: bool,
         #[arg(long)]
         json: bool,
     },
@@ -216,6 +220,18 @@ enum Cmd {
         last: i64,
         #[arg(long)]
         json: bool,
+    },
+    /// A stage's data out of the cache: one table with the clip id (Parquet, CSV), or numpy
+    /// arrays with an index (a feature stage's clips, padded)
+    Export {
+        stage: String,
+        #[command(flatten)]
+        p: PipelineArgs,
+        #[arg(long, value_enum, default_value_t = pipeline::export::Format::Parquet)]
+        format: pipeline::export::Format,
+        /// Output folder
+        #[arg(short, long)]
+        out: PathBuf,
     },
     /// List stage kinds with their params
     Kinds,
@@ -433,9 +449,13 @@ fn dispatch(cli: Cli) -> Result<i32, Error> {
             stage,
             p,
             rows,
+            path,
             json,
         } => {
             let l = load_reading(&cli.cache, &p, &reg)?;
+            if path {
+                return inspect::show_paths(&env(&l, &reg)?, &stage);
+            }
             inspect::show(&env(&l, &reg)?, &stage, rows, json)
         }
         Cmd::Gc {
@@ -450,6 +470,21 @@ fn dispatch(cli: Cli) -> Result<i32, Error> {
         Cmd::Verify { fix } => {
             let cache = cache_dir(&cli.cache, &absolute(Path::new("cache")));
             Ok(maint::verify(&cache, fix)?)
+        }
+        Cmd::Export {
+            stage,
+            p,
+            format,
+            out,
+        } => {
+            let l = load_reading(&cli.cache, &p, &reg)?;
+            if l.plan.get(&stage).is_none() {
+                inspect::show(&env(&l, &reg)?, &stage, 0, false)?;
+            }
+            for f in pipeline::export::export(&env(&l, &reg)?, &stage, format, &out)? {
+                println!("{}", f.display());
+            }
+            Ok(0)
         }
         Cmd::Completions { shell } => {
             completions(shell);

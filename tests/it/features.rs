@@ -1,6 +1,8 @@
 //! The audio front end through the real binary: FFmpeg decode + resample, log-mel and MFCC
 //! stored one object per clip, per-clip reuse, and agreement with librosa end to end.
 
+use std::path::Path;
+
 use crate::common::*;
 use arrow::array::{Array, Float32Array, Int64Array, ListArray};
 use serde_json::Value;
@@ -204,4 +206,71 @@ stages:
             assert_eq!(rv[j * 64..(j + 1) * 64], full[r * 64..(r + 1) * 64]);
         }
     }
+}
+
+/// `pipeline export` read back the way a notebook reads it: pandas for Parquet and CSV, numpy
+/// for the arrays, each clip's frames where the index says.
+#[test]
+fn exports_load_in_pandas_and_numpy() {
+    let p = Project::with_pipeline(4, FRONT);
+    assert_eq!(p.run_json(&[]).0, 0);
+    let out = p.root().join("out");
+    for f in ["parquet", "csv", "npy"] {
+        let o = p.run(&[
+            "export",
+            "logmel",
+            "--format",
+            f,
+            "-o",
+            out.to_str().unwrap(),
+        ]);
+        assert!(
+            o.status.success(),
+            "{f}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    // --path: the index, then each clip's object.
+    let paths = String::from_utf8(p.run(&["show", "logmel", "--path"]).stdout).unwrap();
+    assert_eq!(paths.lines().count(), 1 + 4, "{paths}");
+    let py = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv-read/bin/python");
+    let script = r#"
+import sys, numpy as np, pandas as pd
+d = sys.argv[1]
+t = pd.read_parquet(f"{d}/logmel.parquet")
+c = pd.read_csv(f"{d}/logmel.csv")
+x = np.load(f"{d}/logmel.npy"); n = np.load(f"{d}/logmel.lengths.npy")
+i = pd.read_csv(f"{d}/logmel.index.csv")
+assert list(t.clip_id) == list(c.clip_id) == list(i.clip_id), (t.clip_id, c.clip_id, i.clip_id)
+assert x.dtype == np.float32 and x.shape == (4, int(t.frames.max()), 40), x.shape
+assert list(n) == list(t.frames), (n, t.frames)
+for k in range(4):
+    want = np.asarray(t["values"][k], dtype=np.float32).reshape(int(t.frames[k]), 40)
+    assert np.array_equal(x[k, : n[k]], want), k
+    assert not x[k, n[k]:].any()
+print("ok", x.shape)
+"#;
+    let o = std::process::Command::new(&py)
+        .arg("-c")
+        .arg(script)
+        .arg(&out)
+        .output()
+        .expect("the .venv-read Python that `make setup` makes");
+    assert!(
+        o.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    // A stage that is not features has no arrays to give.
+    let o = p.run(&[
+        "export",
+        "ingest",
+        "--format",
+        "npy",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("npy needs a feature stage"));
 }

@@ -56,15 +56,21 @@ pub fn read_matrix(ctx: &RunCtx, row: usize) -> Result<Matrix, ItemError> {
 pub fn read_matrix_of(ctx: &RunCtx, input: usize, row: usize) -> Result<Matrix, ItemError> {
     let fail = |reason: String| ItemError::new("", "features", reason);
     let t = ctx.shard(input, row).map_err(|e| fail(e.to_string()))?;
-    let bad = |e: StageError| fail(e.to_string());
-    let frames = col::<Int64Array>(&t, "frames").map_err(bad)?;
-    let dim = col::<Int64Array>(&t, "dim").map_err(bad)?;
-    let lists = col::<ListArray>(&t, "values").map_err(bad)?;
+    matrix_of(&t).map_err(fail)
+}
+
+/// One feature item's rows (a clip's `frames`, `dim`, `values`, or its patches) as a matrix.
+pub fn matrix_of(t: &RecordBatch) -> Result<Matrix, String> {
+    let fail = |reason: String| reason;
+    let bad = |e: StageError| e.to_string();
+    let frames = col::<Int64Array>(t, "frames").map_err(bad)?;
+    let dim = col::<Int64Array>(t, "dim").map_err(bad)?;
+    let lists = col::<ListArray>(t, "values").map_err(bad)?;
     if t.num_rows() != 1 || t.column_by_name("segment").is_some() {
         if t.num_rows() == 0 {
             return Err(fail("no rows".into()));
         }
-        return patches(&t, frames, dim, lists).map_err(fail);
+        return patches(t, frames, dim, lists);
     }
     let v = lists.value(0);
     let v = v
@@ -75,7 +81,7 @@ pub fn read_matrix_of(ctx: &RunCtx, input: usize, row: usize) -> Result<Matrix, 
     if v.len() != n * d {
         return Err(fail(format!("{} values for {n} x {d}", v.len())));
     }
-    let hop_s = crate::table::f64_col(&t, "hop_s")
+    let hop_s = crate::table::f64_col(t, "hop_s")
         .ok()
         .and_then(|c| crate::table::opt_f64(c, 0));
     Ok(Matrix {

@@ -1,0 +1,224 @@
+//! `pipeline export`: a stage's data out of the cache, in the formats notebooks and other
+//! tools load: one Parquet or CSV table with the clip id (a per-clip stage's items gathered
+//! from their objects), or numpy arrays (`.npy`: a feature stage's clips padded to one
+//! length, their lengths, and an index of clip ids).
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{anyhow, bail, Context, Result};
+use arrow::array::{Array, RecordBatch, StringArray};
+use arrow::util::display::{ArrayFormatter, FormatOptions};
+
+use crate::db::Db;
+use crate::run::Env;
+use crate::store::{encode_parquet, write_atomic};
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum Format {
+    Parquet,
+    Csv,
+    Npy,
+}
+
+/// Writes stage `name`'s data into `out` in `format`; returns the files written.
+pub fn export(env: &Env, name: &str, format: Format, out: &Path) -> Result<Vec<PathBuf>> {
+    let (table, id_column) = gathered(env, name)?;
+    std::fs::create_dir_all(out).with_context(|| out.display().to_string())?;
+    let base = file_stem(name);
+    let files = match format {
+        Format::Parquet => {
+            let p = out.join(format!("{base}.parquet"));
+            write_atomic(&p, &encode_parquet(&table)?)?;
+            vec![p]
+        }
+        Format::Csv => {
+            let p = out.join(format!("{base}.csv"));
+            write_atomic(&p, csv(&table)?.as_bytes())?;
+            vec![p]
+        }
+        Format::Npy => npy(&table, &id_column, out, &base)?,
+    };
+    Ok(files)
+}
+
+/// A file name from a stage name (`split[seed=1]` -> `split.seed-1`).
+fn file_stem(name: &str) -> String {
+    name.chars()
+        .map(|c| match c {
+            '[' | ',' => '.',
+            '=' => '-',
+            c if c.is_ascii_alphanumeric() || "_-.".contains(c) => c,
+            _ => '_',
+        })
+        .filter(|&c| c != ']')
+        .collect()
+}
+
+/// The stage's table; for a sharded stage, every item's rows (each with its id) read from the
+/// item objects, in the index's order. Also the id column's name.
+fn gathered(env: &Env, name: &str) -> Result<(RecordBatch, String)> {
+    let idx = *env
+        .plan
+        .index
+        .get(name)
+        .ok_or_else(|| anyhow!("no stage `{name}` in {}", env.plan.file.display()))?;
+    let mut db = Db::open(&env.cache)?;
+    let planned = env.plan_state(&mut db, &env.plan.select(&[name.to_string()])?)?;
+    let a = planned
+        .into_iter()
+        .find(|p| p.idx == idx)
+        .and_then(|p| p.artifact)
+        .ok_or_else(|| anyhow!("`{name}` is not computed; `pipeline run {name}` first"))?;
+    let t = env.store.get_table(&a.object)?;
+    let s = &env.plan.stages[idx];
+    let kind = env.reg.get(&s.kind).expect("validated kind");
+    let id_column = match kind.mode(&s.params) {
+        stages::Mode::PerItem { id_column, .. } | stages::Mode::Sharded { id_column, .. } => {
+            id_column.to_string()
+        }
+        stages::Mode::Table => "clip_id".to_string(),
+    };
+    if !matches!(kind.mode(&s.params), stages::Mode::Sharded { .. }) {
+        return Ok((Arc::unwrap_or_clone(t), id_column));
+    }
+    let objects = t
+        .column_by_name("object")
+        .and_then(|c| c.as_any().downcast_ref::<StringArray>())
+        .ok_or_else(|| anyhow!("`{name}`'s index has no `object` column"))?;
+    let mut parts = Vec::with_capacity(objects.len());
+    for r in 0..objects.len() {
+        parts.push(env.store.get_table(objects.value(r))?);
+    }
+    let Some(first) = parts.first() else {
+        return Ok((Arc::unwrap_or_clone(t), id_column));
+    };
+    let schema = first.schema();
+    let parts: Vec<RecordBatch> = parts.iter().map(|p| (**p).clone()).collect();
+    let all = arrow::compute::concat_batches(&schema, &parts)
+        .with_context(|| format!("`{name}`'s items have different columns"))?;
+    Ok((all, id_column))
+}
+
+/// RFC 4180 CSV: a header, then each row; a list shows as `[a, b, ...]`, bytes as hex.
+fn csv(t: &RecordBatch) -> Result<String> {
+    let opts = FormatOptions::default().with_null("");
+    let fmts = t
+        .columns()
+        .iter()
+        .map(|c| ArrayFormatter::try_new(c.as_ref(), &opts))
+        .collect::<Result<Vec<_>, _>>()?;
+    let quote = |s: &str| {
+        if s.contains([',', '"', '\n', '\r']) {
+            format!("\"{}\"", s.replace('"', "\"\""))
+        } else {
+            s.to_string()
+        }
+    };
+    let mut out = String::new();
+    let names: Vec<String> = t
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| quote(f.name()))
+        .collect();
+    out.push_str(&names.join(","));
+    out.push('\n');
+    for r in 0..t.num_rows() {
+        let cells: Vec<String> = fmts
+            .iter()
+            .map(|f| quote(&f.value(r).to_string()))
+            .collect();
+        out.push_str(&cells.join(","));
+        out.push('\n');
+    }
+    Ok(out)
+}
+
+/// A feature stage's clips as `BASE.npy` (clips x longest x dim, float32, zero-padded),
+/// `BASE.lengths.npy` (int64, each clip's frames) and `BASE.index.csv` (row, clip id).
+fn npy(t: &RecordBatch, id_column: &str, out: &Path, base: &str) -> Result<Vec<PathBuf>> {
+    let ids = t
+        .column_by_name(id_column)
+        .and_then(|c| c.as_any().downcast_ref::<StringArray>())
+        .ok_or_else(|| anyhow!("no `{id_column}` column to index the clips by"))?;
+    // A clip's rows (several for a segmented clip) in order of first appearance.
+    let mut order: Vec<String> = Vec::new();
+    let mut rows_of: std::collections::HashMap<String, Vec<u32>> = Default::default();
+    for r in 0..ids.len() {
+        let id = ids.value(r).to_string();
+        rows_of
+            .entry(id.clone())
+            .or_insert_with(|| {
+                order.push(id.clone());
+                Vec::new()
+            })
+            .push(r as u32);
+    }
+    let mut mats = Vec::with_capacity(order.len());
+    for id in &order {
+        let take = arrow::array::UInt32Array::from(rows_of[id].clone());
+        let cols = t
+            .columns()
+            .iter()
+            .map(|c| arrow::compute::take(c.as_ref(), &take, None))
+            .collect::<Result<Vec<_>, _>>()?;
+        let clip = RecordBatch::try_new(t.schema(), cols)?;
+        let m = stages::features::matrix::matrix_of(&clip).map_err(|e| {
+            anyhow!("clip {id}: {e} (npy needs a feature stage: frames, dim, values)")
+        })?;
+        mats.push(m);
+    }
+    let dim = mats.first().map_or(0, |m| m.dim);
+    if let Some((k, m)) = mats.iter().enumerate().find(|(_, m)| m.dim != dim) {
+        bail!(
+            "clip {} has {} values per frame, the first {dim}",
+            order[k],
+            m.dim
+        );
+    }
+    let longest = mats.iter().map(|m| m.frames).max().unwrap_or(0);
+    let mut values = Vec::with_capacity(mats.len() * longest * dim * 4);
+    for m in &mats {
+        for v in &m.values {
+            values.extend_from_slice(&v.to_le_bytes());
+        }
+        values.resize(values.len() + (longest - m.frames) * dim * 4, 0);
+    }
+    let lengths: Vec<u8> = mats
+        .iter()
+        .flat_map(|m| (m.frames as i64).to_le_bytes())
+        .collect();
+    let x = out.join(format!("{base}.npy"));
+    write_atomic(&x, &npy_file("<f4", &[mats.len(), longest, dim], &values))?;
+    let l = out.join(format!("{base}.lengths.npy"));
+    write_atomic(&l, &npy_file("<i8", &[mats.len()], &lengths))?;
+    let i = out.join(format!("{base}.index.csv"));
+    let mut index = format!("row,{id_column}\n");
+    for (k, id) in order.iter().enumerate() {
+        let _ = writeln!(index, "{k},{id}");
+    }
+    write_atomic(&i, index.as_bytes())?;
+    Ok(vec![x, l, i])
+}
+
+/// An `.npy` file (format 1.0): magic, header dict padded to 64 bytes, little-endian data.
+fn npy_file(descr: &str, shape: &[usize], data: &[u8]) -> Vec<u8> {
+    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    let shape = if dims.len() == 1 {
+        format!("({},)", dims[0])
+    } else {
+        format!("({})", dims.join(", "))
+    };
+    let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
+    let total = 10 + header.len() + 1;
+    header.push_str(&" ".repeat((64 - total % 64) % 64));
+    header.push('\n');
+    let mut out = Vec::with_capacity(10 + header.len() + data.len());
+    out.extend_from_slice(b"\x93NUMPY\x01\x00");
+    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    out.extend_from_slice(header.as_bytes());
+    out.extend_from_slice(data);
+    out
+}

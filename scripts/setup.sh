@@ -58,6 +58,11 @@ fi
 # offline; `import torch` needs its whole CUDA wheel set even on CPU, so the full set is
 # installed once and the Rust build links against the same files (.cargo/config.toml).
 "$root/scripts/models/setup-torch.sh" "$root/.venv-torch"
+# MMSA's own data loader, for the test that loads an exported feature pickle with it. Without
+# its dependencies: the loader needs only numpy and torch, which the venv has.
+if ! "$root/.venv-torch/bin/python" -c "import importlib.util as u; assert u.find_spec('MMSA')" 2>/dev/null; then
+  for i in 1 2 3; do "$root/.venv-torch/bin/pip" install -q --no-cache-dir --no-deps MMSA==2.2.1 && break; sleep $((i * 5)); done
+fi
 PYTHON="$venv/bin/python" "$root/scripts/models/fetch-mtcnn.sh" "$root/data/models/mtcnn"
 
 if ! command -v cargo >/dev/null; then

@@ -50,6 +50,29 @@ struct PipelineArgs {
     no_last_sets: bool,
 }
 
+/// The stages `export --format mmsa` reads.
+#[derive(Args, Clone)]
+struct MmsaArgs {
+    /// mmsa: the text feature stage
+    #[arg(long, value_name = "STAGE")]
+    text: Option<String>,
+    /// mmsa: the audio feature stage
+    #[arg(long, value_name = "STAGE")]
+    audio: Option<String>,
+    /// mmsa: the vision feature stage
+    #[arg(long, value_name = "STAGE")]
+    vision: Option<String>,
+    /// mmsa: the labels stage (continuous labels per target)
+    #[arg(long, value_name = "STAGE", default_value = "labels")]
+    labels: String,
+    /// mmsa: the split stage (its first fold)
+    #[arg(long, value_name = "STAGE", default_value = "split")]
+    split: String,
+    /// mmsa: the pickle's file name, without .pkl
+    #[arg(long, default_value = "features")]
+    name: String,
+}
+
 #[derive(Subcommand)]
 enum Cmd {
     /// Run stages (and what they depend on) that are not fresh in the cache
@@ -224,7 +247,8 @@ enum Cmd {
     /// A stage's data out of the cache: one table with the clip id (Parquet, CSV), or numpy
     /// arrays with an index (a feature stage's clips, padded)
     Export {
-        stage: String,
+        /// The stage (not with --format mmsa)
+        stage: Option<String>,
         #[command(flatten)]
         p: PipelineArgs,
         #[arg(long, value_enum, default_value_t = pipeline::export::Format::Parquet)]
@@ -232,6 +256,8 @@ enum Cmd {
         /// Output folder
         #[arg(short, long)]
         out: PathBuf,
+        #[command(flatten)]
+        mmsa: MmsaArgs,
     },
     /// List stage kinds with their params
     Kinds,
@@ -476,16 +502,8 @@ fn dispatch(cli: Cli) -> Result<i32, Error> {
             p,
             format,
             out,
-        } => {
-            let l = load_reading(&cli.cache, &p, &reg)?;
-            if l.plan.get(&stage).is_none() {
-                inspect::show(&env(&l, &reg)?, &stage, 0, false)?;
-            }
-            for f in pipeline::export::export(&env(&l, &reg)?, &stage, format, &out)? {
-                println!("{}", f.display());
-            }
-            Ok(0)
-        }
+            mmsa,
+        } => export(&cli.cache, &p, &reg, (stage, format, &out), mmsa),
         Cmd::Completions { shell } => {
             completions(shell);
             Ok(0)
@@ -569,6 +587,52 @@ fn run_cmd(
         argv,
     };
     run::run(&e, &opts, &rep)
+}
+
+/// `pipeline export`.
+fn export(
+    cache: &Option<PathBuf>,
+    p: &PipelineArgs,
+    reg: &Registry,
+    (stage, format, out): (Option<String>, pipeline::export::Format, &Path),
+    m: MmsaArgs,
+) -> Result<i32, Error> {
+    let l = load_reading(cache, p, reg)?;
+    let e = env(&l, reg)?;
+    if let pipeline::export::Format::Mmsa = format {
+        let need = |v: Option<String>, flag: &str| {
+            v.ok_or_else(|| Error::Usage(format!("--format mmsa needs {flag} STAGE")))
+        };
+        let st = pipeline::export::MmsaStages {
+            text: need(m.text, "--text")?,
+            audio: need(m.audio, "--audio")?,
+            vision: need(m.vision, "--vision")?,
+            labels: m.labels,
+            split: m.split,
+        };
+        for s in [&st.text, &st.audio, &st.vision, &st.labels, &st.split] {
+            if l.plan.get(s).is_none() {
+                inspect::show(&e, s, 0, false)?;
+            }
+        }
+        let (path, n) = pipeline::export::export_mmsa(&e, &st, out, &m.name)?;
+        println!(
+            "{}  (train {}, valid {}, test {} clips)",
+            path.display(),
+            n[0],
+            n[1],
+            n[2]
+        );
+        return Ok(0);
+    }
+    let stage = stage.ok_or_else(|| Error::Usage("export needs a STAGE".into()))?;
+    if l.plan.get(&stage).is_none() {
+        inspect::show(&e, &stage, 0, false)?;
+    }
+    for f in pipeline::export::export(&e, &stage, format, out)? {
+        println!("{}", f.display());
+    }
+    Ok(0)
 }
 
 /// `pipeline metrics diff [A [B]]`.

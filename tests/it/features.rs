@@ -274,3 +274,98 @@ print("ok", x.shape)
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("npy needs a feature stage"));
 }
+
+/// `export --format mmsa`: MMSA's own `MMDataset` (its data_loader.py, loaded on its own)
+/// reads the pickle, every split, with the shapes, ids and labels of the stages it came from.
+#[test]
+fn an_mmsa_feature_pickle_loads_in_mmsas_own_data_loader() {
+    let yaml = "\
+stages:
+  ingest: {kind: ingest, params: {root: data}}
+  labels: {kind: labels, inputs: [ingest], params: {scale: sims, source: iua}}
+  split: {kind: split, inputs: [ingest], params: {method: ratio, ratios: [0.6, 0.2, 0.2], seed: 1}}
+  audio: {kind: audio, inputs: [ingest], params: {sample_rate: 16000}}
+  logmel: {kind: logmel, inputs: [audio], params: {n_mels: 40}}
+  mfcc: {kind: mfcc, inputs: [audio], params: {n_mfcc: 13}}
+  decode: {kind: decode, inputs: [ingest], params: {frames: 3}}
+  pixels: {kind: pixels, inputs: [decode], params: {image_size: [8, 8], channels: gray, mean: [0.5], std: [0.5]}}
+";
+    let p = Project::with_pipeline(10, yaml);
+    assert_eq!(p.run_json(&[]).0, 0);
+    let out = p.root().join("out");
+    let o = p.run(&[
+        "export",
+        "--format",
+        "mmsa",
+        "--text",
+        "mfcc",
+        "--audio",
+        "logmel",
+        "--vision",
+        "pixels",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // What the pickle should hold, from the stages themselves.
+    let split = p.table("split");
+    let labels = p.table("labels");
+    let (sid, sname) = (strs(&split, "clip_id"), strs(&split, "split"));
+    let (lid, ltarget, ly) = (
+        strs(&labels, "clip_id"),
+        strs(&labels, "target"),
+        f64s(&labels, "y"),
+    );
+    let mut want = String::new();
+    for part in ["train", "valid", "test"] {
+        let ids: Vec<String> = (0..sid.len())
+            .filter(|&r| sname[r].as_deref() == Some(part))
+            .map(|r| sid[r].clone().unwrap())
+            .collect();
+        let ys: Vec<String> = ids
+            .iter()
+            .map(|c| {
+                let r = (0..lid.len())
+                    .find(|&r| lid[r].as_deref() == Some(c) && ltarget[r].as_deref() == Some("m"))
+                    .unwrap();
+                format!("{:.4}", ly[r].unwrap())
+            })
+            .collect();
+        want.push_str(&format!("{part} {} {}\n", ids.join(","), ys.join(",")));
+    }
+    let py = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv-torch/bin/python");
+    let script = r#"
+import importlib.util, os, sys, sysconfig
+path = os.path.join(sysconfig.get_paths()["purelib"], "MMSA", "data_loader.py")
+spec = importlib.util.spec_from_file_location("mmsa_data_loader", path)
+m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)
+args = {"dataset_name": "sims", "custom_feature": sys.argv[1], "featurePath": "",
+        "feature_T": "", "feature_A": "", "feature_V": "", "need_data_aligned": False,
+        "feature_dims": [0, 0, 0]}
+for part in ["train", "valid", "test"]:
+    ds = m.MMDataset(args, mode=part)
+    assert args["feature_dims"] == [13, 40, 64], args["feature_dims"]
+    ids, ys = [], []
+    for i in range(len(ds)):
+        s = ds[i]
+        assert s["text"].shape[1] == 13 and s["audio"].shape[1] == 40 and s["vision"].shape == (3, 64)
+        assert 0 < s["audio_lengths"] <= s["audio"].shape[0]
+        assert s["vision_lengths"] == 3
+        assert set(s["labels"]) == {"M", "T", "A", "V"}
+        ids.append(s["id"]); ys.append("%.4f" % float(s["labels"]["M"][0]))
+    print(part, ",".join(ids), ",".join(ys))
+"#;
+    let o = std::process::Command::new(&py)
+        .arg("-c")
+        .arg(script)
+        .arg(out.join("features.pkl"))
+        .output()
+        .expect("the .venv-torch Python that `make setup` makes");
+    let got = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{got}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(got, want);
+}

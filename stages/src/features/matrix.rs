@@ -9,6 +9,7 @@ use crate::{ItemError, RunCtx, StageError};
 
 /// One item of a feature stage: `frames` x `dim` values, row-major, and the hop between
 /// frames in seconds when the producer recorded one.
+#[derive(Clone, Debug)]
 pub struct Matrix {
     pub frames: usize,
     pub dim: usize,

@@ -11,15 +11,23 @@ use anyhow::{anyhow, bail, Context, Result};
 use arrow::array::{Array, RecordBatch, StringArray};
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 
+mod mmsa;
+pub mod pickle;
+
+pub use mmsa::{export_mmsa, MmsaStages};
+
 use crate::db::Db;
 use crate::run::Env;
 use crate::store::{encode_parquet, write_atomic};
+use stages::features::matrix::Matrix;
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
 pub enum Format {
     Parquet,
     Csv,
     Npy,
+    /// MMSA's feature pickle, from --text, --audio, --vision, --labels and --split
+    Mmsa,
 }
 
 /// Writes stage `name`'s data into `out` in `format`; returns the files written.
@@ -39,12 +47,13 @@ pub fn export(env: &Env, name: &str, format: Format, out: &Path) -> Result<Vec<P
             vec![p]
         }
         Format::Npy => npy(&table, &id_column, out, &base)?,
+        Format::Mmsa => bail!("--format mmsa takes --text, --audio, --vision, --labels, --split"),
     };
     Ok(files)
 }
 
 /// A file name from a stage name (`split[seed=1]` -> `split.seed-1`).
-fn file_stem(name: &str) -> String {
+pub fn file_stem(name: &str) -> String {
     name.chars()
         .map(|c| match c {
             '[' | ',' => '.',
@@ -139,6 +148,49 @@ fn csv(t: &RecordBatch) -> Result<String> {
 /// A feature stage's clips as `BASE.npy` (clips x longest x dim, float32, zero-padded),
 /// `BASE.lengths.npy` (int64, each clip's frames) and `BASE.index.csv` (row, clip id).
 fn npy(t: &RecordBatch, id_column: &str, out: &Path, base: &str) -> Result<Vec<PathBuf>> {
+    let clips = clip_matrices(t, id_column)?;
+    let (order, mats): (Vec<String>, Vec<Matrix>) = clips.into_iter().unzip();
+    let (values, longest, dim) = padded(&order, &mats)?;
+    let values: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let lengths: Vec<u8> = mats
+        .iter()
+        .flat_map(|m| (m.frames as i64).to_le_bytes())
+        .collect();
+    let x = out.join(format!("{base}.npy"));
+    write_atomic(&x, &npy_file("<f4", &[mats.len(), longest, dim], &values))?;
+    let l = out.join(format!("{base}.lengths.npy"));
+    write_atomic(&l, &npy_file("<i8", &[mats.len()], &lengths))?;
+    let i = out.join(format!("{base}.index.csv"));
+    let mut index = format!("row,{id_column}\n");
+    for (k, id) in order.iter().enumerate() {
+        let _ = writeln!(index, "{k},{id}");
+    }
+    write_atomic(&i, index.as_bytes())?;
+    Ok(vec![x, l, i])
+}
+
+/// Clips' matrices zero-padded to the longest: (values, longest, dim).
+fn padded(order: &[String], mats: &[Matrix]) -> Result<(Vec<f32>, usize, usize)> {
+    let dim = mats.first().map_or(0, |m| m.dim);
+    if let Some((k, m)) = mats.iter().enumerate().find(|(_, m)| m.dim != dim) {
+        bail!(
+            "clip {} has {} values per frame, the first {dim}",
+            order[k],
+            m.dim
+        );
+    }
+    let longest = mats.iter().map(|m| m.frames).max().unwrap_or(0);
+    let mut values = Vec::with_capacity(mats.len() * longest * dim);
+    for m in mats {
+        values.extend_from_slice(&m.values);
+        values.resize(values.len() + (longest - m.frames) * dim, 0.0);
+    }
+    Ok((values, longest, dim))
+}
+
+/// A feature table's clips (several rows for a segmented clip), each as a matrix, in order of
+/// first appearance.
+fn clip_matrices(t: &RecordBatch, id_column: &str) -> Result<Vec<(String, Matrix)>> {
     let ids = t
         .column_by_name(id_column)
         .and_then(|c| c.as_any().downcast_ref::<StringArray>())
@@ -168,39 +220,9 @@ fn npy(t: &RecordBatch, id_column: &str, out: &Path, base: &str) -> Result<Vec<P
         let m = stages::features::matrix::matrix_of(&clip).map_err(|e| {
             anyhow!("clip {id}: {e} (npy needs a feature stage: frames, dim, values)")
         })?;
-        mats.push(m);
+        mats.push((id.clone(), m));
     }
-    let dim = mats.first().map_or(0, |m| m.dim);
-    if let Some((k, m)) = mats.iter().enumerate().find(|(_, m)| m.dim != dim) {
-        bail!(
-            "clip {} has {} values per frame, the first {dim}",
-            order[k],
-            m.dim
-        );
-    }
-    let longest = mats.iter().map(|m| m.frames).max().unwrap_or(0);
-    let mut values = Vec::with_capacity(mats.len() * longest * dim * 4);
-    for m in &mats {
-        for v in &m.values {
-            values.extend_from_slice(&v.to_le_bytes());
-        }
-        values.resize(values.len() + (longest - m.frames) * dim * 4, 0);
-    }
-    let lengths: Vec<u8> = mats
-        .iter()
-        .flat_map(|m| (m.frames as i64).to_le_bytes())
-        .collect();
-    let x = out.join(format!("{base}.npy"));
-    write_atomic(&x, &npy_file("<f4", &[mats.len(), longest, dim], &values))?;
-    let l = out.join(format!("{base}.lengths.npy"));
-    write_atomic(&l, &npy_file("<i8", &[mats.len()], &lengths))?;
-    let i = out.join(format!("{base}.index.csv"));
-    let mut index = format!("row,{id_column}\n");
-    for (k, id) in order.iter().enumerate() {
-        let _ = writeln!(index, "{k},{id}");
-    }
-    write_atomic(&i, index.as_bytes())?;
-    Ok(vec![x, l, i])
+    Ok(mats)
 }
 
 /// An `.npy` file (format 1.0): magic, header dict padded to 64 bytes, little-endian data.

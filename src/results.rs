@@ -20,6 +20,7 @@ pub fn write(env: &Env, out: &Path, variants: bool, sets: &[String]) -> Result<i
     std::fs::create_dir_all(out.join("figures"))
         .with_context(|| format!("creating {}", out.display()))?;
     let mut md = format!("# Results of `{}`\n\n", env.pipeline_id);
+    md.push_str(&provenance(env));
     if sets.is_empty() {
         md.push_str("Run with the pipeline's own settings (no `--set` overrides).\n\n");
     } else {
@@ -44,6 +45,12 @@ pub fn write(env: &Env, out: &Path, variants: bool, sets: &[String]) -> Result<i
         };
         let t = env.store.get_table(&a.object)?;
         let _ = writeln!(md, "## {} ({})\n", s.name, s.kind);
+        let _ = writeln!(
+            md,
+            "Key `{}`, computed {} UTC.\n",
+            crate::keys::short(&a.key),
+            crate::runs::utc(a.created)
+        );
         if let Some(desc) = &s.desc {
             let _ = writeln!(md, "{desc}\n");
         }
@@ -178,4 +185,44 @@ mod tests {
         assert!(h.contains("<tr><td>1</td><td>&lt;2&gt;</td></tr>"));
         assert!(h.contains("<img alt=\"f\" src=\"figures/x.png\">"));
     }
+}
+
+/// When and from what the report was made: the date, the tool's version, the project's git
+/// revision (and whether its tree had changes), and the variables the plan used.
+fn provenance(env: &Env) -> String {
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .arg("-C")
+            .arg(&env.plan.root)
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    let rev = match git(&["rev-parse", "HEAD"]) {
+        Some(r) => {
+            let dirty = git(&["status", "--porcelain", "--untracked-files=no"])
+                .is_some_and(|s| !s.is_empty());
+            format!(
+                "git {r}{}",
+                if dirty {
+                    " with uncommitted changes"
+                } else {
+                    ""
+                }
+            )
+        }
+        None => "not in a git repository".to_string(),
+    };
+    let mut out = format!(
+        "Made {} UTC by pipeline {}; project: {rev}.\n\n",
+        crate::runs::utc(crate::db::now()),
+        env!("CARGO_PKG_VERSION")
+    );
+    if let Some(vars) = env.plan.vars.as_object().filter(|v| !v.is_empty()) {
+        let list: Vec<String> = vars.iter().map(|(k, v)| format!("`{k}` = `{v}`")).collect();
+        let _ = writeln!(out, "Variables: {}\n", list.join(", "));
+    }
+    out
 }

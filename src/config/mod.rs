@@ -67,6 +67,8 @@ pub struct Plan {
     pub index: HashMap<String, usize>,
     /// The `--set` overrides it was planned with, as given.
     pub sets: Vec<String>,
+    /// Its variables, overrides applied.
+    pub vars: J,
 }
 
 impl Plan {
@@ -171,6 +173,7 @@ pub fn parse(
         stages: stages_out,
         index,
         sets: sets.to_vec(),
+        vars,
     })
 }
 

@@ -275,6 +275,15 @@ fn two_stage_training_is_deterministic_and_reruns_only_what_changed() {
     );
     let md = std::fs::read_to_string(p.root().join("rep/report.md")).unwrap();
     assert!(md.contains("## agg (aggregate)"), "{md}");
+    // Where it came from: date, version, the project's revision, each table's key.
+    assert!(
+        md.contains(" UTC by pipeline ") && md.contains("project: not in a git repository"),
+        "{md}"
+    );
+    let agg_key = p.run(&["show", "agg", "--json"]);
+    let agg_key: serde_json::Value = serde_json::from_slice(&agg_key.stdout).unwrap();
+    let short = &agg_key["key"].as_str().unwrap()[..12];
+    assert!(md.contains(&format!("Key `{short}`, computed ")), "{md}");
     assert!(
         md.contains("| multitask | n | Acc | F1 (macro) | F1 (weighted) |"),
         "{md}"

@@ -175,18 +175,6 @@ pub fn html(md: &str) -> String {
     out
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn markdown_tables_become_html_tables() {
-        let h = super::html("# T\n\n| a | b |\n|---|---|\n| 1 | <2> |\n\n![f](figures/x.png)\n");
-        assert!(h.contains("<h1>T</h1>"));
-        assert!(h.contains("<tr><th>a</th><th>b</th></tr>"));
-        assert!(h.contains("<tr><td>1</td><td>&lt;2&gt;</td></tr>"));
-        assert!(h.contains("<img alt=\"f\" src=\"figures/x.png\">"));
-    }
-}
-
 /// When and from what the report was made: the date, the tool's version, the project's git
 /// revision (and whether its tree had changes), and the variables the plan used.
 fn provenance(env: &Env) -> String {
@@ -225,4 +213,16 @@ fn provenance(env: &Env) -> String {
         let _ = writeln!(out, "Variables: {}\n", list.join(", "));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn markdown_tables_become_html_tables() {
+        let h = super::html("# T\n\n| a | b |\n|---|---|\n| 1 | <2> |\n\n![f](figures/x.png)\n");
+        assert!(h.contains("<h1>T</h1>"));
+        assert!(h.contains("<tr><th>a</th><th>b</th></tr>"));
+        assert!(h.contains("<tr><td>1</td><td>&lt;2&gt;</td></tr>"));
+        assert!(h.contains("<img alt=\"f\" src=\"figures/x.png\">"));
+    }
 }

@@ -10,7 +10,7 @@ DEMO_MOSI_DIR ?= data/demo-mosi
 DEMO_IEMOCAP_DIR ?= data/demo-iemocap
 BIN       := target/release/pipeline
 
-.PHONY: setup build run test test-faults lint fmt bench bench-peers bench-grid gpu-check-bundle demo-data demo-mosi demo-iemocap models clean smp cm-msf mer-sem-mbt foal-net
+.PHONY: setup build run report-check test test-faults lint fmt bench bench-peers bench-grid gpu-check-bundle demo-data demo-mosi demo-iemocap models clean smp cm-msf mer-sem-mbt foal-net
 
 setup:
 	@scripts/setup.sh
@@ -91,6 +91,13 @@ FOAL_SETS ?= --set vars.frames=10 --set vars.batch_size=8 --set vars.epochs=30
 export SEEDS BIN UNI2MUL_TARGETS UNI2MUL_SETS SMP_SETS CMMSF_SETS MBT_SETS FOAL_SETS
 run: build demo-data models
 	scripts/run-demo.sh
+
+# `make run`, then every study's report.html in headless Chromium (Debian's, installed on first
+# use): fails on a console error, a figure that does not load or a blank page; screenshots in
+# report/screenshots/. REPORTS=path/to/report.html checks other reports without running.
+REPORTS ?=
+report-check: $(if $(REPORTS),,run)
+	scripts/check-report.sh $(REPORTS)
 
 # One study at a time with `make run`'s overrides (TARGETS; `all` adds every ablation and
 # direction). SMP and CM-MSF also run on the MOSI-layout demo.

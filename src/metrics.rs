@@ -154,7 +154,7 @@ fn text_table(lines: &[Line]) -> String {
     let mut rows: Vec<Vec<String>> = vec![["stage", "variant", "split"]
         .iter()
         .map(|s| s.to_string())
-        .chain(metrics.iter().map(|m| m.1.to_string()))
+        .chain(metrics.iter().map(|m| stages::metrics::common::header(m)))
         .collect()];
     for l in lines {
         let mut row = vec![l.stage.clone(), variant_text(&l.variant), l.split.clone()];

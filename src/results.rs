@@ -106,13 +106,35 @@ fn escape(s: &str) -> String {
         .replace('>', "&gt;")
 }
 
-/// The Markdown this module writes, as HTML: headings, paragraphs, pipe tables, code blocks and
-/// images, which is all it uses.
+/// Escaped text with Markdown's inline code spans (`x`) set as `<code>`.
+fn inline(s: &str) -> String {
+    let mut out = String::new();
+    for (k, part) in escape(s).split('`').enumerate() {
+        if k % 2 == 1 {
+            let _ = write!(out, "<code>{part}</code>");
+        } else {
+            out.push_str(part);
+        }
+    }
+    out
+}
+
+/// The Markdown this module writes, as HTML: headings, paragraphs, pipe tables, code blocks,
+/// inline code and images, which is all it uses. The page's title is the first heading.
 pub fn html(md: &str) -> String {
-    let mut out = String::from(
-        "<!doctype html>\n<meta charset=\"utf-8\">\n<title>pipeline report</title>\n<style>\
-         body{font-family:sans-serif;max-width:70em;margin:2em auto}table{border-collapse:collapse}\
-         td,th{border:1px solid #bbb;padding:.2em .6em;text-align:right}th{background:#eee}</style>\n",
+    let title = md
+        .lines()
+        .find_map(|l| l.strip_prefix("# "))
+        .unwrap_or("pipeline report")
+        .replace('`', "");
+    let mut out = format!(
+        "<!doctype html>\n<html lang=\"en\">\n<meta charset=\"utf-8\">\n<title>{}</title>\n\
+         <link rel=\"icon\" href=\"data:,\">\n<style>\
+         body{{font-family:sans-serif;max-width:70em;margin:2em auto}}\
+         table{{border-collapse:collapse}}\
+         td,th{{border:1px solid #bbb;padding:.2em .6em;text-align:right}}th{{background:#eee}}\
+         code{{background:#f4f4f4;padding:0 .2em}}img{{max-width:100%}}</style>\n",
+        escape(&title)
     );
     let mut in_code = false;
     let mut in_table = false;
@@ -143,7 +165,7 @@ pub fn html(md: &str) -> String {
             }
             out.push_str("<tr>");
             for c in cells {
-                let _ = write!(out, "<{tag}>{}</{tag}>", escape(c));
+                let _ = write!(out, "<{tag}>{}</{tag}>", inline(c));
             }
             out.push_str("</tr>\n");
             continue;
@@ -153,9 +175,9 @@ pub fn html(md: &str) -> String {
             in_table = false;
         }
         if let Some(h) = line.strip_prefix("## ") {
-            let _ = writeln!(out, "<h2>{}</h2>", escape(h));
+            let _ = writeln!(out, "<h2>{}</h2>", inline(h));
         } else if let Some(h) = line.strip_prefix("# ") {
-            let _ = writeln!(out, "<h1>{}</h1>", escape(h));
+            let _ = writeln!(out, "<h1>{}</h1>", inline(h));
         } else if let Some(img) = line.strip_prefix("![") {
             if let Some((alt, rest)) = img.split_once("](") {
                 let _ = writeln!(
@@ -166,7 +188,7 @@ pub fn html(md: &str) -> String {
                 );
             }
         } else if !line.trim().is_empty() {
-            let _ = writeln!(out, "<p>{}</p>", escape(line));
+            let _ = writeln!(out, "<p>{}</p>", inline(line));
         }
     }
     if in_table {
@@ -209,7 +231,13 @@ fn provenance(env: &Env) -> String {
         env!("CARGO_PKG_VERSION")
     );
     if let Some(vars) = env.plan.vars.as_object().filter(|v| !v.is_empty()) {
-        let list: Vec<String> = vars.iter().map(|(k, v)| format!("`{k}` = `{v}`")).collect();
+        let list: Vec<String> = vars
+            .iter()
+            .map(|(k, v)| match v.as_str() {
+                Some(text) => format!("`{k}` = `{text}`"),
+                None => format!("`{k}` = `{v}`"),
+            })
+            .collect();
         let _ = writeln!(out, "Variables: {}\n", list.join(", "));
     }
     out
@@ -219,8 +247,12 @@ fn provenance(env: &Env) -> String {
 mod tests {
     #[test]
     fn markdown_tables_become_html_tables() {
-        let h = super::html("# T\n\n| a | b |\n|---|---|\n| 1 | <2> |\n\n![f](figures/x.png)\n");
-        assert!(h.contains("<h1>T</h1>"));
+        let h = super::html(
+            "# T `p`\n\n| a | b |\n|---|---|\n| 1 | <2> |\n\n![f](figures/x.png)\n\nKey `k`.\n",
+        );
+        assert!(h.contains("<title>T p</title>"), "{h}");
+        assert!(h.contains("<h1>T <code>p</code></h1>"), "{h}");
+        assert!(h.contains("<p>Key <code>k</code>.</p>"), "{h}");
         assert!(h.contains("<tr><th>a</th><th>b</th></tr>"));
         assert!(h.contains("<tr><td>1</td><td>&lt;2&gt;</td></tr>"));
         assert!(h.contains("<img alt=\"f\" src=\"figures/x.png\">"));

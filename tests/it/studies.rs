@@ -304,7 +304,7 @@ fn mer_sem_mbt_trains_its_backbones_on_cached_patches_and_faces() {
     );
     let md = std::fs::read_to_string(p.root().join("rep/report.md")).unwrap();
     assert!(
-        md.contains("| class | Acc | WA | F1 |") && md.contains("| fru |"),
+        md.contains("| class | Acc (%) | WA (%) | F1 (%) |") && md.contains("| fru |"),
         "{md}"
     );
     assert!(md.contains("Avg F1"), "{md}");

@@ -287,7 +287,7 @@ fn two_stage_training_is_deterministic_and_reruns_only_what_changed() {
     let short = &agg_key["key"].as_str().unwrap()[..12];
     assert!(md.contains(&format!("Key `{short}`, computed ")), "{md}");
     assert!(
-        md.contains("| multitask | n | Acc | F1 (macro) | F1 (weighted) |"),
+        md.contains("| multitask | n | Acc (%) | F1 (macro) (%) | F1 (weighted) (%) |"),
         "{md}"
     );
     assert!(
@@ -295,24 +295,33 @@ fn two_stage_training_is_deterministic_and_reruns_only_what_changed() {
         "pivoted table: {md}"
     );
     assert!(
-        md.contains("| Acc-2 |") && md.contains("| MAE | Corr |"),
-        "{md}"
+        md.contains("| Acc-2 (%) |") && md.contains("| MAE | Corr |"),
+        "units on the columns they apply to: {md}"
     );
+    assert!(!md.contains("seed` (%)"), "no unit on the caption: {md}");
     assert!(md.contains("## evaluate (evaluate)"), "{md}");
     assert!(
         !md.contains("eval_s[seed=1,multitask=false]"),
         "matrix variants only with --variants"
     );
-    for fig in ["evaluate-confusion-test.png", "hidden_t-hidden-pca.png"] {
+    for fig in [
+        "evaluate-confusion-test.png",
+        "hidden_t-hidden-pca.png",
+        "fusion-curve.png",
+        "uni_t-curve.png",
+    ] {
         assert!(md.contains(&format!("figures/{fig}")), "{md}");
         let png = std::fs::read(p.root().join("rep/figures").join(fig)).unwrap();
         assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "{fig} is a PNG");
     }
     let html = std::fs::read_to_string(p.root().join("rep/report.html")).unwrap();
     assert!(
-        html.contains("<th>Acc</th>") && html.contains("<img"),
+        html.contains("<th>Acc (%)</th>") && html.contains("<img"),
         "{html}"
     );
+    // Inline code is set as code, and the page's title is the report's, without backticks.
+    assert!(html.contains("<title>Results of "), "{html}");
+    assert!(!html.contains('`'), "{html}");
 
     let hidden = p.table("hidden_t");
     assert!(

@@ -7,7 +7,7 @@ use arrow::array::Array;
 use arrow::record_batch::RecordBatch;
 
 use crate::metrics::common::{
-    fmt_metric, mean_sd, parse_variant, present_metrics, Metric, METRICS,
+    fmt_metric, header as metric_header, mean_sd, parse_variant, present_metrics, Metric, METRICS,
 };
 use crate::params::{ParamSpec, ParamType};
 use crate::table::{batch, f64_col, f64s, i64s, str_col, strings};
@@ -42,8 +42,20 @@ const PARAMS: &[ParamSpec] = &[
     ),
 ];
 
-fn fmt_pm(m: &Metric, mean: f64, sd: f64, pm: &str) -> String {
+/// `mean <pm> sd`, or the mean alone when one value made it (an sd of one value is no spread).
+fn fmt_pm(m: &Metric, mean: f64, sd: f64, count: i64, pm: &str) -> String {
+    if count < 2 {
+        return fmt_metric(m, mean);
+    }
     format!("{} {pm} {}", fmt_metric(m, mean), fmt_metric(m, sd))
+}
+
+/// How many variants define metric `m` in row `r`: its `_n` column, else the row's `n`.
+fn metric_count(t: &RecordBatch, m: &Metric, r: usize) -> i64 {
+    let int = |c: &str| crate::table::col::<arrow::array::Int64Array>(t, c).ok();
+    int(&format!("{}_n", m.0))
+        .or_else(|| int("n"))
+        .map_or(0, |a| a.value(r))
 }
 
 /// The columns before `n`: the matrix axes a row stands for.
@@ -78,7 +90,10 @@ fn rows(
         for m in metrics {
             let mean = f64_col(t, &format!("{}_mean", m.0)).ok()?.value(r);
             let sd = f64_col(t, &format!("{}_sd", m.0)).ok()?.value(r);
-            cells.push(fmt_pm(m, mean, sd, pm) + &count_suffix(t, m, r) + &base_suffix(t, m, r));
+            let count = metric_count(t, m, r);
+            cells.push(
+                fmt_pm(m, mean, sd, count, pm) + &count_suffix(t, m, r) + &base_suffix(t, m, r),
+            );
         }
         out.push(cells);
     }
@@ -116,7 +131,8 @@ fn pivot(
             keys.len() - 1
         });
         if !mean.is_null(r) {
-            let cell = fmt_pm(m, mean.value(r), sd.value(r), pm)
+            let count = metric_count(t, m, r);
+            let cell = fmt_pm(m, mean.value(r), sd.value(r), count, pm)
                 + &count_suffix(t, m, r)
                 + &base_suffix(t, m, r);
             cells.insert((ki, ci), cell);
@@ -208,14 +224,9 @@ impl Kind for Aggregate {
         let axes = axis_columns(t);
         let metrics = present_metrics(t, Some("_mean"));
         let mut out = format!(
-            "{} split, mean ± sd over `{}`{}{}\n\n",
+            "{} split, mean ± sd over `{}`{}\n\n",
             p.str("split").ok()?,
             p.str("over").ok()?,
-            if metrics.iter().any(|m| m.2) {
-                " (%)"
-            } else {
-                ""
-            },
             if t.column_by_name("acc_base").is_some() {
                 "; [the majority-class baseline on the same clips]"
             } else {
@@ -229,7 +240,7 @@ impl Kind for Aggregate {
                 let name = METRICS
                     .iter()
                     .find(|m| m.0 == metric)
-                    .map_or(metric, |m| m.1);
+                    .map_or(metric.to_string(), metric_header);
                 out.push_str(&format!("{name}:\n\n"));
                 out.push_str(&md_table(&header, &body));
                 out.push_str("\nAll metrics:\n\n");
@@ -237,7 +248,7 @@ impl Kind for Aggregate {
         }
         let mut header = axes.clone();
         header.push("n".into());
-        header.extend(metrics.iter().map(|m| m.1.to_string()));
+        header.extend(metrics.iter().map(metric_header));
         out.push_str(&md_table(&header, &rows(t, &axes, &metrics, "±")?));
         Some(out)
     }
@@ -248,7 +259,7 @@ impl Kind for Aggregate {
             let metrics = present_metrics(t, Some("_mean"));
             let mut header = axes.clone();
             header.push("n".into());
-            header.extend(metrics.iter().map(|m| m.1.to_string()));
+            header.extend(metrics.iter().map(metric_header));
             (header, rows(t, &axes, &metrics, "+-")?)
         } else {
             pivot(t, across, p.str("metric").ok()?, "+-")?
@@ -274,7 +285,7 @@ impl Kind for Aggregate {
         } else {
             let metric = p.str("metric").ok()?;
             let m = METRICS.iter().find(|m| m.0 == metric)?;
-            format!("{}{}, ", m.1, if m.2 { " (%)" } else { "" })
+            format!("{}, ", metric_header(m))
         };
         let base = if t.column_by_name("acc_base").is_some() {
             " [majority-class baseline]"
@@ -422,5 +433,44 @@ mod tests {
         assert!((m - 2.5).abs() < 1e-12);
         // sample sd of 1..4: sqrt(5/3)
         assert!((s - (5.0f64 / 3.0).sqrt()).abs() < 1e-12);
+    }
+
+    /// One seed per row: the mean alone, no "± 0.00"; units on the metric columns only.
+    #[test]
+    fn one_value_has_no_spread_and_units_sit_on_their_columns() {
+        let t = batch(vec![
+            ("model", strings(&["a", "b"])),
+            ("n", i64s(vec![Some(1), Some(3)])),
+            ("acc_mean", f64s(vec![Some(0.5), Some(0.6)])),
+            ("acc_sd", f64s(vec![Some(0.0), Some(0.1)])),
+            ("mae_mean", f64s(vec![Some(0.25), Some(0.3)])),
+            ("mae_sd", f64s(vec![Some(0.0), Some(0.02)])),
+        ])
+        .unwrap();
+        let mut p = Params::default();
+        for (k, v) in [
+            ("over", "seed"),
+            ("split", "test"),
+            ("columns", ""),
+            ("metric", "acc"),
+        ] {
+            p.0.insert(k.into(), serde_json::json!(v));
+        }
+        let md = Aggregate.markdown(&p, &t).unwrap();
+        assert!(md.contains("| model | n | Acc (%) | MAE |"), "{md}");
+        assert!(md.contains("| a | 1 | 50.00 | 0.250 |"), "{md}");
+        assert!(
+            md.contains("| b | 3 | 60.00 ± 10.00 | 0.300 ± 0.020 |"),
+            "{md}"
+        );
+        assert!(
+            md.starts_with("test split, mean ± sd over `seed`\n"),
+            "{md}"
+        );
+        let text = Aggregate.report(&p, &t).unwrap();
+        assert!(
+            text.contains("60.00 +- 10.00") && !text.contains("50.00 +-"),
+            "{text}"
+        );
     }
 }

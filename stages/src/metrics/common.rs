@@ -48,6 +48,15 @@ pub fn fmt_metric(m: &Metric, v: f64) -> String {
     }
 }
 
+/// A metric's column header, with its unit: `Acc (%)`, `MAE`.
+pub fn header(m: &Metric) -> String {
+    if m.2 {
+        format!("{} (%)", m.1)
+    } else {
+        m.1.to_string()
+    }
+}
+
 /// `name[a=1,b=x]` -> (name, [(a, 1), (b, x)]).
 pub fn parse_variant(name: &str) -> (String, Vec<(String, String)>) {
     match name.split_once('[') {

@@ -125,8 +125,9 @@ fn per_class_table(p: &Params, t: &RecordBatch) -> Option<String> {
         return None;
     }
     let names = p.str_list("names").unwrap_or_default();
-    let mut s =
-        String::from("\nPer class, test split:\n\n| class | Acc | WA | F1 |\n|---|---|---|---|\n");
+    let mut s = String::from(
+        "\nPer class, test split:\n\n| class | Acc (%) | WA (%) | F1 (%) |\n|---|---|---|---|\n",
+    );
     for c in 0..acc.len() {
         let name = names
             .get(c)
@@ -134,8 +135,10 @@ fn per_class_table(p: &Params, t: &RecordBatch) -> Option<String> {
             .cloned()
             .unwrap_or_else(|| c.to_string());
         s.push_str(&format!(
-            "| {name} | {:.3} | {:.3} | {:.3} |\n",
-            acc[c], wa[c], f1[c]
+            "| {name} | {:.2} | {:.2} | {:.2} |\n",
+            100.0 * acc[c],
+            100.0 * wa[c],
+            100.0 * f1[c]
         ));
     }
     Some(s)
@@ -180,7 +183,11 @@ impl Kind for Evaluate {
         let metrics = crate::metrics::common::present_metrics(t, None);
         let mut s = format!(
             "| split | clips | {} |\n|---|---|{}\n",
-            metrics.iter().map(|m| m.1).collect::<Vec<_>>().join(" | "),
+            metrics
+                .iter()
+                .map(crate::metrics::common::header)
+                .collect::<Vec<_>>()
+                .join(" | "),
             "---|".repeat(metrics.len())
         );
         for r in 0..t.num_rows() {
@@ -248,19 +255,19 @@ impl Kind for Evaluate {
             "split",
             metrics
                 .iter()
-                .map(|m| format!("{:>15}", m.1))
+                .map(|m| format!("{:>18}", crate::metrics::common::header(m)))
                 .collect::<String>()
         );
         for r in 0..t.num_rows() {
             s.push_str(&format!("\n{:<7} ", split.value(r)));
             for m in &metrics {
                 let v = crate::table::f64_col(t, m.0).ok()?.value(r);
-                s.push_str(&format!("{:>15}", crate::metrics::common::fmt_metric(m, v)));
+                s.push_str(&format!("{:>18}", crate::metrics::common::fmt_metric(m, v)));
             }
             if let Some(b) = baseline_cells(t, &metrics, r) {
                 s.push_str(&format!("\n{:<7} ", "  major."));
                 for c in b {
-                    s.push_str(&format!("{c:>15}"));
+                    s.push_str(&format!("{c:>18}"));
                 }
             }
         }

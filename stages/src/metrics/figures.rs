@@ -1,4 +1,5 @@
-//! PNG figures for `pipeline report`: confusion matrices and 2-D projections of hidden vectors.
+//! PNG figures for `pipeline report`: confusion matrices, training curves and 2-D projections
+//! of hidden vectors.
 
 use std::path::PathBuf;
 use std::sync::OnceLock;
@@ -58,70 +59,219 @@ fn render(
     b
 }
 
+/// The sequential colour of a share `f` in [0, 1]: near-white to dark blue.
+fn blues(f: f64) -> RGBColor {
+    let f = f.clamp(0.0, 1.0);
+    let mix = |lo: f64, hi: f64| (lo + (hi - lo) * f).round() as u8;
+    RGBColor(mix(247.0, 8.0), mix(251.0, 48.0), mix(255.0, 107.0))
+}
+
+/// Pixels a label of `chars` characters takes at `size` px (DejaVu Sans averages about 0.6 em).
+fn text_width(chars: usize, size: u32) -> i32 {
+    (chars as f64 * size as f64 * 0.6).ceil() as i32
+}
+
 /// A confusion matrix (rows true, columns predicted), each cell shaded by its share of the row
-/// and labelled with its count.
+/// and labelled with its count and that share; a colour scale beside it. Column labels turn
+/// vertical when they would not fit under their cells.
 pub fn confusion_png(
     cm: &[Vec<i64>],
     names: &[String],
     title: &str,
 ) -> Result<Vec<u8>, crate::StageError> {
-    let n = cm.len();
-    render(520, 460, |root| {
+    let n = cm.len().max(1);
+    let longest = names
+        .iter()
+        .take(n)
+        .map(|s| s.chars().count())
+        .max()
+        .unwrap_or(1);
+    let cell = (400 / n as i32).clamp(40, 110);
+    let label_w = text_width(longest, 14) + 34;
+    let vertical = text_width(longest, 14) > cell - 6;
+    let label_h = if vertical { label_w } else { 24 } + 26;
+    let side = cell * n as i32;
+    let (w, h) = (label_w + side + 110, 44 + side + label_h);
+    render(w as u32, h as u32, |root| {
         let e = |e: DrawingAreaErrorKind<_>| e.to_string();
-        let (top, body) = root.split_vertically(40);
-        top.draw(&Text::new(
-            title.to_string(),
-            (10, 12),
-            ("sans-serif", 18).into_font(),
-        ))
-        .map_err(e)?;
-        let (left, grid) = body.split_horizontally(110);
-        let (grid, bottom) = grid.split_vertically(360);
-        let cell = 360 / n.max(1) as i32;
+        let font = |px: u32| ("sans-serif", px).into_font();
+        root.draw(&Text::new(title.to_string(), (10, 12), font(18)))
+            .map_err(e)?;
+        let (x0, y0) = (label_w, 44);
         for (i, row) in cm.iter().enumerate() {
             let total = row.iter().sum::<i64>().max(1) as f64;
             for (j, &v) in row.iter().enumerate() {
                 let f = v as f64 / total;
-                let shade = (255.0 - 200.0 * f) as u8;
-                let (x, y) = (j as i32 * cell, i as i32 * cell);
-                grid.draw(&Rectangle::new(
+                let (x, y) = (x0 + j as i32 * cell, y0 + i as i32 * cell);
+                root.draw(&Rectangle::new(
                     [(x, y), (x + cell - 2, y + cell - 2)],
-                    RGBColor(shade, shade, 255).filled(),
+                    blues(f).filled(),
                 ))
                 .map_err(e)?;
                 let color = if f > 0.5 { WHITE } else { BLACK };
-                grid.draw(&Text::new(
-                    format!("{v}"),
-                    (x + cell / 2 - 10, y + cell / 2 - 8),
-                    ("sans-serif", 18).into_font().color(&color),
-                ))
-                .map_err(e)?;
+                let count = format!("{v}");
+                let share = format!("{:.0}%", 100.0 * f);
+                for (k, (text, px)) in [(count, 16), (share, 12)].into_iter().enumerate() {
+                    let tx = x + (cell - 2 - text_width(text.len(), px)) / 2;
+                    let ty = y + cell / 2 - 17 + 20 * k as i32;
+                    root.draw(&Text::new(text, (tx, ty), font(px).color(&color)))
+                        .map_err(e)?;
+                }
             }
         }
         for (k, name) in names.iter().enumerate().take(n) {
-            left.draw(&Text::new(
-                name.clone(),
-                (5, k as i32 * cell + cell / 2 - 6),
-                ("sans-serif", 14).into_font(),
-            ))
+            let c = k as i32 * cell + cell / 2;
+            root.draw(&Text::new(name.clone(), (30, y0 + c - 7), font(14)))
+                .map_err(e)?;
+            let (pos, style) = if vertical {
+                let f = font(14).transform(FontTransform::Rotate90);
+                ((x0 + c + 7, y0 + side + 6), f)
+            } else {
+                let tw = text_width(name.chars().count(), 14);
+                ((x0 + c - tw / 2, y0 + side + 6), font(14))
+            };
+            root.draw(&Text::new(name.clone(), pos, style)).map_err(e)?;
+        }
+        let rotated = font(13).transform(FontTransform::Rotate270);
+        root.draw(&Text::new("true class", (6, y0 + side / 2 + 30), rotated))
             .map_err(e)?;
-            bottom
-                .draw(&Text::new(
-                    name.clone(),
-                    (k as i32 * cell + 5, 8),
-                    ("sans-serif", 14).into_font(),
-                ))
+        root.draw(&Text::new(
+            "predicted class",
+            (x0 + side / 2 - 45, h - 20),
+            font(13),
+        ))
+        .map_err(e)?;
+        colour_scale(root, (x0 + side + 24, y0), side)
+    })
+}
+
+/// A vertical scale of `blues` from 0% (bottom) to 100% of the row (top), with ticks.
+fn colour_scale(
+    root: &DrawingArea<BitMapBackend, plotters::coord::Shift>,
+    (x, y): (i32, i32),
+    height: i32,
+) -> Result<(), crate::StageError> {
+    let e = |e: DrawingAreaErrorKind<_>| e.to_string();
+    for k in 0..height {
+        let f = 1.0 - k as f64 / (height - 1).max(1) as f64;
+        root.draw(&Rectangle::new(
+            [(x, y + k), (x + 16, y + k + 1)],
+            blues(f).filled(),
+        ))
+        .map_err(e)?;
+    }
+    root.draw(&Rectangle::new([(x, y), (x + 16, y + height)], BLACK))
+        .map_err(e)?;
+    for pct in [0, 25, 50, 75, 100] {
+        let ty = y + height - height * pct / 100;
+        root.draw(&PathElement::new(vec![(x + 16, ty), (x + 20, ty)], BLACK))
+            .map_err(e)?;
+        root.draw(&Text::new(
+            format!("{pct}%"),
+            (x + 23, ty - 6),
+            ("sans-serif", 12).into_font(),
+        ))
+        .map_err(e)?;
+    }
+    root.draw(&Text::new(
+        "of the row",
+        (x - 6, y + height + 8),
+        ("sans-serif", 11).into_font(),
+    ))
+    .map_err(e)?;
+    Ok(())
+}
+
+/// One side (train or valid) of a training curve: per epoch, the loss and a score.
+pub struct Curve<'a> {
+    pub name: &'a str,
+    pub color: RGBColor,
+    pub loss: Vec<(i64, f64)>,
+    pub score: Vec<(i64, f64)>,
+}
+
+/// Loss (left) and `score_name` (right) per epoch, one line per curve, the kept epoch marked by
+/// a dashed vertical line.
+pub fn curves_png<'a>(
+    curves: &'a [Curve<'a>],
+    score_name: &str,
+    best_epoch: Option<i64>,
+    title: &str,
+) -> Result<Vec<u8>, crate::StageError> {
+    render(900, 380, |root| {
+        let e = |e: DrawingAreaErrorKind<_>| e.to_string();
+        let root = root.titled(title, ("sans-serif", 18)).map_err(e)?;
+        let (l, r) = root.split_horizontally(450);
+        let last = curves
+            .iter()
+            .flat_map(|c| c.loss.iter().map(|p| p.0))
+            .fold(1, i64::max);
+        for (area, what, is_loss) in [(&l, "loss", true), (&r, score_name, false)] {
+            let pick = |c: &'a Curve| if is_loss { &c.loss } else { &c.score };
+            let (lo, hi) = curves
+                .iter()
+                .flat_map(|c| pick(c).iter().map(|p| p.1))
+                .filter(|v| v.is_finite())
+                .fold((f64::MAX, f64::MIN), |a, v| (a.0.min(v), a.1.max(v)));
+            if lo > hi {
+                continue;
+            }
+            let pad = ((hi - lo) * 0.05).max(1e-6);
+            let mut chart = ChartBuilder::on(area)
+                .margin(12)
+                .x_label_area_size(36)
+                .y_label_area_size(56)
+                .build_cartesian_2d(0..last + 1, (lo - pad)..(hi + pad))
+                .map_err(e)?;
+            let tick = |x: &i64| {
+                if (1..=last).contains(x) {
+                    x.to_string()
+                } else {
+                    String::new()
+                }
+            };
+            chart
+                .configure_mesh()
+                .light_line_style(WHITE)
+                .x_labels((last as usize + 2).min(12))
+                .x_label_formatter(&tick)
+                .x_desc("epoch")
+                .y_desc(what)
+                .label_style(("sans-serif", 13))
+                .draw()
+                .map_err(e)?;
+            if let Some(b) = best_epoch {
+                let dashes = (0..20).map(|k| {
+                    let y0 = lo - pad + (hi - lo + 2.0 * pad) * k as f64 / 20.0;
+                    PathElement::new(
+                        vec![(b, y0), (b, y0 + (hi - lo + 2.0 * pad) / 40.0)],
+                        BLACK.mix(0.6),
+                    )
+                });
+                chart.draw_series(dashes).map_err(e)?;
+            }
+            for c in curves {
+                let color = c.color;
+                chart
+                    .draw_series(
+                        LineSeries::new(pick(c).iter().copied(), color.stroke_width(2))
+                            .point_size(if pick(c).len() <= 40 { 3 } else { 0 }),
+                    )
+                    .map_err(e)?
+                    .label(c.name)
+                    .legend(move |(x, y)| {
+                        PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2))
+                    });
+            }
+            chart
+                .configure_series_labels()
+                .position(SeriesLabelPosition::UpperRight)
+                .label_font(("sans-serif", 13))
+                .background_style(WHITE.mix(0.85))
+                .border_style(BLACK)
+                .draw()
                 .map_err(e)?;
         }
-        left.draw(&Text::new("true", (5, 0), ("sans-serif", 12).into_font()))
-            .map_err(e)?;
-        bottom
-            .draw(&Text::new(
-                "predicted",
-                (140, 30),
-                ("sans-serif", 12).into_font(),
-            ))
-            .map_err(e)?;
         Ok(())
     })
 }

@@ -138,7 +138,7 @@ impl Kind for TrainJoint {
         "train_joint"
     }
     fn version(&self) -> u32 {
-        3
+        4
     }
     fn about(&self) -> &'static str {
         "a multimodal network end to end on feature sequences or model inputs: SMP, CM-MSF, MER-SEM-MBT or Foal-Net (inputs: 1-3 features, labels, split)"
@@ -185,6 +185,13 @@ impl Kind for TrainJoint {
     }
     fn report(&self, _p: &Params, t: &arrow::record_batch::RecordBatch) -> Option<String> {
         curve_report(t)
+    }
+    fn figures(
+        &self,
+        _p: &Params,
+        t: &arrow::record_batch::RecordBatch,
+    ) -> Vec<(String, Result<Vec<u8>, StageError>)> {
+        crate::train::tables::curve_figures(t)
     }
 }
 

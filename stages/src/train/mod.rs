@@ -14,7 +14,7 @@ use arrow::record_batch::RecordBatch;
 
 use crate::params::{ParamSpec, ParamType};
 use crate::table::{col, str_col};
-use crate::{Kind, Params, Role};
+use crate::{Kind, Params, Role, StageError};
 use tables::curve_report;
 
 pub use joint::TrainJoint;
@@ -228,7 +228,7 @@ impl Kind for TrainUnimodal {
         "train_unimodal"
     }
     fn version(&self) -> u32 {
-        4
+        5
     }
     fn about(&self) -> &'static str {
         "stage one: an encoder + classifier on one modality's features (inputs: features, labels, split)"
@@ -250,6 +250,9 @@ impl Kind for TrainUnimodal {
     }
     fn report(&self, _p: &Params, t: &RecordBatch) -> Option<String> {
         curve_report(t)
+    }
+    fn figures(&self, _p: &Params, t: &RecordBatch) -> Vec<(String, Result<Vec<u8>, StageError>)> {
+        crate::train::tables::curve_figures(t)
     }
 }
 
@@ -322,7 +325,7 @@ impl Kind for TrainFusion {
         "train_fusion"
     }
     fn version(&self) -> u32 {
-        5
+        6
     }
     fn about(&self) -> &'static str {
         "stage two: fuse three encoders' H vectors (inputs: train_unimodal V, A, T; their features V, A, T; labels; split)"
@@ -344,6 +347,9 @@ impl Kind for TrainFusion {
     }
     fn report(&self, _p: &Params, t: &RecordBatch) -> Option<String> {
         curve_report(t)
+    }
+    fn figures(&self, _p: &Params, t: &RecordBatch) -> Vec<(String, Result<Vec<u8>, StageError>)> {
+        crate::train::tables::curve_figures(t)
     }
 }
 

@@ -1,8 +1,10 @@
 //! Checkpoints and the long-format table of a trained model.
 //!
 //! A training stage's table is long-format, one artifact per trained model:
-//! - `part = curve`: one row per epoch (`epoch`, `train_loss`, `valid_loss`, `valid_acc`,
-//!   `valid_f1`, `best`). No timings: the same key gives the same bytes;
+//! - `part = curve`: one row per epoch (`epoch`, `train_loss`, `train_acc`, `train_f1`,
+//!   `valid_loss`, `valid_acc`, `valid_f1`, `best`). The train columns are running values over
+//!   the epoch's batches, in training mode (dropout on), as the loss is; the valid ones come
+//!   after the epoch in evaluation mode. No timings: the same key gives the same bytes;
 //! - `part = checkpoint`: one row, the best-on-valid weights as safetensors bytes
 //!   (`checkpoint`) and the model's shape (`config`, JSON);
 //! - `part = prediction`: one row per clip (`clip_id`, `split`, `y`, `pred`, `probs`,
@@ -31,9 +33,17 @@ use crate::table::{batch, f32_lists, f64s, i64s, strings};
 use crate::train::dataset::{Dataset, Task};
 use crate::StageError;
 
-/// epoch, train loss, valid loss, valid acc, valid macro F1 (multi-label: the averages of the
-/// per-class binary accuracy and F1).
-pub type Epoch = (i64, f64, f64, f64, f64);
+/// One epoch of the training curve. Accuracy and macro F1 (multi-label: the averages of the
+/// per-class binary accuracy and F1) on each side.
+pub struct Epoch {
+    pub epoch: i64,
+    pub train_loss: f64,
+    pub train_acc: f64,
+    pub train_f1: f64,
+    pub valid_loss: f64,
+    pub valid_acc: f64,
+    pub valid_f1: f64,
+}
 
 /// What `fit` hands back: the curve, the kept epoch and its weights, and every clip's outputs.
 pub struct Trained {
@@ -96,9 +106,13 @@ pub(crate) fn model_table(
         v.resize(n, None);
         f64s(v)
     };
-    let mut epoch: Vec<Option<i64>> = t.curve.iter().map(|c| Some(c.0)).collect();
+    let mut epoch: Vec<Option<i64>> = t.curve.iter().map(|c| Some(c.epoch)).collect();
     epoch.resize(n, None);
-    let mut best: Vec<Option<bool>> = t.curve.iter().map(|c| Some(c.0 == t.best_epoch)).collect();
+    let mut best: Vec<Option<bool>> = t
+        .curve
+        .iter()
+        .map(|c| Some(c.epoch == t.best_epoch))
+        .collect();
     best.resize(n, None);
     let mut ckpt = BinaryBuilder::new();
     let mut config = config;
@@ -153,10 +167,12 @@ pub(crate) fn model_table(
     batch(vec![
         ("part", strings(&part)),
         ("epoch", i64s(epoch)),
-        ("train_loss", curve_f(|c| c.1)),
-        ("valid_loss", curve_f(|c| c.2)),
-        ("valid_acc", curve_f(|c| c.3)),
-        ("valid_f1", curve_f(|c| c.4)),
+        ("train_loss", curve_f(|c| c.train_loss)),
+        ("train_acc", curve_f(|c| c.train_acc)),
+        ("train_f1", curve_f(|c| c.train_f1)),
+        ("valid_loss", curve_f(|c| c.valid_loss)),
+        ("valid_acc", curve_f(|c| c.valid_acc)),
+        ("valid_f1", curve_f(|c| c.valid_f1)),
         ("best", Arc::new(BooleanArray::from(best)) as ArrayRef),
         ("checkpoint", Arc::new(ckpt.finish()) as ArrayRef),
         ("config", crate::table::opt_strings(cfg)),

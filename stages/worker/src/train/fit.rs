@@ -4,7 +4,7 @@
 use tch::nn::{self, OptimizerConfig};
 use tch::{Device, Tensor};
 
-use crate::train::checkpoint::{safetensors_bytes, Trained};
+use crate::train::checkpoint::{safetensors_bytes, Epoch, Trained};
 use crate::train::dataset::{Dataset, Task};
 use crate::{Params, StageError};
 
@@ -185,17 +185,30 @@ pub fn fit(
     for epoch in 1..=cfg.epochs {
         let order = shuffle.permute(train_idx.len());
         let mut total = 0.0;
+        // The batches' outputs, for the epoch's running train accuracy and F1.
+        let (mut seen, mut outs) = (Vec::with_capacity(train_idx.len()), Vec::new());
         for chunk in order.chunks(cfg.batch as usize) {
             let ids: Vec<i64> = chunk.iter().map(|&k| train_idx[k]).collect();
             let idx = Tensor::from_slice(&ids);
             let yb = y.index_select(0, &idx).to_device(dev);
             let (logits, aux) = forward(&on(dev, ds.rows(&idx)), &yb, true);
+            outs.push(logits.detach().to_device(Device::Cpu));
             let loss = total_loss(ds, (&logits, aux), (&yb, &idx), main_weight, aux_y);
             opt.backward_step(&loss);
             total += loss.double_value(&[]) * ids.len() as f64;
+            seen.extend(ids);
         }
+        let (tacc, tf1) = tch::no_grad(|| valid_scores(ds, &seen, &Tensor::cat(&outs, 0)));
         let (vloss, vacc, vf1) = validate(ds, (&y, &valid_idx), (main_weight, aux_y), forward, dev);
-        curve.push((epoch, total / train_idx.len() as f64, vloss, vacc, vf1));
+        curve.push(Epoch {
+            epoch,
+            train_loss: total / train_idx.len() as f64,
+            train_acc: tacc,
+            train_f1: tf1,
+            valid_loss: vloss,
+            valid_acc: vacc,
+            valid_f1: vf1,
+        });
         progress.epoch(epoch as usize, cfg.epochs as usize, vloss);
         if let Some(new_lr) = plateau.step(vloss) {
             opt.set_lr(new_lr);

@@ -178,7 +178,9 @@ fn show_stage(env: &Env, name: &str, nrows: usize, as_json: bool) -> Result<i32>
     let runtime = db.runtime(&a.key)?;
     let path = env.store.object_path(&a.object);
     let table = env.store.get_table(&a.object)?;
+    let meta = env.store.metadata(&a.object)?;
     if as_json {
+        let meta = crate::export::provenance(&meta);
         let errs: Vec<_> = errors
             .iter()
             .map(|e| json!({"item": e.item, "field": e.field, "reason": e.reason}))
@@ -186,7 +188,8 @@ fn show_stage(env: &Env, name: &str, nrows: usize, as_json: bool) -> Result<i32>
         println!(
             "{}",
             json!({"stage": s.name, "kind": s.kind, "key": a.key, "state": if retry.is_some() { "retry" } else { "fresh" }, "retry": retry, "artifact": path, "rows": a.rows,
-                   "bytes": a.bytes, "schema": a.schema, "failed_items": errs, "params": s.params.0, "runtime": runtime})
+                   "bytes": a.bytes, "schema": a.schema, "failed_items": errs, "params": s.params.0, "runtime": runtime,
+                   "metadata": meta})
         );
         return Ok(0);
     }
@@ -220,6 +223,7 @@ fn show_stage(env: &Env, name: &str, nrows: usize, as_json: bool) -> Result<i32>
     for f in table.schema().fields() {
         println!("  {}: {}", f.name(), f.data_type());
     }
+    print_metadata(&meta);
     if !errors.is_empty() {
         println!("failed items ({})", errors.len());
         for e in &errors {
@@ -232,6 +236,19 @@ fn show_stage(env: &Env, name: &str, nrows: usize, as_json: bool) -> Result<i32>
         println!("{}", arrow::util::pretty::pretty_format_batches(&[head])?);
     }
     Ok(0)
+}
+
+/// The artifact's own Parquet metadata, as a reader of the file outside the cache sees it.
+fn print_metadata(meta: &[(String, String)]) {
+    if meta.is_empty() {
+        println!("metadata  none (written before artifacts carried it)");
+        return;
+    }
+    println!("metadata (Parquet key-value)");
+    let width = meta.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    for (k, v) in meta {
+        println!("  {k:<width$}  {v}");
+    }
 }
 
 /// `pipeline show STAGE --path`: the artifact's path, then for a per-clip stage stored an

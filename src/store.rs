@@ -18,6 +18,7 @@ use arrow::record_batch::RecordBatch;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
 
 use crate::keys::short;
@@ -48,9 +49,14 @@ impl Store {
         self.root.join("locks").join(format!("{key}.lock"))
     }
 
-    /// Writes a table as a zstd Parquet object; returns (content hash, bytes).
-    pub fn put_table(&self, table: &RecordBatch) -> Result<(String, u64)> {
-        let bytes = encode_parquet(table)?;
+    /// Writes a table as a zstd Parquet object with `meta` as its key-value metadata; returns
+    /// (content hash, bytes).
+    pub fn put_table(
+        &self,
+        table: &RecordBatch,
+        meta: &[(String, String)],
+    ) -> Result<(String, u64)> {
+        let bytes = encode_parquet(table, meta)?;
         let hash = blake3::hash(&bytes).to_hex().to_string();
         let path = self.object_path(&hash);
         if !path.exists() {
@@ -65,6 +71,13 @@ impl Store {
         decode_parquet(bytes::Bytes::from(bytes))
             .with_context(|| format!("decoding object {}", self.object_path(hash).display()))
             .map(Arc::new)
+    }
+
+    /// An object's `pipeline.*` metadata (see [`crate::run::provenance`]), its bytes checked.
+    pub fn metadata(&self, hash: &str) -> Result<Vec<(String, String)>> {
+        let bytes = self.read_checked(hash)?;
+        parquet_metadata(bytes::Bytes::from(bytes))
+            .with_context(|| format!("reading {}", self.object_path(hash).display()))
     }
 
     /// An object's bytes, checked against its name. A corrupt object is set aside in
@@ -153,15 +166,35 @@ impl Store {
     }
 }
 
-pub fn encode_parquet(table: &RecordBatch) -> Result<Vec<u8>> {
+/// A zstd Parquet file of `table`, with `meta` as key-value metadata (in the order given, so
+/// the same table and metadata give the same bytes).
+pub fn encode_parquet(table: &RecordBatch, meta: &[(String, String)]) -> Result<Vec<u8>> {
+    let kv = meta
+        .iter()
+        .map(|(k, v)| KeyValue::new(k.clone(), v.clone()))
+        .collect::<Vec<_>>();
     let props = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
+        .set_key_value_metadata((!kv.is_empty()).then_some(kv))
         .build();
     let mut buf = Vec::new();
     let mut w = ArrowWriter::try_new(&mut buf, table.schema(), Some(props))?;
     w.write(table)?;
     w.close()?;
     Ok(buf)
+}
+
+/// A Parquet file's own key-value metadata (Arrow's schema entry left out), in file order.
+pub fn parquet_metadata(bytes: bytes::Bytes) -> Result<Vec<(String, String)>> {
+    let reader = parquet::file::reader::SerializedFileReader::new(bytes)?;
+    use parquet::file::reader::FileReader as _;
+    let kv = reader.metadata().file_metadata().key_value_metadata();
+    Ok(kv
+        .into_iter()
+        .flatten()
+        .filter(|kv| kv.key != "ARROW:schema")
+        .map(|kv| (kv.key.clone(), kv.value.clone().unwrap_or_default()))
+        .collect())
 }
 
 /// Why an object's bytes were not handed out. Each of these heals by itself: the object is

@@ -32,14 +32,14 @@ pub enum Format {
 
 /// Writes stage `name`'s data into `out` in `format`; returns the files written.
 pub fn export(env: &Env, name: &str, format: Format, out: &Path) -> Result<Vec<PathBuf>> {
-    let (table, id_column) = gathered(env, name)?;
+    let (table, id_column, meta) = gathered_with_meta(env, name)?;
     std::fs::create_dir_all(out).with_context(|| out.display().to_string())?;
     let base = file_stem(name);
-    let files = match format {
+    let mut files = match format {
         Format::Parquet => {
             let p = out.join(format!("{base}.parquet"));
-            write_atomic(&p, &encode_parquet(&table)?)?;
-            vec![p]
+            write_atomic(&p, &encode_parquet(&table, &meta)?)?;
+            return Ok(vec![p]);
         }
         Format::Csv => {
             let p = out.join(format!("{base}.csv"));
@@ -49,7 +49,27 @@ pub fn export(env: &Env, name: &str, format: Format, out: &Path) -> Result<Vec<P
         Format::Npy => npy(&table, &id_column, out, &base)?,
         Format::Mmsa => bail!("--format mmsa takes --text, --audio, --vision, --labels, --split"),
     };
+    // CSV and numpy files have nowhere to keep it: the stage's metadata goes beside them.
+    let p = out.join(format!("{base}.provenance.json"));
+    let text = serde_json::to_string_pretty(&provenance(&meta))? + "\n";
+    write_atomic(&p, text.as_bytes())?;
+    files.push(p);
     Ok(files)
+}
+
+/// `pipeline.*` metadata as one JSON object, the values that are JSON as JSON.
+pub fn provenance(meta: &[(String, String)]) -> serde_json::Value {
+    let map: serde_json::Map<String, serde_json::Value> = meta
+        .iter()
+        .map(|(k, v)| {
+            let value = match v.chars().next() {
+                Some('{' | '[') => serde_json::from_str(v).unwrap_or_else(|_| v.clone().into()),
+                _ => v.clone().into(),
+            };
+            (k.clone(), value)
+        })
+        .collect();
+    serde_json::Value::Object(map)
 }
 
 /// A file name from a stage name (`split[seed=1]` -> `split.seed-1`).
@@ -68,6 +88,14 @@ pub fn file_stem(name: &str) -> String {
 /// The stage's table; for a sharded stage, every item's rows (each with its id) read from the
 /// item objects, in the index's order. Also the id column's name.
 fn gathered(env: &Env, name: &str) -> Result<(RecordBatch, String)> {
+    gathered_with_meta(env, name).map(|(t, id, _)| (t, id))
+}
+
+/// A stage's data, its id column, and its artifact's `pipeline.*` metadata.
+type Gathered = (RecordBatch, String, crate::run::provenance::Metadata);
+
+/// [`gathered`], and the `pipeline.*` metadata of the stage's artifact.
+fn gathered_with_meta(env: &Env, name: &str) -> Result<Gathered> {
     let idx = *env
         .plan
         .index
@@ -81,6 +109,7 @@ fn gathered(env: &Env, name: &str) -> Result<(RecordBatch, String)> {
         .and_then(|p| p.artifact)
         .ok_or_else(|| anyhow!("`{name}` is not computed; `pipeline run {name}` first"))?;
     let t = env.store.get_table(&a.object)?;
+    let meta = env.store.metadata(&a.object)?;
     let s = &env.plan.stages[idx];
     let kind = env.reg.get(&s.kind).expect("validated kind");
     let id_column = match kind.mode(&s.params) {
@@ -90,7 +119,7 @@ fn gathered(env: &Env, name: &str) -> Result<(RecordBatch, String)> {
         stages::Mode::Table => "clip_id".to_string(),
     };
     if !matches!(kind.mode(&s.params), stages::Mode::Sharded { .. }) {
-        return Ok((Arc::unwrap_or_clone(t), id_column));
+        return Ok((Arc::unwrap_or_clone(t), id_column, meta));
     }
     let objects = t
         .column_by_name("object")
@@ -101,13 +130,13 @@ fn gathered(env: &Env, name: &str) -> Result<(RecordBatch, String)> {
         parts.push(env.store.get_table(objects.value(r))?);
     }
     let Some(first) = parts.first() else {
-        return Ok((Arc::unwrap_or_clone(t), id_column));
+        return Ok((Arc::unwrap_or_clone(t), id_column, meta));
     };
     let schema = first.schema();
     let parts: Vec<RecordBatch> = parts.iter().map(|p| (**p).clone()).collect();
     let all = arrow::compute::concat_batches(&schema, &parts)
         .with_context(|| format!("`{name}`'s items have different columns"))?;
-    Ok((all, id_column))
+    Ok((all, id_column, meta))
 }
 
 /// RFC 4180 CSV: a header, then each row; a list shows as `[a, b, ...]`, bytes as hex.

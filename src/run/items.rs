@@ -33,6 +33,8 @@ pub(super) struct ItemRun<'a> {
     pub writes: &'a [&'a str],
     /// The stage run's progress (also the stage's own, inside a batch).
     pub progress: &'a super::stage::Progress<'a>,
+    /// What a sharded item's object says of itself ([`super::provenance::of_items`]).
+    pub item_meta: &'a [(String, String)],
 }
 
 /// Hash of the columns an item reads, in its row: the item's cache identity within the stage.
@@ -208,7 +210,9 @@ fn store_item(
         Some(store) => {
             let full = with_id(id, id_column, &b)?;
             drop(b);
-            let (obj, size) = store.put_table(&full)?;
+            let mut meta = job.item_meta.to_vec();
+            meta.push(("pipeline.item".to_string(), id.to_string()));
+            let (obj, size) = store.put_table(&full, &meta)?;
             let rows = full.num_rows();
             writer.lock().unwrap().put_item(
                 &key.stage_id,

@@ -9,6 +9,7 @@
 pub mod forecast;
 pub mod gpus;
 mod items;
+pub mod provenance;
 mod reports;
 mod scheduler;
 mod stage;

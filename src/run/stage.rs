@@ -302,6 +302,7 @@ pub fn execute(job: &Job, stage: &dyn Stage, rep: &Reporter, tables: &Tables) ->
                 shard_store: matches!(mode, StageMode::Sharded { .. }).then_some(&store),
                 writes,
                 progress: &progress,
+                item_meta: &super::provenance::of_items(job, stage),
             };
             run_items(&run, &mut db, shard)?
         }
@@ -315,7 +316,8 @@ pub fn execute(job: &Job, stage: &dyn Stage, rep: &Reporter, tables: &Tables) ->
             mark_inputs(&db, job, &shards, &ctx.inputs)?;
             return Err(all_failed(job, &errors));
         }
-        record_artifact(&store, &mut db, job, (&table, &errors))?;
+        let meta = super::provenance::of_stage(job, stage);
+        record_artifact(&store, &mut db, job, (&table, &errors), &meta)?;
         mark_faults(&db, job, &shards, &errors, &ctx.inputs)?;
         update_state(&db, &job.pipeline_id, &job.name, key)?;
         tables
@@ -486,9 +488,10 @@ fn record_artifact(
     db: &mut Db,
     job: &Job,
     (table, errors): (&RecordBatch, &[ItemError]),
+    meta: &[(String, String)],
 ) -> Result<()> {
     let (key, s) = (&job.key, job);
-    let (object, bytes) = store.put_table(table)?;
+    let (object, bytes) = store.put_table(table, meta)?;
     let schema = table
         .schema()
         .fields()

@@ -67,6 +67,9 @@ impl Kind for Pixels {
     fn kind(&self) -> &'static str {
         "pixels"
     }
+    fn libraries(&self) -> &'static [&'static str] {
+        &["opencv"]
+    }
     fn version(&self) -> u32 {
         1
     }
@@ -93,6 +96,9 @@ impl Kind for Pixels {
 impl Kind for Embed {
     fn kind(&self) -> &'static str {
         "embed"
+    }
+    fn libraries(&self) -> &'static [&'static str] {
+        &["libtorch", "opencv"]
     }
     fn version(&self) -> u32 {
         1

@@ -235,6 +235,11 @@ pub trait Kind: Send + Sync {
     }
     /// Minimum and maximum number of input tables.
     fn arity(&self) -> (usize, usize);
+    /// The native libraries the kind computes with (`ffmpeg`, `opencv`, `libtorch`): their
+    /// versions go into its artifacts' metadata.
+    fn libraries(&self) -> &'static [&'static str] {
+        &[]
+    }
     /// The columns the kind writes (per item for a per-item kind: the item's rows, before the
     /// engine adds the id column); empty where they depend on the data (a manifest's columns).
     /// The engine refuses output that lacks one, so a declaration cannot drift from the code.

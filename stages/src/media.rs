@@ -187,6 +187,9 @@ impl Kind for Audio {
     fn kind(&self) -> &'static str {
         "audio"
     }
+    fn libraries(&self) -> &'static [&'static str] {
+        &["ffmpeg"]
+    }
     fn version(&self) -> u32 {
         1
     }
@@ -221,6 +224,9 @@ impl Kind for Decode {
     fn kind(&self) -> &'static str {
         "decode"
     }
+    fn libraries(&self) -> &'static [&'static str] {
+        &["ffmpeg"]
+    }
     fn version(&self) -> u32 {
         1
     }
@@ -247,6 +253,9 @@ impl Kind for Decode {
 impl Kind for FaceCrop {
     fn kind(&self) -> &'static str {
         "face"
+    }
+    fn libraries(&self) -> &'static [&'static str] {
+        &["opencv"]
     }
     fn version(&self) -> u32 {
         1
@@ -299,6 +308,9 @@ impl Kind for FaceCrop {
 impl Kind for Probe {
     fn kind(&self) -> &'static str {
         "probe"
+    }
+    fn libraries(&self) -> &'static [&'static str] {
+        &["ffmpeg"]
     }
     fn version(&self) -> u32 {
         1

@@ -369,3 +369,141 @@ for part in ["train", "valid", "test"]:
     );
     assert_eq!(got, want);
 }
+
+/// Every artifact says of itself, in its Parquet metadata, which stage made it from what: the
+/// stage's table (index) names its key, inputs' keys, params, external files and libraries;
+/// a clip's object, shared by every stage run with the same stage id, only what that id fixes,
+/// so that a rerun that reuses it leaves its bytes alone. The metadata travels with an export.
+#[test]
+fn artifacts_carry_their_provenance_and_reused_items_keep_their_bytes() {
+    let m = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/models/embed");
+    let yaml = format!(
+        "{FRONT}  text: {{kind: embed, inputs: [ingest], params: {{modality: text, model: \"{m}/text-minilm.pt\", tokenizer: \"{m}/text-minilm.tokenizer.json\", max_length: 36, pool: mean}}}}\n",
+        m = m.display()
+    );
+    let p = Project::with_pipeline(4, &yaml);
+    assert_eq!(p.run_json(&["all"]).0, 0);
+    let show = |s: &str| -> Value {
+        let o = p.run(&["show", s, "--json"]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_slice(&o.stdout).unwrap()
+    };
+    let (ingest, audio, text) = (show("ingest"), show("audio"), show("text"));
+    let meta = &audio["metadata"];
+    assert_eq!(meta["pipeline.key"], audio["key"], "{meta}");
+    assert_eq!(meta["pipeline.stage"], "audio");
+    assert_eq!(meta["pipeline.kind"], "audio");
+    assert!(meta["pipeline.kind_version"]
+        .as_str()
+        .unwrap()
+        .parse::<u32>()
+        .is_ok());
+    assert_eq!(meta["pipeline.params"]["sample_rate"], 16000);
+    assert_eq!(
+        meta["pipeline.inputs"],
+        serde_json::json!([{"name": "ingest", "key": ingest["key"]}])
+    );
+    assert!(meta["pipeline.tool"]
+        .as_str()
+        .unwrap()
+        .starts_with("pipeline "));
+    let ffmpeg = meta["pipeline.libraries"]["ffmpeg"].as_str().unwrap();
+    assert!(ffmpeg.contains("libavcodec"), "{ffmpeg}");
+    // The embedding: libtorch's version, and the model keyed (and listed) by its content.
+    let meta = &text["metadata"];
+    let model = blake3::hash(&std::fs::read(m.join("text-minilm.pt")).unwrap())
+        .to_hex()
+        .to_string();
+    assert_eq!(
+        meta["pipeline.params"]["model"],
+        serde_json::json!({"content": model})
+    );
+    let files = meta["pipeline.files"].as_array().unwrap();
+    assert!(
+        files.iter().any(|f| f["blake3"] == model.as_str()
+            && f["path"].as_str().unwrap().ends_with("text-minilm.pt")),
+        "{meta}"
+    );
+    assert!(meta["pipeline.libraries"]["libtorch"]
+        .as_str()
+        .unwrap()
+        .starts_with("2."));
+    assert!(meta["pipeline.libraries"].get("ffmpeg").is_none(), "{meta}");
+    // `show` prints it.
+    let text_show = String::from_utf8(p.run(&["show", "audio", "--rows", "0"]).stdout).unwrap();
+    assert!(
+        text_show.contains("metadata (Parquet key-value)"),
+        "{text_show}"
+    );
+    assert!(text_show.contains("pipeline.libraries"), "{text_show}");
+
+    // A clip's object: its id and what the stage id fixes; no stage name, key or inputs.
+    let item_paths = |stage: &str| -> Vec<(String, String)> {
+        let o = String::from_utf8(p.run(&["show", stage, "--path"]).stdout).unwrap();
+        o.lines()
+            .skip(1)
+            .map(|l| {
+                let (id, path) = l.split_once('\t').unwrap();
+                (id.to_string(), path.to_string())
+            })
+            .collect()
+    };
+    let before = item_paths("audio");
+    assert_eq!(before.len(), 4);
+    let item_meta = |path: &str| -> Vec<(String, String)> {
+        let bytes = std::fs::read(path).unwrap();
+        pipeline::store::parquet_metadata(bytes.into()).unwrap()
+    };
+    let (id, path) = &before[0];
+    let im: std::collections::BTreeMap<String, String> = item_meta(path).into_iter().collect();
+    assert_eq!(im.get("pipeline.item"), Some(id), "{im:?}");
+    assert_eq!(
+        im.get("pipeline.stage_id").map(String::as_str),
+        audio["metadata"]["pipeline.stage_id"].as_str()
+    );
+    for k in ["pipeline.key", "pipeline.stage", "pipeline.inputs"] {
+        assert!(!im.contains_key(k), "{k} in a shared item: {im:?}");
+    }
+
+    // One clip changes: a new key for the stage, the other clips' objects untouched.
+    p.change_clip("video_0000/0002.mp4", 777);
+    assert_eq!(p.run_json(&["all"]).0, 0);
+    let audio2 = show("audio");
+    assert_ne!(audio2["key"], audio["key"]);
+    assert_eq!(audio2["metadata"]["pipeline.key"], audio2["key"]);
+    let after = item_paths("audio");
+    let kept: Vec<_> = after.iter().filter(|a| before.contains(a)).collect();
+    assert_eq!(kept.len(), 3, "{before:?}\n{after:?}");
+    for (_, path) in kept {
+        let now = item_meta(path);
+        assert!(now.iter().all(|(k, _)| k != "pipeline.key"), "{now:?}");
+    }
+
+    // Out of the cache: the exported Parquet file keeps the stage's metadata, as pyarrow reads it.
+    let out = p.root().join("out");
+    let o = p.run(&[
+        "export",
+        "logmel",
+        "--format",
+        "parquet",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let py = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv-read/bin/python");
+    let script = r#"
+import json, sys, pyarrow.parquet as pq
+md = pq.read_metadata(sys.argv[1]).metadata
+print(json.dumps({k.decode(): v.decode() for k, v in md.items() if k.startswith(b"pipeline.")}))
+"#;
+    let o = std::process::Command::new(&py)
+        .arg("-c")
+        .arg(script)
+        .arg(out.join("logmel.parquet"))
+        .output()
+        .expect("the .venv-read Python that `make setup` makes");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let read: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(read["pipeline.key"], show("logmel")["key"], "{read}");
+    assert_eq!(read["pipeline.kind"], "logmel");
+}

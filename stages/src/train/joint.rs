@@ -137,6 +137,9 @@ impl Kind for TrainJoint {
     fn kind(&self) -> &'static str {
         "train_joint"
     }
+    fn libraries(&self) -> &'static [&'static str] {
+        &["libtorch"]
+    }
     fn version(&self) -> u32 {
         4
     }

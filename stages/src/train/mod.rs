@@ -227,6 +227,9 @@ impl Kind for TrainUnimodal {
     fn kind(&self) -> &'static str {
         "train_unimodal"
     }
+    fn libraries(&self) -> &'static [&'static str] {
+        &["libtorch"]
+    }
     fn version(&self) -> u32 {
         5
     }
@@ -303,6 +306,9 @@ impl Kind for ExportHidden {
     fn kind(&self) -> &'static str {
         "export_hidden"
     }
+    fn libraries(&self) -> &'static [&'static str] {
+        &["libtorch"]
+    }
     fn version(&self) -> u32 {
         1
     }
@@ -323,6 +329,9 @@ impl Kind for ExportHidden {
 impl Kind for TrainFusion {
     fn kind(&self) -> &'static str {
         "train_fusion"
+    }
+    fn libraries(&self) -> &'static [&'static str] {
+        &["libtorch"]
     }
     fn version(&self) -> u32 {
         6
@@ -356,6 +365,9 @@ impl Kind for TrainFusion {
 impl Kind for LinearProbe {
     fn kind(&self) -> &'static str {
         "linear_probe"
+    }
+    fn libraries(&self) -> &'static [&'static str] {
+        &["libtorch"]
     }
     fn version(&self) -> u32 {
         1

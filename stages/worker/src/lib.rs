@@ -14,6 +14,13 @@ pub use stages::{
     PlanCtx, RunCtx, Stage, StageError,
 };
 
+/// Notes the versions of the native libraries this worker links, for the artifacts' metadata.
+pub fn note_libraries() {
+    ::stages::runtime::linked_library("libtorch", env!("PIPELINE_LIBTORCH_VERSION").to_string());
+    #[cfg(feature = "media")]
+    media::note_libraries();
+}
+
 /// Every kind, computed: the light crate's own and this crate's.
 pub fn stages() -> Vec<Box<dyn Stage>> {
     let mut all = ::stages::registry::local();

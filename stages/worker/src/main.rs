@@ -4,7 +4,10 @@
 fn main() {
     let stages = worker::stages();
     let code = match std::env::args().nth(1).as_deref() {
-        Some("run") => pipeline::run::worker::serve(&stages, &worker::torch::set_threads),
+        Some("run") => {
+            worker::note_libraries();
+            pipeline::run::worker::serve(&stages, &worker::torch::set_threads)
+        }
         Some("kinds") => {
             print!(
                 "{}",

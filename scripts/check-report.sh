@@ -16,15 +16,9 @@ if ! command -v chromium >/dev/null; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get -o DPkg::Lock::Timeout=600 install -y -q chromium
 fi
 
+. scripts/lib/venv.sh
 venv="$root/.venv-browser"
-want="websocket-client==1.9.2 pillow==13.0.0"
-if [ ! -f "$venv/.ok" ] || [ "$(cat "$venv/.ok")" != "$want" ]; then
-  echo "report-check: python venv ($want)"
-  rm -rf "$venv"
-  python3 -m venv "$venv"
-  for i in 1 2 3; do "$venv/bin/pip" install -q --no-cache-dir $want && break; sleep $((i * 5)); done
-  echo "$want" > "$venv/.ok"
-fi
+pinned_venv "$venv" "websocket-client==1.9.2 pillow==13.0.0" "the report check"
 
 if (($#)); then
   pages=("$@")

@@ -31,27 +31,13 @@ fi
 # The demo dataset generator: numpy + Pillow in a venv (pinned: the same versions give the same
 # bytes), and the real photos it is made from.
 root=$(cd "$(dirname "$0")/.." && pwd)
+. "$root/scripts/lib/venv.sh"
 venv="$root/.venv-demo"
-want="numpy==2.4.6 pillow==13.0.0"
-if [ ! -f "$venv/.ok" ] || [ "$(cat "$venv/.ok")" != "$want" ]; then
-  echo "setup: python venv for the demo generator ($want)"
-  rm -rf "$venv"
-  python3 -m venv "$venv"
-  for i in 1 2 3; do "$venv/bin/pip" install -q --no-cache-dir $want && break; sleep $((i * 5)); done
-  echo "$want" > "$venv/.ok"
-fi
+pinned_venv "$venv" "numpy==2.4.6 pillow==13.0.0" "the demo generator"
 PYTHON="$venv/bin/python" "$root/scripts/demo/fetch-assets.sh" "$root/data/assets"
 
 # What the tests read exports with, as a user's notebook would: numpy, pandas, pyarrow.
-read_venv="$root/.venv-read"
-want_read="numpy==2.4.6 pandas==3.1.1 pyarrow==26.0.1"
-if [ ! -f "$read_venv/.ok" ] || [ "$(cat "$read_venv/.ok")" != "$want_read" ]; then
-  echo "setup: python venv for reading exports ($want_read)"
-  rm -rf "$read_venv"
-  python3 -m venv "$read_venv"
-  for i in 1 2 3; do "$read_venv/bin/pip" install -q --no-cache-dir $want_read && break; sleep $((i * 5)); done
-  echo "$want_read" > "$read_venv/.ok"
-fi
+pinned_venv "$root/.venv-read" "numpy==2.4.6 pandas==3.1.1 pyarrow==26.0.1" "reading exports"
 
 # libtorch for the tch-based stages, and Python torch for the one-time TorchScript export of the
 # pretrained models (scripts/models/). PyPI's torch wheel is the only torch that can be had

@@ -76,36 +76,7 @@ struct MmsaArgs {
 #[derive(Subcommand)]
 enum Cmd {
     /// Run stages (and what they depend on) that are not fresh in the cache
-    Run {
-        /// `all`, or stage names (a matrix stage's base name selects every variant)
-        #[arg(default_value = "all")]
-        targets: Vec<String>,
-        #[command(flatten)]
-        p: PipelineArgs,
-        /// Stages to run at once, at most [default: the CPUs]; each also waits for the CPUs
-        /// and GPUs its `resources:` ask
-        #[arg(short = 'j', long)]
-        jobs: Option<usize>,
-        /// CPUs the stages running at once may use together [default: the machine's]
-        #[arg(long)]
-        cpus: Option<usize>,
-        /// GPUs the stages may use, such as `0,1`, or `none` [default: CUDA_VISIBLE_DEVICES,
-        /// else every GPU the NVIDIA driver lists]
-        #[arg(long)]
-        gpus: Option<String>,
-        /// Keep running stages that do not depend on a failed one
-        #[arg(long)]
-        keep_going: bool,
-        /// Try the failed items of the selected stages again (the others stay cached)
-        #[arg(long)]
-        retry_failed: bool,
-        /// Show what would run and why, run nothing
-        #[arg(long)]
-        dry_run: bool,
-        /// One JSON object per event on stdout, ending with a summary
-        #[arg(long)]
-        json: bool,
-    },
+    Run(RunArgs),
     /// Each stage fresh / stale / never-run with the reasons, and its cluster job if submitted
     Status {
         #[arg(default_value = "all")]
@@ -119,37 +90,7 @@ enum Cmd {
         json: bool,
     },
     /// Send stale stages to a Slurm cluster as batch jobs sharing this cache
-    Submit {
-        /// `all`, or stage names (with what they depend on)
-        #[arg(default_value = "all")]
-        targets: Vec<String>,
-        #[command(flatten)]
-        p: PipelineArgs,
-        /// Partition for every job (overrides `resources.partition`)
-        #[arg(long)]
-        partition: Option<String>,
-        /// Account to charge
-        #[arg(long)]
-        account: Option<String>,
-        /// Job tasks queued or running at once (array tasks count one each); the rest wait for
-        /// the next `submit`, or for room under --watch
-        #[arg(long, value_name = "N")]
-        max_jobs: Option<usize>,
-        /// `sbatch` calls per second at most
-        #[arg(long, value_name = "R", default_value_t = 10.0)]
-        submit_rate: f64,
-        /// Split per-clip stages that set no `resources.shards` into N array tasks
-        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
-        shards: Option<u64>,
-        /// Print the batch scripts, submit nothing
-        #[arg(long)]
-        dry_run: bool,
-        /// Wait for the jobs, report progress, cancel what depends on a failure
-        #[arg(long)]
-        watch: bool,
-        #[arg(long)]
-        json: bool,
-    },
+    Submit(SubmitArgs),
     /// Run one stage whose inputs are in the cache (what a cluster job runs)
     Exec {
         stage: String,
@@ -268,6 +209,73 @@ enum Cmd {
     },
 }
 
+/// `pipeline run`'s arguments.
+#[derive(clap::Args)]
+struct RunArgs {
+    /// `all`, or stage names (a matrix stage's base name selects every variant)
+    #[arg(default_value = "all")]
+    targets: Vec<String>,
+    #[command(flatten)]
+    p: PipelineArgs,
+    /// Stages to run at once, at most [default: the CPUs]; each also waits for the CPUs
+    /// and GPUs its `resources:` ask
+    #[arg(short = 'j', long)]
+    jobs: Option<usize>,
+    /// CPUs the stages running at once may use together [default: the machine's]
+    #[arg(long)]
+    cpus: Option<usize>,
+    /// GPUs the stages may use, such as `0,1`, or `none` [default: CUDA_VISIBLE_DEVICES,
+    /// else every GPU the NVIDIA driver lists]
+    #[arg(long)]
+    gpus: Option<String>,
+    /// Keep running stages that do not depend on a failed one
+    #[arg(long)]
+    keep_going: bool,
+    /// Try the failed items of the selected stages again (the others stay cached)
+    #[arg(long)]
+    retry_failed: bool,
+    /// Show what would run and why, run nothing
+    #[arg(long)]
+    dry_run: bool,
+    /// One JSON object per event on stdout, ending with a summary
+    #[arg(long)]
+    json: bool,
+}
+
+/// `pipeline submit`'s arguments.
+#[derive(clap::Args)]
+struct SubmitArgs {
+    /// `all`, or stage names (with what they depend on)
+    #[arg(default_value = "all")]
+    targets: Vec<String>,
+    #[command(flatten)]
+    p: PipelineArgs,
+    /// Partition for every job (overrides `resources.partition`)
+    #[arg(long)]
+    partition: Option<String>,
+    /// Account to charge
+    #[arg(long)]
+    account: Option<String>,
+    /// Job tasks queued or running at once (array tasks count one each); the rest wait for
+    /// the next `submit`, or for room under --watch
+    #[arg(long, value_name = "N")]
+    max_jobs: Option<usize>,
+    /// `sbatch` calls per second at most
+    #[arg(long, value_name = "R", default_value_t = 10.0)]
+    submit_rate: f64,
+    /// Split per-clip stages that set no `resources.shards` into N array tasks
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    shards: Option<u64>,
+    /// Print the batch scripts, submit nothing
+    #[arg(long)]
+    dry_run: bool,
+    /// Wait for the jobs, report progress, cancel what depends on a failure
+    #[arg(long)]
+    watch: bool,
+    #[arg(long)]
+    json: bool,
+}
+
 /// Ctrl-C: say that nothing finished is lost (each stage and item is committed as it ends),
 /// then end as SIGINT would. Only async-signal-safe calls here.
 extern "C" fn on_interrupt(_: libc::c_int) {
@@ -335,10 +343,10 @@ struct Loaded {
     pipeline_id: String,
 }
 
-fn load(cache: &Option<PathBuf>, p: &PipelineArgs, reg: &Registry) -> Result<Loaded, Error> {
+/// Where a pipeline file's project, cache and run-history id are, before it is planned.
+fn locate(cache: &Option<PathBuf>, p: &PipelineArgs) -> (PathBuf, PathBuf, String) {
     let file = absolute(&p.file);
     let root = run::project_root_of(&file);
-    let plan = config::load(&file, &root, &p.sets, reg)?;
     let cache = cache
         .as_ref()
         .map(|c| absolute(c))
@@ -348,6 +356,12 @@ fn load(cache: &Option<PathBuf>, p: &PipelineArgs, reg: &Registry) -> Result<Loa
         .unwrap_or(&file)
         .to_string_lossy()
         .into_owned();
+    (root, cache, pipeline_id)
+}
+
+fn load(cache: &Option<PathBuf>, p: &PipelineArgs, reg: &Registry) -> Result<Loaded, Error> {
+    let (root, cache, pipeline_id) = locate(cache, p);
+    let plan = config::load(&absolute(&p.file), &root, &p.sets, reg)?;
     Ok(Loaded {
         plan,
         cache,
@@ -364,17 +378,7 @@ fn load_reading(
     reg: &Registry,
 ) -> Result<Loaded, Error> {
     if p.sets.is_empty() && !p.no_last_sets {
-        let file = absolute(&p.file);
-        let root = run::project_root_of(&file);
-        let cache_dir = cache
-            .as_ref()
-            .map(|c| absolute(c))
-            .unwrap_or_else(|| root.join("cache"));
-        let id = file
-            .strip_prefix(&root)
-            .unwrap_or(&file)
-            .to_string_lossy()
-            .into_owned();
+        let (_, cache_dir, id) = locate(cache, p);
         if let Some((run, sets)) = pipeline::runs::last_sets(&cache_dir, &id)? {
             if !sets.is_empty() {
                 let shown: Vec<String> = sets.iter().map(|s| format!("--set {s}")).collect();
@@ -420,7 +424,7 @@ fn dispatch(cli: Cli) -> Result<i32, Error> {
         report::Verbosity::Normal
     };
     match cli.cmd {
-        cmd @ Cmd::Run { .. } => run_cmd(&cli.cache, cmd, &reg, verbosity),
+        Cmd::Run(a) => run_cmd(&cli.cache, a, &reg, verbosity),
         Cmd::Status {
             targets,
             p,
@@ -430,7 +434,7 @@ fn dispatch(cli: Cli) -> Result<i32, Error> {
             let l = load_reading(&cli.cache, &p, &reg)?;
             inspect::status(&env(&l, &reg)?, &targets, json, clips)
         }
-        cmd @ Cmd::Submit { .. } => submit_cmd(&cli.cache, cmd, &reg),
+        Cmd::Submit(a) => submit_cmd(&cli.cache, a, &reg),
         Cmd::Exec {
             stage,
             p,
@@ -516,8 +520,8 @@ fn dispatch(cli: Cli) -> Result<i32, Error> {
 }
 
 /// `pipeline submit`.
-fn submit_cmd(cache: &Option<PathBuf>, cmd: Cmd, reg: &Registry) -> Result<i32, Error> {
-    let Cmd::Submit {
+fn submit_cmd(cache: &Option<PathBuf>, args: SubmitArgs, reg: &Registry) -> Result<i32, Error> {
+    let SubmitArgs {
         targets,
         p,
         partition,
@@ -528,10 +532,7 @@ fn submit_cmd(cache: &Option<PathBuf>, cmd: Cmd, reg: &Registry) -> Result<i32, 
         dry_run,
         watch,
         json,
-    } = cmd
-    else {
-        unreachable!("called for submit")
-    };
+    } = args;
     let l = load(cache, &p, reg)?;
     let e = env(&l, reg)?;
     let opts = submit::SubmitOpts {
@@ -553,11 +554,11 @@ fn submit_cmd(cache: &Option<PathBuf>, cmd: Cmd, reg: &Registry) -> Result<i32, 
 /// `pipeline run`.
 fn run_cmd(
     cache: &Option<PathBuf>,
-    cmd: Cmd,
+    args: RunArgs,
     reg: &Registry,
     verbosity: report::Verbosity,
 ) -> Result<i32, Error> {
-    let Cmd::Run {
+    let RunArgs {
         targets,
         p,
         jobs,
@@ -567,10 +568,7 @@ fn run_cmd(
         retry_failed,
         dry_run,
         json,
-    } = cmd
-    else {
-        unreachable!("called for run")
-    };
+    } = args;
     let l = load(cache, &p, reg)?;
     let e = env(&l, reg)?;
     let rep = report::Reporter::new(json).with_verbosity(verbosity);

@@ -112,13 +112,14 @@ fn gathered_with_meta(env: &Env, name: &str) -> Result<Gathered> {
     let meta = env.store.metadata(&a.object)?;
     let s = &env.plan.stages[idx];
     let kind = env.reg.get(&s.kind).expect("validated kind");
-    let id_column = match kind.mode(&s.params) {
+    let mode = kind.mode(&s.params);
+    let id_column = match mode {
         stages::Mode::PerItem { id_column, .. } | stages::Mode::Sharded { id_column, .. } => {
             id_column.to_string()
         }
         stages::Mode::Table => "clip_id".to_string(),
     };
-    if !matches!(kind.mode(&s.params), stages::Mode::Sharded { .. }) {
+    if !matches!(mode, stages::Mode::Sharded { .. }) {
         return Ok((Arc::unwrap_or_clone(t), id_column, meta));
     }
     let objects = t
@@ -133,8 +134,7 @@ fn gathered_with_meta(env: &Env, name: &str) -> Result<Gathered> {
         return Ok((Arc::unwrap_or_clone(t), id_column, meta));
     };
     let schema = first.schema();
-    let parts: Vec<RecordBatch> = parts.iter().map(|p| (**p).clone()).collect();
-    let all = arrow::compute::concat_batches(&schema, &parts)
+    let all = arrow::compute::concat_batches(&schema, parts.iter().map(|p| p.as_ref()))
         .with_context(|| format!("`{name}`'s items have different columns"))?;
     Ok((all, id_column, meta))
 }

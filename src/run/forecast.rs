@@ -54,12 +54,13 @@ pub fn forecast(env: &Env, db: &Db, planned: &[Planned]) -> Result<HashMap<usize
         };
         let s = &env.plan.stages[p.idx];
         let kind = env.reg.get(&s.kind).expect("validated kind");
+        let mode = kind.mode(&s.params);
+        let sharded = matches!(mode, StageMode::Sharded { .. });
         let (StageMode::PerItem { id_column, reads } | StageMode::Sharded { id_column, reads }) =
-            kind.mode(&s.params)
+            mode
         else {
             continue;
         };
-        let sharded = matches!(kind.mode(&s.params), StageMode::Sharded { .. });
         let inputs: Vec<usize> = s.inputs.iter().map(|n| env.plan.index[n]).collect();
         let mut tables = Some(Vec::new());
         for i in &inputs {

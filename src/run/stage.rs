@@ -154,11 +154,14 @@ pub(super) fn update_state(db: &Db, pipeline: &str, stage: &str, k: &StageKey) -
 
 /// Why a stage will run: what changed since it last ran, or that it never did.
 pub fn explain(db: &Db, pipeline: &str, stage: &str, k: &StageKey) -> Result<Vec<String>> {
-    Ok(match db.stage_state(pipeline, stage)? {
-        None => vec!["never run".into()],
-        _ if db.retry_reason(&k.key)?.is_some() => {
-            vec![db.retry_reason(&k.key)?.unwrap_or_default()]
+    let state = db.stage_state(pipeline, stage)?;
+    if state.is_some() {
+        if let Some(why) = db.retry_reason(&k.key)? {
+            return Ok(vec![why]);
         }
+    }
+    Ok(match state {
+        None => vec!["never run".into()],
         Some((old_key, _)) if old_key == k.key => vec!["artifact missing from the cache".into()],
         Some((_, m)) => {
             let old: serde_json::Value = serde_json::from_str(&m).unwrap_or_default();

@@ -145,6 +145,9 @@ pub struct Role {
     pub min: usize,
     pub max: usize,
     pub doc: &'static str,
+    /// The columns the kind reads from this role's tables (a sharded input's item rows); the
+    /// plan checks them against what the input's kind produces.
+    pub reads: &'static [&'static str],
 }
 
 impl Role {
@@ -154,6 +157,7 @@ impl Role {
             min: 1,
             max: 1,
             doc,
+            reads: &[],
         }
     }
     pub const fn many(name: &'static str, min: usize, max: usize, doc: &'static str) -> Role {
@@ -162,9 +166,21 @@ impl Role {
             min,
             max,
             doc,
+            reads: &[],
+        }
+    }
+    /// The role, reading `columns` from its tables.
+    pub const fn reading(self, columns: &'static [&'static str]) -> Role {
+        Role {
+            reads: columns,
+            ..self
         }
     }
 }
+
+/// What a training reads from a labels stage and a split stage.
+pub const LABELS_READ: &[&str] = &["clip_id", "target", "y"];
+pub const SPLIT_READ: &[&str] = &["clip_id", "split"];
 
 /// What a stage sees while it plans: its params and the project root that relative paths are
 /// resolved against.
@@ -253,6 +269,11 @@ pub trait Kind: Send + Sync {
     }
     fn mode(&self, _params: &Params) -> Mode {
         Mode::Table
+    }
+    /// For a whole-table kind without roles: the columns it reads from every input (a sharded
+    /// input's item rows), checked at plan time like a role's `reads`.
+    fn table_reads(&self, _params: &Params) -> &'static [&'static str] {
+        &[]
     }
     /// The columns of the stage's table, where they are known before it runs (None: they
     /// depend on the data). A per-clip stage's first input must have every column it reads

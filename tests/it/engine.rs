@@ -858,6 +858,20 @@ fn wiring_errors_are_exit_2_at_plan_time_with_the_kinds_that_fit() {
             "reads `object` from its input `cmd`",
             "logmel",
         ),
+        // Whole-table kinds: a training given raw audio as its features (by role), and
+        // `evaluate` given features instead of a trained model.
+        (
+            "stages:\n  ingest: {kind: ingest, params: {root: data}}\n  audio: {kind: audio, inputs: [ingest]}\n  labels: {kind: labels, inputs: [ingest]}\n  split: {kind: split, inputs: [ingest]}\n  uni: {kind: train_unimodal, inputs: {features: audio, labels: labels, split: split}, params: {modality: a, model: cnn}}\n",
+            ":6:",
+            "stage `uni` (train_unimodal) reads `frames`, `dim`, `values` from its input `audio`",
+            "logmel",
+        ),
+        (
+            "stages:\n  ingest: {kind: ingest, params: {root: data}}\n  audio: {kind: audio, inputs: [ingest]}\n  logmel: {kind: logmel, inputs: [audio]}\n  ev: {kind: evaluate, inputs: [logmel]}\n",
+            ":5:",
+            "reads `part`, `split`, `y`, `pred` from its input `logmel`",
+            "train_unimodal",
+        ),
     ];
     for (yaml, line, msg, maker) in cases {
         let p = Project::with_pipeline(1, yaml);

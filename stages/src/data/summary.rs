@@ -44,8 +44,8 @@ impl Kind for Summary {
     }
     fn roles(&self) -> &'static [Role] {
         const R: &[Role] = &[
-            Role::one("labels", "a labels stage"),
-            Role::one("split", "a split stage"),
+            Role::one("labels", "a labels stage").reading(crate::LABELS_READ),
+            Role::one("split", "a split stage").reading(crate::SPLIT_READ),
         ];
         R
     }

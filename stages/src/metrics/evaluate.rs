@@ -161,6 +161,10 @@ impl Kind for Evaluate {
     fn kind(&self) -> &'static str {
         "evaluate"
     }
+    /// A training stage's table (its prediction rows).
+    fn table_reads(&self, _params: &Params) -> &'static [&'static str] {
+        &["part", "clip_id", "split", "y", "pred"]
+    }
     fn version(&self) -> u32 {
         7
     }

@@ -13,9 +13,10 @@ const ROLES: &[Role] = &[
         1,
         3,
         "one to three per-clip feature stages, their modality letters in `names` (default vat)",
-    ),
-    Role::one("labels", "a labels stage"),
-    Role::one("split", "a split stage"),
+    )
+    .reading(crate::features::MATRIX),
+    Role::one("labels", "a labels stage").reading(crate::LABELS_READ),
+    Role::one("split", "a split stage").reading(crate::SPLIT_READ),
 ];
 
 const PARAMS: &[ParamSpec] = &[

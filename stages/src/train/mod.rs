@@ -29,27 +29,33 @@ const TRAIN_ROLES: &[Role] = &[
     Role::one(
         "features",
         "per-clip features (a pad, segment or embed stage)",
-    ),
-    Role::one("labels", "a labels stage"),
-    Role::one("split", "a split stage"),
+    )
+    .reading(crate::features::MATRIX),
+    Role::one("labels", "a labels stage").reading(crate::LABELS_READ),
+    Role::one("split", "a split stage").reading(crate::SPLIT_READ),
 ];
+
+/// What reading a trained model takes from its training table.
+const MODEL_READ: &[&str] = &["part", "checkpoint", "config"];
 
 /// Stage two reads stage one's three encoders, their features and the labels.
 const FUSION_ROLES: &[Role] = &[
     Role::one(
         "vision_model",
         "the vision encoder (a train_unimodal stage)",
-    ),
-    Role::one("audio_model", "the audio encoder (a train_unimodal stage)"),
-    Role::one("text_model", "the text encoder (a train_unimodal stage)"),
-    Role::one("vision", "the vision encoder's features"),
-    Role::one("audio", "the audio encoder's features"),
-    Role::one("text", "the text encoder's features"),
+    )
+    .reading(MODEL_READ),
+    Role::one("audio_model", "the audio encoder (a train_unimodal stage)").reading(MODEL_READ),
+    Role::one("text_model", "the text encoder (a train_unimodal stage)").reading(MODEL_READ),
+    Role::one("vision", "the vision encoder's features").reading(crate::features::MATRIX),
+    Role::one("audio", "the audio encoder's features").reading(crate::features::MATRIX),
+    Role::one("text", "the text encoder's features").reading(crate::features::MATRIX),
     Role::one(
         "labels",
         "a labels stage (per-modality labels for the auxiliary heads)",
-    ),
-    Role::one("split", "a split stage"),
+    )
+    .reading(crate::LABELS_READ),
+    Role::one("split", "a split stage").reading(crate::SPLIT_READ),
 ];
 
 /// The classes of `export_hidden`'s figure (CH-SIMS's three).
@@ -262,6 +268,9 @@ impl Kind for TrainUnimodal {
 impl Kind for ExportHidden {
     fn reports(&self) -> bool {
         true
+    }
+    fn table_reads(&self, _params: &Params) -> &'static [&'static str] {
+        &["part", "clip_id", "split", "y", "hidden"]
     }
     fn report(&self, _p: &Params, t: &RecordBatch) -> Option<String> {
         let d = col::<Int64Array>(t, "dim").ok()?;

@@ -135,20 +135,7 @@ pub fn fit(
     forward: &Forward,
     progress: &dyn stages::Progress,
 ) -> Result<Trained, StageError> {
-    let built = match cfg.adamw {
-        Some(wd) => nn::AdamW {
-            wd,
-            ..Default::default()
-        }
-        .build(vs, cfg.lr),
-        None => nn::Adam::default().build(vs, cfg.lr),
-    };
-    let mut opt = built.map_err(|e| StageError::Other(format!("optimizer: {e}")))?;
-    // zero_grad registers the variables (and so their groups) with the optimizer.
-    opt.zero_grad();
-    for &(g, glr) in &cfg.group_lr {
-        opt.set_lr_group(g, glr);
-    }
+    let mut opt = optimizer(vs, cfg)?;
     let task = ds.task;
     let select = cfg.select.unwrap_or(match task {
         Task::Classify { .. } => Select::Acc,
@@ -183,26 +170,24 @@ pub fn fit(
     };
     let mut since_best = 0i64;
     for epoch in 1..=cfg.epochs {
-        let order = shuffle.permute(train_idx.len());
-        let mut total = 0.0;
-        // The batches' outputs, for the epoch's running train accuracy and F1.
-        let (mut seen, mut outs) = (Vec::with_capacity(train_idx.len()), Vec::new());
-        for chunk in order.chunks(cfg.batch as usize) {
-            let ids: Vec<i64> = chunk.iter().map(|&k| train_idx[k]).collect();
-            let idx = Tensor::from_slice(&ids);
-            let yb = y.index_select(0, &idx).to_device(dev);
-            let (logits, aux) = forward(&on(dev, ds.rows(&idx)), &yb, true);
-            outs.push(logits.detach().to_device(Device::Cpu));
-            let loss = total_loss(ds, (&logits, aux), (&yb, &idx), main_weight, aux_y);
-            opt.backward_step(&loss);
-            total += loss.double_value(&[]) * ids.len() as f64;
-            seen.extend(ids);
-        }
-        let (tacc, tf1) = tch::no_grad(|| valid_scores(ds, &seen, &Tensor::cat(&outs, 0)));
+        let order: Vec<i64> = shuffle
+            .permute(train_idx.len())
+            .into_iter()
+            .map(|k| train_idx[k])
+            .collect();
+        let (tloss, tacc, tf1) = train_epoch(
+            &mut opt,
+            ds,
+            (&y, &order),
+            cfg.batch as usize,
+            (main_weight, aux_y),
+            forward,
+            dev,
+        );
         let (vloss, vacc, vf1) = validate(ds, (&y, &valid_idx), (main_weight, aux_y), forward, dev);
         curve.push(Epoch {
             epoch,
-            train_loss: total / train_idx.len() as f64,
+            train_loss: tloss,
             train_acc: tacc,
             train_f1: tf1,
             valid_loss: vloss,
@@ -255,6 +240,54 @@ pub fn fit(
         checkpoint,
         outputs: rows_of(&out),
     })
+}
+
+/// Adam, or AdamW with `cfg.adamw`'s weight decay, at `cfg.lr` and each group's own rate.
+fn optimizer(vs: &nn::VarStore, cfg: &TrainCfg) -> Result<nn::Optimizer, StageError> {
+    let built = match cfg.adamw {
+        Some(wd) => nn::AdamW {
+            wd,
+            ..Default::default()
+        }
+        .build(vs, cfg.lr),
+        None => nn::Adam::default().build(vs, cfg.lr),
+    };
+    let mut opt = built.map_err(|e| StageError::Other(format!("optimizer: {e}")))?;
+    // zero_grad registers the variables (and so their groups) with the optimizer.
+    opt.zero_grad();
+    for &(g, glr) in &cfg.group_lr {
+        opt.set_lr_group(g, glr);
+    }
+    Ok(opt)
+}
+
+/// One pass over the training clips, in `order` (dataset indices), `batch` at a time: the
+/// mean loss, and the accuracy and F1 of the batches' outputs as they came (training mode).
+fn train_epoch(
+    opt: &mut nn::Optimizer,
+    ds: &Dataset,
+    (y, order): (&Tensor, &[i64]),
+    batch: usize,
+    (main_weight, aux_y): (f64, &[Tensor]),
+    forward: &Forward,
+    dev: Device,
+) -> (f64, f64, f64) {
+    let mut total = 0.0;
+    let mut outs = Vec::new();
+    for ids in order.chunks(batch) {
+        let idx = Tensor::from_slice(ids);
+        let yb = y.index_select(0, &idx).to_device(dev);
+        let (logits, aux) = forward(&on(dev, ds.rows(&idx)), &yb, true);
+        outs.push(logits.detach().to_device(Device::Cpu));
+        let loss = total_loss(ds, (&logits, aux), (&yb, &idx), main_weight, aux_y);
+        opt.backward_step(&loss);
+        total += loss.double_value(&[]) * ids.len() as f64;
+    }
+    if outs.is_empty() {
+        return (f64::NAN, f64::NAN, f64::NAN);
+    }
+    let (acc, f1) = tch::no_grad(|| valid_scores(ds, order, &Tensor::cat(&outs, 0)));
+    (total / order.len() as f64, acc, f1)
 }
 
 /// The validation loss (the loss training minimises, auxiliary heads and terms included, so

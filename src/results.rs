@@ -33,16 +33,23 @@ pub fn write(env: &Env, out: &Path, variants: bool, sets: &[String]) -> Result<i
     }
     let mut missing = Vec::new();
     let mut figures = 0;
+    let mut runs = Runs::default();
     for p in &planned {
         let s = &env.plan.stages[p.idx];
         let stage = env.reg.get(&s.kind).expect("validated kind");
-        if !stage.reports() || (s.name != s.base && !variants) {
+        if !stage.reports() {
             continue;
         }
         let Some(a) = &p.artifact else {
-            missing.push(s.name.clone());
+            if s.name == s.base || variants {
+                missing.push(s.name.clone());
+            }
             continue;
         };
+        if s.name != s.base && !variants {
+            runs.add(p.idx, &s.name, a);
+            continue;
+        }
         let t = env.store.get_table(&a.object)?;
         let _ = writeln!(md, "## {} ({})\n", s.name, s.kind);
         let _ = writeln!(
@@ -57,20 +64,9 @@ pub fn write(env: &Env, out: &Path, variants: bool, sets: &[String]) -> Result<i
         if let Some(section) = stage.markdown(&s.params, &t) {
             let _ = writeln!(md, "{section}");
         }
-        for (stem, png) in stage.figures(&s.params, &t) {
-            let file = format!("{}-{stem}.png", file_stem(&s.name));
-            match png {
-                Ok(bytes) => {
-                    crate::store::write_atomic(&out.join("figures").join(&file), &bytes)?;
-                    let _ = writeln!(md, "![{stem}](figures/{file})\n");
-                    figures += 1;
-                }
-                Err(e) => {
-                    let _ = writeln!(md, "(figure `{stem}` not drawn: {e})\n");
-                }
-            }
-        }
+        figures += put_figures(out, &s.name, stage.figures(&s.params, &t), &mut md)?;
     }
+    figures += runs.write(env, out, &mut md)?;
     if !missing.is_empty() {
         let _ = writeln!(md, "## Not computed yet\n\n{}\n", missing.join(", "));
     }
@@ -86,6 +82,93 @@ pub fn write(env: &Env, out: &Path, variants: bool, sets: &[String]) -> Result<i
         }
     );
     Ok(0)
+}
+
+/// Writes `figs` under `out/figures/` as `<stage>-<stem>.png` and links them from `md`; a
+/// figure that could not be drawn says why. Returns how many were written.
+fn put_figures(
+    out: &Path,
+    name: &str,
+    figs: Vec<(String, Result<Vec<u8>, stages::StageError>)>,
+    md: &mut String,
+) -> Result<usize> {
+    let mut n = 0;
+    for (stem, png) in figs {
+        let file = format!("{}-{stem}.png", file_stem(name));
+        match png {
+            Ok(bytes) => {
+                crate::store::write_atomic(&out.join("figures").join(&file), &bytes)?;
+                let _ = writeln!(md, "![{stem}](figures/{file})\n");
+                n += 1;
+            }
+            Err(e) => {
+                let _ = writeln!(md, "(figure `{stem}` not drawn: {e})\n");
+            }
+        }
+    }
+    Ok(n)
+}
+
+/// The computed matrix variants a report leaves out, grouped into the runs of one model: the
+/// same stage and axes but for `seed` or `fold`. Each group gets the figures its kind draws
+/// over runs (training curves overlaid, confusion matrices summed), so that the paper models'
+/// curves appear without `--variants`.
+#[derive(Default)]
+struct Runs {
+    /// (the group's name, its variants)
+    groups: Vec<(String, Vec<Run>)>,
+}
+
+/// A computed variant: its plan index, name and artifact.
+type Run = (usize, String, crate::db::Artifact);
+
+impl Runs {
+    fn add(&mut self, idx: usize, name: &str, a: &crate::db::Artifact) {
+        let (base, axes) = stages::metrics::common::parse_variant(name);
+        let rest: Vec<String> = axes
+            .iter()
+            .filter(|(k, _)| k != "seed" && k != "fold")
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        let group = if rest.is_empty() {
+            base
+        } else {
+            format!("{base}[{}]", rest.join(","))
+        };
+        let entry = (idx, name.to_string(), a.clone());
+        match self.groups.iter_mut().find(|(g, _)| *g == group) {
+            Some((_, v)) => v.push(entry),
+            None => self.groups.push((group, vec![entry])),
+        }
+    }
+
+    fn write(&self, env: &Env, out: &Path, md: &mut String) -> Result<usize> {
+        let mut figures = 0;
+        for (group, members) in &self.groups {
+            let s = &env.plan.stages[members[0].0];
+            let stage = env.reg.get(&s.kind).expect("validated kind");
+            let mut tables = Vec::with_capacity(members.len());
+            for (_, name, a) in members {
+                tables.push((name.clone(), env.store.get_table(&a.object)?));
+            }
+            let named: Vec<(String, &arrow::record_batch::RecordBatch)> = tables
+                .iter()
+                .map(|(n, t)| (n.clone(), t.as_ref()))
+                .collect();
+            let figs = stage.figures_over(&s.params, &named);
+            if figs.is_empty() {
+                continue;
+            }
+            let _ = writeln!(md, "## {group} ({}), {} runs\n", s.kind, members.len());
+            let keys: Vec<String> = members
+                .iter()
+                .map(|(_, n, a)| format!("`{n}` key `{}`", crate::keys::short(&a.key)))
+                .collect();
+            let _ = writeln!(md, "{}.\n", keys.join(", "));
+            figures += put_figures(out, group, figs, md)?;
+        }
+        Ok(figures)
+    }
 }
 
 fn file_stem(name: &str) -> String {
@@ -132,7 +215,8 @@ pub fn html(md: &str) -> String {
          <link rel=\"icon\" href=\"data:,\">\n<style>\
          body{{font-family:sans-serif;max-width:70em;margin:2em auto}}\
          table{{border-collapse:collapse}}\
-         td,th{{border:1px solid #bbb;padding:.2em .6em;text-align:right}}th{{background:#eee}}\
+         td,th{{border:1px solid #bbb;padding:.2em .6em;text-align:right;white-space:nowrap}}\
+         th{{background:#eee}}\
          code{{background:#f4f4f4;padding:0 .2em}}img{{max-width:100%}}</style>\n",
         escape(&title)
     );

@@ -333,6 +333,15 @@ pub trait Kind: Send + Sync {
     ) -> Vec<(String, Result<Vec<u8>, StageError>)> {
         Vec::new()
     }
+    /// Figures over the runs of one matrix stage that differ only in seed or fold (named
+    /// tables), which a report draws where it leaves the variants themselves out.
+    fn figures_over(
+        &self,
+        _params: &Params,
+        _tables: &[(String, &RecordBatch)],
+    ) -> Vec<(String, Result<Vec<u8>, StageError>)> {
+        Vec::new()
+    }
 }
 
 /// A kind's computation. The engine runs the ones in [`registry::local`] in its own process;

@@ -301,14 +301,25 @@ fn two_stage_training_is_deterministic_and_reruns_only_what_changed() {
     assert!(!md.contains("seed` (%)"), "no unit on the caption: {md}");
     assert!(md.contains("## evaluate (evaluate)"), "{md}");
     assert!(
-        !md.contains("eval_s[seed=1,multitask=false]"),
+        !md.contains("## eval_s[seed=1,multitask=false]"),
         "matrix variants only with --variants"
     );
+    // ...but the runs of one model (its seeds) are drawn together: curves overlaid, confusion
+    // matrices summed.
+    for section in [
+        "## fusion_s[multitask=false] (train_fusion), 2 runs",
+        "## eval_s[multitask=true] (evaluate), 2 runs",
+    ] {
+        assert!(md.contains(section), "{md}");
+    }
+    assert!(md.contains("`eval_s[seed=1,multitask=true]` key `"), "{md}");
     for fig in [
         "evaluate-confusion-test.png",
         "hidden_t-hidden-pca.png",
         "fusion-curve.png",
         "uni_t-curve.png",
+        "fusion_s_multitask_false_-curves.png",
+        "eval_s_multitask_true_-confusion-test.png",
     ] {
         assert!(md.contains(&format!("figures/{fig}")), "{md}");
         let png = std::fs::read(p.root().join("rep/figures").join(fig)).unwrap();

@@ -144,6 +144,23 @@ fn per_class_table(p: &Params, t: &RecordBatch) -> Option<String> {
     Some(s)
 }
 
+/// The test split's confusion matrix (rows true, columns predicted), if the table has one.
+fn test_confusion(t: &RecordBatch) -> Option<Vec<Vec<i64>>> {
+    let (split, cms) = (
+        str_col(t, "split").ok()?,
+        col::<ListArray>(t, "confusion").ok()?,
+    );
+    let r = (0..t.num_rows()).find(|&r| split.value(r) == "test")?;
+    let l = cms.value(r);
+    let v = l.as_any().downcast_ref::<Float32Array>()?.values().to_vec();
+    let k = (v.len() as f64).sqrt() as usize;
+    Some(
+        v.chunks(k.max(1))
+            .map(|c| c.iter().map(|&x| x as i64).collect())
+            .collect(),
+    )
+}
+
 const EVAL_PARAMS: &[ParamSpec] = &[ParamSpec::new(
     "names",
     ParamType::StrList,
@@ -222,34 +239,45 @@ impl Kind for Evaluate {
         Some(s)
     }
     fn figures(&self, p: &Params, t: &RecordBatch) -> Vec<(String, Result<Vec<u8>, StageError>)> {
-        let names = p.str_list("names").unwrap_or_default();
-        let (Ok(split), Ok(cms)) = (str_col(t, "split"), col::<ListArray>(t, "confusion")) else {
+        let Some(cm) = test_confusion(t) else {
             return Vec::new();
         };
-        (0..t.num_rows())
-            .filter(|&r| split.value(r) == "test")
-            .map(|r| {
-                let l = cms.value(r);
-                let v = l
-                    .as_any()
-                    .downcast_ref::<Float32Array>()
-                    .map(|a| a.values().to_vec())
-                    .unwrap_or_default();
-                let k = (v.len() as f64).sqrt() as usize;
-                let cm: Vec<Vec<i64>> = v
-                    .chunks(k.max(1))
-                    .map(|c| c.iter().map(|&x| x as i64).collect())
-                    .collect();
-                (
-                    "confusion-test".to_string(),
-                    crate::metrics::figures::confusion_png(
-                        &cm,
-                        &names,
-                        "confusion matrix, test split",
-                    ),
-                )
-            })
-            .collect()
+        let names = p.str_list("names").unwrap_or_default();
+        vec![(
+            "confusion-test".to_string(),
+            crate::metrics::figures::confusion_png(&cm, &names, "confusion matrix, test split"),
+        )]
+    }
+    /// The test split's confusion matrices of several runs (seeds, folds), summed.
+    fn figures_over(
+        &self,
+        p: &Params,
+        tables: &[(String, &RecordBatch)],
+    ) -> Vec<(String, Result<Vec<u8>, StageError>)> {
+        let mut sum: Option<Vec<Vec<i64>>> = None;
+        for (_, t) in tables {
+            let Some(cm) = test_confusion(t) else {
+                return Vec::new();
+            };
+            match &mut sum {
+                None => sum = Some(cm),
+                Some(s) if s.len() == cm.len() => {
+                    for (a, b) in s.iter_mut().zip(&cm) {
+                        a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
+                    }
+                }
+                Some(_) => return Vec::new(),
+            }
+        }
+        let Some(cm) = sum else {
+            return Vec::new();
+        };
+        let names = p.str_list("names").unwrap_or_default();
+        let title = format!("confusion matrix, test split, {} runs summed", tables.len());
+        vec![(
+            "confusion-test".to_string(),
+            crate::metrics::figures::confusion_png(&cm, &names, &title),
+        )]
     }
     fn report(&self, _p: &Params, t: &RecordBatch) -> Option<String> {
         let split = str_col(t, "split").ok()?;

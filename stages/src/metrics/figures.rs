@@ -184,8 +184,11 @@ fn colour_scale(
 
 /// One side (train or valid) of a training curve: per epoch, the loss and a score.
 pub struct Curve<'a> {
+    /// Its legend entry; empty: none (the second and later runs of an overlay).
     pub name: &'a str,
     pub color: RGBColor,
+    /// 1 for one run; lower when many runs are overlaid.
+    pub opacity: f64,
     pub loss: Vec<(i64, f64)>,
     pub score: Vec<(i64, f64)>,
 }
@@ -252,16 +255,20 @@ pub fn curves_png<'a>(
             }
             for c in curves {
                 let color = c.color;
-                chart
-                    .draw_series(
-                        LineSeries::new(pick(c).iter().copied(), color.stroke_width(2))
-                            .point_size(if pick(c).len() <= 40 { 3 } else { 0 }),
-                    )
-                    .map_err(e)?
-                    .label(c.name)
-                    .legend(move |(x, y)| {
+                let style = color.mix(c.opacity).stroke_width(2);
+                let points = if pick(c).len() <= 40 && c.opacity >= 1.0 {
+                    3
+                } else {
+                    0
+                };
+                let series = chart
+                    .draw_series(LineSeries::new(pick(c).iter().copied(), style).point_size(points))
+                    .map_err(e)?;
+                if !c.name.is_empty() {
+                    series.label(c.name).legend(move |(x, y)| {
                         PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2))
                     });
+                }
             }
             chart
                 .configure_series_labels()

@@ -197,6 +197,13 @@ impl Kind for TrainJoint {
     ) -> Vec<(String, Result<Vec<u8>, StageError>)> {
         crate::train::tables::curve_figures(t)
     }
+    fn figures_over(
+        &self,
+        _p: &Params,
+        tables: &[(String, &arrow::record_batch::RecordBatch)],
+    ) -> Vec<(String, Result<Vec<u8>, StageError>)> {
+        crate::train::tables::curve_figures_over(tables)
+    }
 }
 
 #[cfg(test)]

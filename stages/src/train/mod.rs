@@ -263,6 +263,13 @@ impl Kind for TrainUnimodal {
     fn figures(&self, _p: &Params, t: &RecordBatch) -> Vec<(String, Result<Vec<u8>, StageError>)> {
         crate::train::tables::curve_figures(t)
     }
+    fn figures_over(
+        &self,
+        _p: &Params,
+        tables: &[(String, &RecordBatch)],
+    ) -> Vec<(String, Result<Vec<u8>, StageError>)> {
+        crate::train::tables::curve_figures_over(tables)
+    }
 }
 
 impl Kind for ExportHidden {
@@ -368,6 +375,13 @@ impl Kind for TrainFusion {
     }
     fn figures(&self, _p: &Params, t: &RecordBatch) -> Vec<(String, Result<Vec<u8>, StageError>)> {
         crate::train::tables::curve_figures(t)
+    }
+    fn figures_over(
+        &self,
+        _p: &Params,
+        tables: &[(String, &RecordBatch)],
+    ) -> Vec<(String, Result<Vec<u8>, StageError>)> {
+        crate::train::tables::curve_figures_over(tables)
     }
 }
 

@@ -331,7 +331,7 @@ mod tests {
     fn a_joint_network_reads_only_its_own_params() {
         let y = |params: &str| {
             format!(
-                "stages:\n  ingest:\n    kind: ingest\n    params: {{root: d}}\n  labels:\n    kind: labels\n    inputs: [ingest]\n  split:\n    kind: split\n    inputs: [ingest]\n  m:\n    kind: train_joint\n    inputs: [ingest, labels, split]\n    params: {params}\n"
+                "stages:\n  ingest:\n    kind: ingest\n    params: {{root: d}}\n  labels:\n    kind: labels\n    inputs: [ingest]\n  split:\n    kind: split\n    inputs: [ingest]\n  m:\n    kind: train_joint\n    inputs: [feat, labels, split]\n    params: {params}\n  audio:\n    kind: audio\n    inputs: [ingest]\n  feat:\n    kind: mfcc\n    inputs: [audio]\n"
             )
         };
         let p = plan(&y("{model: smp, names: v}")).unwrap();
@@ -354,17 +354,17 @@ mod tests {
     fn inputs_by_role_in_role_order_and_named_errors() {
         let y = |inputs: &str| {
             format!(
-                "stages:\n  ingest:\n    kind: ingest\n    params: {{root: d}}\n  labels:\n    kind: labels\n    inputs: [ingest]\n  split:\n    kind: split\n    inputs: [ingest]\n  t:\n    kind: train_unimodal\n    params: {{modality: v, model: cnn}}\n    inputs:\n{inputs}\n"
+                "stages:\n  ingest:\n    kind: ingest\n    params: {{root: d}}\n  labels:\n    kind: labels\n    inputs: [ingest]\n  split:\n    kind: split\n    inputs: [ingest]\n  t:\n    kind: train_unimodal\n    params: {{modality: v, model: cnn}}\n    inputs:\n{inputs}\n  audio:\n    kind: audio\n    inputs: [ingest]\n  feat:\n    kind: mfcc\n    inputs: [audio]\n"
             )
         };
         // Written in any order, handed over in the kind's: the same as the positional list.
         let p = plan(&y(
-            "      split: split\n      labels: labels\n      features: ingest",
+            "      split: split\n      labels: labels\n      features: feat",
         ))
         .unwrap();
-        assert_eq!(p.get("t").unwrap().inputs, ["ingest", "labels", "split"]);
+        assert_eq!(p.get("t").unwrap().inputs, ["feat", "labels", "split"]);
         let e = plan(&y(
-            "      features: ingest\n      lables: labels\n      split: split",
+            "      features: feat\n      lables: labels\n      split: split",
         ))
         .unwrap_err();
         assert_eq!(e.line, 16, "{e}");
@@ -377,7 +377,7 @@ mod tests {
             e.hint.as_deref().unwrap().contains("did you mean `labels`"),
             "{e:?}"
         );
-        let e = plan(&y("      features: ingest\n      labels: labels")).unwrap_err();
+        let e = plan(&y("      features: feat\n      labels: labels")).unwrap_err();
         assert!(e.msg.contains("input `split` is missing"), "{e}");
         assert_eq!(e.line, 14, "{e}");
         let e = plan(&y(

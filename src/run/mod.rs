@@ -8,6 +8,7 @@
 
 pub mod forecast;
 pub mod gpus;
+mod holds;
 mod items;
 pub mod provenance;
 mod reports;

@@ -9,6 +9,7 @@ use anyhow::Result;
 use serde_json::json;
 
 use super::gpus::{self, Ask, Pool};
+use super::holds::Holds;
 use super::stage::{dispatch, explain, update_state};
 use super::{
     cpus_asked, cpus_of, panic_text, Env, Finished, Job, Outcome, Planned, RunOpts, StageRun,
@@ -201,6 +202,15 @@ impl Book {
         Ready::Wait
     }
 
+    /// The keys of stage `idx`'s inputs (those that could be planned).
+    fn input_keys(&self, env: &Env, idx: usize) -> Vec<String> {
+        env.plan.stages[idx]
+            .inputs
+            .iter()
+            .filter_map(|n| self.keyof.get(&env.plan.index[n]).map(|k| k.key.clone()))
+            .collect()
+    }
+
     fn fail(&mut self, name: String, idx: usize, msg: String) {
         let key = self.keyof.get(&idx).map(|k| k.key.clone());
         self.results.insert(idx, (name, key, Err(msg)));
@@ -216,6 +226,12 @@ impl Book {
         rep: &Reporter,
     ) -> Result<()> {
         let tables = Tables::default();
+        let inputs_of: HashMap<usize, Vec<String>> = self
+            .todo
+            .iter()
+            .map(|&i| (i, self.input_keys(env, i)))
+            .collect();
+        let mut holds = Holds::new(inputs_of.values().map(Vec::as_slice));
         let (tx, rx) = mpsc::channel::<Done>();
         let mut running = 0usize;
         let mut busy = 0usize;
@@ -236,6 +252,7 @@ impl Book {
                             rep.stage_done(&name, "skipped", &json!({"error": msg}), &msg);
                             self.fail(name, idx, msg);
                             self.todo.remove(i);
+                            holds.done(&inputs_of[&idx], None, &tables);
                             continue;
                         }
                         // A stage waits for its CPUs, unless nothing runs.
@@ -282,9 +299,11 @@ impl Book {
                 running -= 1;
                 busy -= d.need;
                 pool.give_back(&d.gpus);
+                let (idx, own) = (d.idx, self.keyof.get(&d.idx).map(|k| k.key.clone()));
                 if !self.finish(env, rep, d) && !opts.keep_going {
                     stop = true;
                 }
+                holds.done(&inputs_of[&idx], own.as_deref(), &tables);
             }
         });
         Ok(())

@@ -15,54 +15,58 @@ pub fn status(env: &Env, targets: &[String], as_json: bool, clips: bool) -> crat
     // Cluster jobs: only asked about when some were submitted and are not finished.
     let refreshed = crate::submit::refresh(&db);
     let jobs = crate::submit::latest_jobs(&db)?;
-    let mut rows = Vec::new();
-    for p in &planned {
-        let s = &env.plan.stages[p.idx];
-        let (state, reasons, key) = match (&p.key, &p.artifact) {
-            (Err(e), _) => ("stale", vec![format!("cannot plan: {e}")], None),
-            (Ok(k), Some(a)) => {
-                let r = if a.failed_items > 0 {
-                    vec![format!(
-                        "{} item(s) failed; see `pipeline show {}`",
-                        a.failed_items, s.name
-                    )]
-                } else {
-                    vec![]
-                };
-                ("fresh", r, Some(k.key.clone()))
-            }
-            (Ok(k), None) => {
-                let r = explain(&db, &env.pipeline_id, &s.name, k)?;
-                let state = if r == ["never run"] {
-                    "never-run"
-                } else {
-                    "stale"
-                };
-                let mut r = if state == "never-run" { vec![] } else { r };
-                r.extend(items.get(&p.idx).map(|i| i.text()));
-                (state, r, Some(k.key.clone()))
-            }
-        };
-        // A stage not in the cache that was submitted: what its job is doing.
-        let (state, reasons, job) = match key.as_ref().and_then(|k| jobs.get(k)) {
-            Some(j) if state != "fresh" => {
-                let w = crate::submit::word(j);
-                let mut r = reasons;
-                r.insert(0, crate::submit::describe(j));
-                let st = if w == "done" { state } else { w };
-                (st, r, Some(j))
-            }
-            _ => (state, reasons, None),
-        };
-        rows.push((
-            s.name.clone(),
-            state,
-            reasons,
-            key,
-            job.cloned(),
-            items.get(&p.idx),
-        ));
-    }
+    // One read snapshot for every stage's reasons (see `Db::read_snapshot`).
+    let rows = db.read_snapshot(|db| {
+        let mut rows = Vec::new();
+        for p in &planned {
+            let s = &env.plan.stages[p.idx];
+            let (state, reasons, key) = match (&p.key, &p.artifact) {
+                (Err(e), _) => ("stale", vec![format!("cannot plan: {e}")], None),
+                (Ok(k), Some(a)) => {
+                    let r = if a.failed_items > 0 {
+                        vec![format!(
+                            "{} item(s) failed; see `pipeline show {}`",
+                            a.failed_items, s.name
+                        )]
+                    } else {
+                        vec![]
+                    };
+                    ("fresh", r, Some(k.key.clone()))
+                }
+                (Ok(k), None) => {
+                    let r = explain(db, &env.pipeline_id, &s.name, k)?;
+                    let state = if r == ["never run"] {
+                        "never-run"
+                    } else {
+                        "stale"
+                    };
+                    let mut r = if state == "never-run" { vec![] } else { r };
+                    r.extend(items.get(&p.idx).map(|i| i.text()));
+                    (state, r, Some(k.key.clone()))
+                }
+            };
+            // A stage not in the cache that was submitted: what its job is doing.
+            let (state, reasons, job) = match key.as_ref().and_then(|k| jobs.get(k)) {
+                Some(j) if state != "fresh" => {
+                    let w = crate::submit::word(j);
+                    let mut r = reasons;
+                    r.insert(0, crate::submit::describe(j));
+                    let st = if w == "done" { state } else { w };
+                    (st, r, Some(j))
+                }
+                _ => (state, reasons, None),
+            };
+            rows.push((
+                s.name.clone(),
+                state,
+                reasons,
+                key,
+                job.cloned(),
+                items.get(&p.idx),
+            ));
+        }
+        Ok(rows)
+    })?;
     if let Err(e) = &refreshed {
         eprintln!("warning: could not ask the cluster about submitted jobs: {e:#}");
     }

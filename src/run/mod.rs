@@ -109,17 +109,19 @@ impl Env<'_> {
     /// Keys and cache state for the selected stages, without running anything.
     pub fn plan_state(&self, db: &mut Db, selected: &[usize]) -> Result<Vec<Planned>> {
         let keys = keys::compute(self.plan, self.reg, db, selected)?;
-        let mut out = Vec::new();
-        for (idx, key) in keys {
-            let artifact = match &key {
-                Ok(k) => db
-                    .fresh_artifact(&k.key)?
-                    .filter(|a| self.store.object_path(&a.object).exists()),
-                Err(_) => None,
-            };
-            out.push(Planned { idx, key, artifact });
-        }
-        Ok(out)
+        db.read_snapshot(|db| {
+            let mut out = Vec::with_capacity(keys.len());
+            for (idx, key) in keys {
+                let artifact = match &key {
+                    Ok(k) => db
+                        .fresh_artifact(&k.key)?
+                        .filter(|a| self.store.object_path(&a.object).exists()),
+                    Err(_) => None,
+                };
+                out.push(Planned { idx, key, artifact });
+            }
+            Ok(out)
+        })
     }
 }
 

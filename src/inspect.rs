@@ -181,8 +181,7 @@ fn show_stage(env: &Env, name: &str, nrows: usize, as_json: bool) -> Result<i32>
     let errors = db.item_errors(&a.key)?;
     let runtime = db.runtime(&a.key)?;
     let path = env.store.object_path(&a.object);
-    let table = env.store.get_table(&a.object)?;
-    let meta = env.store.metadata(&a.object)?;
+    let (table, meta) = env.store.get_table_and_metadata(&a.object)?;
     if as_json {
         let meta = crate::export::provenance(&meta);
         let errs: Vec<_> = errors

@@ -73,11 +73,17 @@ impl Store {
             .map(Arc::new)
     }
 
-    /// An object's `pipeline.*` metadata (see [`crate::run::provenance`]), its bytes checked.
-    pub fn metadata(&self, hash: &str) -> Result<Vec<(String, String)>> {
-        let bytes = self.read_checked(hash)?;
-        parquet_metadata(bytes::Bytes::from(bytes))
-            .with_context(|| format!("reading {}", self.object_path(hash).display()))
+    /// The table stored under `hash` and its `pipeline.*` metadata (see
+    /// [`crate::run::provenance`]), from one checked read of its bytes.
+    pub fn get_table_and_metadata(
+        &self,
+        hash: &str,
+    ) -> Result<(Arc<RecordBatch>, crate::run::provenance::Metadata)> {
+        let bytes = bytes::Bytes::from(self.read_checked(hash)?);
+        let at = || format!("decoding object {}", self.object_path(hash).display());
+        let meta = parquet_metadata(bytes.clone()).with_context(at)?;
+        let table = decode_parquet(bytes).with_context(at)?;
+        Ok((Arc::new(table), meta))
     }
 
     /// An object's bytes, checked against its name. A corrupt object is set aside in

@@ -108,8 +108,7 @@ fn gathered_with_meta(env: &Env, name: &str) -> Result<Gathered> {
         .find(|p| p.idx == idx)
         .and_then(|p| p.artifact)
         .ok_or_else(|| anyhow!("`{name}` is not computed; `pipeline run {name}` first"))?;
-    let t = env.store.get_table(&a.object)?;
-    let meta = env.store.metadata(&a.object)?;
+    let (t, meta) = env.store.get_table_and_metadata(&a.object)?;
     let s = &env.plan.stages[idx];
     let kind = env.reg.get(&s.kind).expect("validated kind");
     let mode = kind.mode(&s.params);

@@ -10,7 +10,7 @@ DEMO_MOSI_DIR ?= data/demo-mosi
 DEMO_IEMOCAP_DIR ?= data/demo-iemocap
 BIN       := target/release/pipeline
 
-.PHONY: setup build run report-check test test-faults lint fmt bench bench-peers bench-grid gpu-check-bundle demo-data demo-mosi demo-iemocap models clean smp cm-msf mer-sem-mbt foal-net
+.PHONY: setup build run report-check test test-faults lint fmt bench bench-peers bench-grid bench-scale gpu-check-bundle demo-data demo-mosi demo-iemocap models clean smp cm-msf mer-sem-mbt foal-net
 
 setup:
 	@scripts/setup.sh
@@ -160,6 +160,12 @@ gpu-check-bundle: build models
 # bench/ratios.png; BENCH_PARTS="orch orch-big media e2e" picks parts.
 bench-peers: build demo-data models
 	scripts/bench-peers.sh
+
+# The orchestration workload at 2281, 22810 and 228100 clips (cold, no-op, status, one input,
+# one param, peak memory), beside DVC where it fits; about an hour on 2 cores and 20 GB of disk
+# in BENCH_SCALE_DIR. Writes the scale section of bench/RESULTS.md and bench/scale.png.
+bench-scale: build
+	scripts/bench-scale.sh
 
 clean:
 	rm -rf target cache bench/out

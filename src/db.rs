@@ -97,6 +97,11 @@ CREATE INDEX IF NOT EXISTS item_errors_key ON item_errors(key);
 CREATE TABLE IF NOT EXISTS items(
   stage_id TEXT NOT NULL, item TEXT NOT NULL, data BLOB NOT NULL, created REAL NOT NULL,
   PRIMARY KEY(stage_id, item)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS parts(
+  stage_id TEXT NOT NULL, part TEXT NOT NULL, object TEXT NOT NULL, rows INTEGER NOT NULL,
+  bytes INTEGER NOT NULL, PRIMARY KEY(stage_id, part)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS blob_refs(
+  owner TEXT NOT NULL, hash TEXT NOT NULL, PRIMARY KEY(owner, hash)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS stat_cache(
   path TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, ino INTEGER NOT NULL,
   hash TEXT NOT NULL) WITHOUT ROWID;
@@ -472,6 +477,52 @@ impl Db {
         Ok(())
     }
 
+    /// A stored part of a per-item stage's table (see [`crate::run::parts`]): (object, rows,
+    /// bytes).
+    pub fn get_part(&self, stage_id: &str, part: &str) -> Result<Option<(String, u64, u64)>> {
+        Ok(self
+            .conn
+            .prepare_cached(
+                "SELECT object, rows, bytes FROM parts WHERE stage_id = ?1 AND part = ?2",
+            )?
+            .query_row([stage_id, part], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get::<_, i64>(1)? as u64,
+                    r.get::<_, i64>(2)? as u64,
+                ))
+            })
+            .optional()?)
+    }
+
+    pub fn put_part(
+        &self,
+        stage_id: &str,
+        part: &str,
+        (object, rows, bytes): (&str, u64, u64),
+    ) -> Result<()> {
+        self.conn
+            .prepare_cached("INSERT OR REPLACE INTO parts VALUES (?1, ?2, ?3, ?4, ?5)")?
+            .execute(params![stage_id, part, object, rows as i64, bytes as i64])?;
+        Ok(())
+    }
+
+    /// Records that `owner` (a stage id for cached items, an artifact key for a whole table)
+    /// names these blobs, so that `gc` keeps them while it keeps the owner.
+    pub fn put_blob_refs<'a>(
+        &self,
+        owner: &str,
+        hashes: impl Iterator<Item = &'a str>,
+    ) -> Result<()> {
+        let mut st = self
+            .conn
+            .prepare_cached("INSERT OR IGNORE INTO blob_refs VALUES (?1, ?2)")?;
+        for h in hashes {
+            st.execute([owner, h])?;
+        }
+        Ok(())
+    }
+
     pub fn stat_lookup(&self, path: &str) -> Result<Option<(u64, i64, u64, String)>> {
         Ok(self
             .conn
@@ -485,6 +536,39 @@ impl Db {
                 ))
             })
             .optional()?)
+    }
+
+    /// [`Db::stat_lookup`] for many paths at once: above a few hundred, one pass over the
+    /// whole stat cache in one read transaction costs less than a query per path.
+    pub fn stat_lookup_many(
+        &self,
+        paths: &[String],
+    ) -> Result<Vec<Option<(u64, i64, u64, String)>>> {
+        if paths.len() < 512 {
+            return paths.iter().map(|p| self.stat_lookup(p)).collect();
+        }
+        let want: std::collections::HashMap<&str, usize> = paths
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.as_str(), i))
+            .collect();
+        let mut out = vec![None; paths.len()];
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT path, size, mtime_ns, ino, hash FROM stat_cache")?;
+        let mut rows = st.query([])?;
+        while let Some(r) = rows.next()? {
+            let path = r.get_ref(0)?.as_str()?;
+            if let Some(&i) = want.get(path) {
+                out[i] = Some((
+                    r.get::<_, i64>(1)? as u64,
+                    r.get(2)?,
+                    r.get::<_, i64>(3)? as u64,
+                    r.get(4)?,
+                ));
+            }
+        }
+        Ok(out)
     }
 
     pub fn stat_store(&mut self, rows: &[(String, u64, i64, u64, String)]) -> Result<()> {

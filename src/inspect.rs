@@ -272,19 +272,23 @@ pub fn show_paths(env: &Env, name: &str) -> crate::Result<i32> {
     };
     println!("{}", env.store.object_path(&a.object).display());
     let t = env.store.get_table(&a.object)?;
+    let s = &env.plan.stages[idx];
+    let blobs = env.reg.get(&s.kind).and_then(|k| k.blob_column(&s.params));
+    let (objects, path): (_, &dyn Fn(&str) -> std::path::PathBuf) = match blobs {
+        Some(c) => (stages::table::str_col(&t, c), &|h| env.store.blob_path(h)),
+        None => (stages::table::str_col(&t, "object"), &|h| {
+            env.store.object_path(h)
+        }),
+    };
     let (Ok(objects), Some(ids)) = (
-        stages::table::str_col(&t, "object"),
+        objects,
         t.schema().fields().first().map(|f| f.name().clone()),
     ) else {
         return Ok(0);
     };
     let ids = stages::table::str_col(&t, &ids).map_err(|e| anyhow!("{e}"))?;
     for r in 0..t.num_rows() {
-        println!(
-            "{}\t{}",
-            ids.value(r),
-            env.store.object_path(objects.value(r)).display()
-        );
+        println!("{}\t{}", ids.value(r), path(objects.value(r)).display());
     }
     Ok(0)
 }

@@ -40,26 +40,36 @@ pub fn digest(domain: &str, v: &J) -> String {
 /// Content hashes of files, through the stat cache: a file whose (size, mtime, inode) has not
 /// changed since it was last hashed is not read again.
 pub fn hash_files(db: &mut Db, paths: &[PathBuf]) -> Result<FileHashes> {
-    let mut out = FileHashes::new();
+    // A dataset's media are hundreds of thousands of files: stat them on every core, look them
+    // up in one pass, and build the map from sorted entries.
+    let stats: Vec<Option<(u64, i64, u64)>> = paths
+        .par_iter()
+        .map(|p| {
+            std::fs::metadata(p).ok().filter(|m| m.is_file()).map(|m| {
+                (
+                    m.size(),
+                    m.mtime() * 1_000_000_000 + m.mtime_nsec(),
+                    m.ino(),
+                )
+            })
+        })
+        .collect();
+    let keys: Vec<String> = paths
+        .iter()
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect();
+    let known = db.stat_lookup_many(&keys)?;
+    let mut out: Vec<(PathBuf, Option<FileInfo>)> = Vec::with_capacity(paths.len());
     let mut misses = Vec::new();
-    for p in paths {
-        let Ok(meta) = std::fs::metadata(p) else {
-            out.insert(p.clone(), None);
-            continue;
-        };
-        if !meta.is_file() {
-            out.insert(p.clone(), None);
-            continue;
-        }
-        let mtime = meta.mtime() * 1_000_000_000 + meta.mtime_nsec();
-        let key = p.to_string_lossy();
-        match db.stat_lookup(&key)? {
-            Some((size, m, ino, hash))
-                if size == meta.size() && m == mtime && ino == meta.ino() =>
+    for ((p, st), k) in paths.iter().zip(stats).zip(known) {
+        match (st, k) {
+            (None, _) => out.push((p.clone(), None)),
+            (Some((size, mtime, ino)), Some((s, m, i, hash)))
+                if s == size && m == mtime && i == ino =>
             {
-                out.insert(p.clone(), Some(FileInfo { hash, size }));
+                out.push((p.clone(), Some(FileInfo { hash, size })))
             }
-            _ => misses.push((p.clone(), meta.size(), mtime, meta.ino())),
+            (Some((size, mtime, ino)), _) => misses.push((p.clone(), size, mtime, ino)),
         }
     }
     let hashed: Vec<_> = misses
@@ -80,15 +90,15 @@ pub fn hash_files(db: &mut Db, paths: &[PathBuf]) -> Result<FileHashes> {
                     ino,
                     hash.clone(),
                 ));
-                out.insert(p, Some(FileInfo { hash, size }));
+                out.push((p, Some(FileInfo { hash, size })));
             }
-            Err(_) => {
-                out.insert(p, None);
-            }
+            Err(_) => out.push((p, None)),
         }
     }
     db.stat_store(&rows)?;
-    Ok(out)
+    // Byte order first (cheap), so that the map's own sort finds one run already in order.
+    out.par_sort_unstable_by(|a, b| a.0.as_os_str().cmp(b.0.as_os_str()));
+    Ok(out.into_iter().collect())
 }
 
 fn hash_file(p: &Path) -> std::io::Result<String> {

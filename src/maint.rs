@@ -68,8 +68,12 @@ pub fn gc(reg: &Registry, root: &Path, cache: &Path, keep_runs: i64, dry_run: bo
         .filter(|a| keep_keys.contains(&a.key))
         .map(|a| a.object.clone())
         .collect();
-    // Items of sharded stages live in objects of their own, referenced from the item cache.
+    // Items of sharded stages live in objects of their own, referenced from the item cache;
+    // tables in parts in part objects; `command` outputs in blobs.
     keep_objects.extend(shard_objects(&db, &keep_ids)?);
+    keep_objects.extend(owned(&db, "SELECT stage_id, object FROM parts", &keep_ids)?);
+    let owners: HashSet<String> = keep_ids.union(&keep_keys).cloned().collect();
+    keep_objects.extend(owned(&db, "SELECT owner, hash FROM blob_refs", &owners)?);
     let drop_objects: Vec<_> = store
         .objects()?
         .into_iter()
@@ -125,6 +129,21 @@ pub fn gc(reg: &Registry, root: &Path, cache: &Path, keep_runs: i64, dry_run: bo
     };
     for id in ids.iter().filter(|i| !keep_ids.contains(*i)) {
         tx.execute("DELETE FROM items WHERE stage_id = ?1", [id])?;
+    }
+    for (table, col, keep) in [
+        ("parts", "stage_id", &keep_ids),
+        ("blob_refs", "owner", &owners),
+    ] {
+        let gone: Vec<String> = {
+            let mut st = tx.prepare(&format!("SELECT DISTINCT {col} FROM {table}"))?;
+            let v = st
+                .query_map([], |r| r.get::<_, String>(0))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            v.into_iter().filter(|o| !keep.contains(o)).collect()
+        };
+        for o in gone {
+            tx.execute(&format!("DELETE FROM {table} WHERE {col} = ?1"), [o])?;
+        }
     }
     tx.commit()?;
     for (_, p) in &drop_objects {
@@ -237,6 +256,20 @@ fn shard_objects(db: &Db, keep_ids: &HashSet<String>) -> Result<Vec<String>> {
     Ok(out)
 }
 
+/// The second column of `sql`'s rows whose first column is in `keep`.
+fn owned(db: &Db, sql: &str, keep: &HashSet<String>) -> Result<Vec<String>> {
+    let mut st = db.conn.prepare(sql)?;
+    let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+    let mut out = Vec::new();
+    for r in rows {
+        let (owner, obj) = r?;
+        if keep.contains(&owner) {
+            out.push(obj);
+        }
+    }
+    Ok(out)
+}
+
 /// How many cached items belong to stages that are not kept.
 fn dropped_items(db: &Db, keep_ids: &HashSet<String>) -> Result<i64> {
     let mut n = 0i64;
@@ -280,6 +313,7 @@ pub fn verify(cache: &Path, fix: bool) -> Result<i32> {
         }
     }
     let present: HashSet<&str> = objects.iter().map(|(h, _)| h.as_str()).collect();
+    let whole = |h: &str| present.contains(h) && !corrupt.contains(h);
     let mut bad_artifacts = Vec::new();
     for a in db.artifacts()? {
         if !present.contains(a.object.as_str()) {
@@ -292,11 +326,40 @@ pub fn verify(cache: &Path, fix: bool) -> Result<i32> {
             bad_artifacts.push(a.key.clone());
         } else if corrupt.contains(&a.object) {
             bad_artifacts.push(a.key.clone());
+        } else if let Some(parts) = store.parts_of(&a.object)? {
+            // A table in parts is as bad as its worst part.
+            if let Some(p) = parts.iter().find(|p| !whole(p)) {
+                println!(
+                    "missing  part {} of {} (key {})",
+                    short(p),
+                    a.stage,
+                    short(&a.key)
+                );
+                bad_artifacts.push(a.key.clone());
+            }
+        }
+    }
+    // Blobs that cached items or tables name: where one is gone or corrupt, the items of its
+    // owner are computed again (the owner is a stage id, or the key of a whole-table stage).
+    let mut bad_owners = HashSet::new();
+    let mut bad_blobs = HashSet::new();
+    {
+        let mut st = db.conn.prepare("SELECT owner, hash FROM blob_refs")?;
+        let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+        for r in rows {
+            let (owner, h) = r?;
+            if !whole(&h) {
+                if !present.contains(h.as_str()) {
+                    println!("missing  blob {}", short(&h));
+                }
+                bad_blobs.insert(h);
+                bad_owners.insert(owner);
+            }
         }
     }
     // Sharded stages: an index whose item object is missing or corrupt is as bad as a bad
     // table; the next run recomputes just those items.
-    let mut bad_shards: HashSet<String> = corrupt.clone();
+    let mut bad_shards: HashSet<String> = corrupt.union(&bad_blobs).cloned().collect();
     {
         let mut st = db
             .conn
@@ -314,19 +377,22 @@ pub fn verify(cache: &Path, fix: bool) -> Result<i32> {
     if !bad_shards.is_empty() {
         for a in db.artifacts()? {
             if bad_artifacts.contains(&a.key)
-                || !a.schema.contains("object: Utf8")
+                || bad_owners.contains(&a.key)
+                || !(a.schema.contains("object: Utf8") || a.schema.contains("data_hash: Utf8"))
                 || !present.contains(a.object.as_str())
             {
+                if bad_owners.contains(&a.key) && !bad_artifacts.contains(&a.key) {
+                    bad_artifacts.push(a.key.clone());
+                }
                 continue;
             }
             let t = store.get_table(&a.object)?;
-            let Some(objs) = t
-                .column_by_name("object")
-                .and_then(|c| c.as_any().downcast_ref::<arrow::array::StringArray>())
-            else {
-                continue;
+            let named = |c: &str| {
+                t.column_by_name(c)
+                    .and_then(|c| c.as_any().downcast_ref::<arrow::array::StringArray>())
+                    .is_some_and(|o| o.iter().flatten().any(|h| bad_shards.contains(h)))
             };
-            if (0..objs.len()).any(|i| bad_shards.contains(objs.value(i))) {
+            if named("object") || named("data_hash") {
                 bad_artifacts.push(a.key.clone());
             }
         }
@@ -342,8 +408,37 @@ pub fn verify(cache: &Path, fix: bool) -> Result<i32> {
         for k in &bad_artifacts {
             db.delete_artifact(k)?;
         }
-        for h in &corrupt {
-            let _ = std::fs::remove_file(store.object_path(h));
+        for o in &bad_owners {
+            db.conn
+                .execute("DELETE FROM items WHERE stage_id = ?1", [o])?;
+        }
+        // Parts that are gone or corrupt, or hold items computed again, are not reused.
+        {
+            let mut st = db
+                .conn
+                .prepare("SELECT stage_id, part, object FROM parts")?;
+            let rows = st
+                .query_map([], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                    ))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            for (id, part, obj) in rows {
+                if !whole(&obj) || bad_owners.contains(&id) {
+                    db.conn.execute(
+                        "DELETE FROM parts WHERE stage_id = ?1 AND part = ?2",
+                        [&id, &part],
+                    )?;
+                }
+            }
+        }
+        for (h, path) in &objects {
+            if corrupt.contains(h) {
+                let _ = std::fs::remove_file(path);
+            }
         }
         if !bad_artifacts.is_empty() || !corrupt.is_empty() {
             println!(

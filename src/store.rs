@@ -1,4 +1,9 @@
-//! The content-addressed object store: `objects/<2 hex>/<blake3 of content>.parquet`.
+//! The content-addressed object store: `objects/<2 hex>/<blake3 of content>.parquet` for tables,
+//! `.bin` beside them for blobs (files a `command` stage wrote, kept as they are).
+//!
+//! A per-item stage's table is stored in parts (see [`crate::run::parts`]) once it has more
+//! than one: its object is then a small table of part objects, marked `pipeline.parts` in its
+//! metadata, and [`Store::get_table`] hands out the parts' rows as one table.
 //! Every file is written to a temp file in the same folder, fsynced, renamed into place and the
 //! folder fsynced, so a reader sees the whole object or none of it, even after kill -9 or a
 //! power cut. Objects are immutable; the same content always lands on the same name.
@@ -45,6 +50,50 @@ impl Store {
             .join(format!("{hash}.parquet"))
     }
 
+    /// Where a blob lives: beside the tables, with `.bin` for an extension.
+    pub fn blob_path(&self, hash: &str) -> PathBuf {
+        self.root
+            .join("objects")
+            .join(&hash[..2])
+            .join(format!("{hash}.bin"))
+    }
+
+    /// Moves a finished file into the store as a blob, read-only: hashed, fsynced, renamed
+    /// (copied where the file is on another file system), the folder fsynced. Returns (BLAKE3,
+    /// size).
+    pub fn adopt_blob(&self, path: &Path) -> Result<(String, u64)> {
+        let mut h = blake3::Hasher::new();
+        h.update_mmap(path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        let hash = h.finalize().to_hex().to_string();
+        let dest = self.blob_path(&hash);
+        let f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+        let size = f.metadata()?.len();
+        if dest.exists() {
+            drop(f);
+            fs::remove_file(path)?;
+            return Ok((hash, size));
+        }
+        let mut perms = f.metadata()?.permissions();
+        perms.set_readonly(true);
+        fs::set_permissions(path, perms)?;
+        f.sync_all()?;
+        drop(f);
+        let dir = dest.parent().context("blob path has a parent")?;
+        fs::create_dir_all(dir)?;
+        if fs::rename(path, &dest).is_err() {
+            // Another file system (a scratch folder elsewhere): the bytes go through a temp file.
+            write_atomic(&dest, &fs::read(path)?)?;
+            let mut p = fs::metadata(&dest)?.permissions();
+            p.set_readonly(true);
+            fs::set_permissions(&dest, p)?;
+            fs::remove_file(path)?;
+            return Ok((hash, size));
+        }
+        File::open(dir)?.sync_all()?;
+        Ok((hash, size))
+    }
+
     pub fn lock_path(&self, key: &str) -> PathBuf {
         self.root.join("locks").join(format!("{key}.lock"))
     }
@@ -65,12 +114,10 @@ impl Store {
         Ok((hash, bytes.len() as u64))
     }
 
-    /// The table stored under `hash`, once its bytes hash to that name.
+    /// The table stored under `hash`, once its bytes hash to that name (a table in parts:
+    /// its parts' rows, each part checked the same way).
     pub fn get_table(&self, hash: &str) -> Result<Arc<RecordBatch>> {
-        let bytes = self.read_checked(hash)?;
-        decode_parquet(bytes::Bytes::from(bytes))
-            .with_context(|| format!("decoding object {}", self.object_path(hash).display()))
-            .map(Arc::new)
+        self.get_table_and_metadata(hash).map(|(t, _)| t)
     }
 
     /// The table stored under `hash` and its `pipeline.*` metadata (see
@@ -83,7 +130,38 @@ impl Store {
         let at = || format!("decoding object {}", self.object_path(hash).display());
         let meta = parquet_metadata(bytes.clone()).with_context(at)?;
         let table = decode_parquet(bytes).with_context(at)?;
-        Ok((Arc::new(table), meta))
+        if !meta.iter().any(|(k, _)| k == PARTS_KEY) {
+            return Ok((Arc::new(table), meta));
+        }
+        let objects = crate::run::parts::objects_of(&table).with_context(at)?;
+        let mut parts = Vec::with_capacity(objects.len());
+        for o in &objects {
+            let b = bytes::Bytes::from(self.read_checked(o)?);
+            parts.push(
+                decode_parquet(b)
+                    .with_context(|| format!("decoding part {}", self.object_path(o).display()))?,
+            );
+        }
+        let schema = parts
+            .first()
+            .map(|p| p.schema())
+            .context("a table in parts without parts")?;
+        let whole = arrow::compute::concat_batches(&schema, &parts).with_context(|| {
+            format!("joining the parts of {}", self.object_path(hash).display())
+        })?;
+        Ok((Arc::new(whole), meta))
+    }
+
+    /// The objects of a table in parts, or None for a table in one object.
+    pub fn parts_of(&self, hash: &str) -> Result<Option<Vec<String>>> {
+        let bytes = bytes::Bytes::from(self.read_checked(hash)?);
+        let meta = parquet_metadata(bytes.clone())?;
+        if !meta.iter().any(|(k, _)| k == PARTS_KEY) {
+            return Ok(None);
+        }
+        Ok(Some(crate::run::parts::objects_of(&decode_parquet(
+            bytes,
+        )?)?))
     }
 
     /// An object's bytes, checked against its name. A corrupt object is set aside in
@@ -132,11 +210,10 @@ impl Store {
             }
             for f in fs::read_dir(&d)? {
                 let p = f?.path();
-                if let Some(stem) = p
-                    .file_name()
-                    .and_then(|n| n.to_str())
-                    .and_then(|n| n.strip_suffix(".parquet"))
-                {
+                if let Some(stem) = p.file_name().and_then(|n| n.to_str()).and_then(|n| {
+                    n.strip_suffix(".parquet")
+                        .or_else(|| n.strip_suffix(".bin"))
+                }) {
                     out.push((stem.to_string(), p.clone()));
                 }
             }
@@ -171,6 +248,9 @@ impl Store {
         out
     }
 }
+
+/// The metadata key that marks a table in parts; its value is the number of parts.
+pub const PARTS_KEY: &str = "pipeline.parts";
 
 /// A zstd Parquet file of `table`, with `meta` as key-value metadata (in the order given, so
 /// the same table and metadata give the same bytes).

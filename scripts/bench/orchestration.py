@@ -23,6 +23,7 @@ import resource
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -44,15 +45,57 @@ def make_inputs(raw: Path, n: int):
             p.write_bytes((seed * (CLIP_BYTES // len(seed) + 1))[:CLIP_BYTES])
 
 
+PAGE = os.sysconf("SC_PAGE_SIZE")
+# The peak memory of the last timed command's whole process tree, in bytes.
+LAST_PEAK = [0]
+
+
+def tree_rss(root):
+    """Resident bytes of `root` and every process below it, from /proc."""
+    kids, rss = {}, {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                st = f.read()
+        except OSError:
+            continue
+        # The command name is in parentheses and may hold spaces.
+        fields = st[st.rindex(")") + 2:].split()
+        kids.setdefault(int(fields[1]), []).append(int(d))
+        rss[int(d)] = int(fields[21]) * PAGE
+    total, todo = 0, [root]
+    while todo:
+        p = todo.pop()
+        total += rss.get(p, 0)
+        todo.extend(kids.get(p, []))
+    return total
+
+
 def timed(cmd, cwd, env=None, ok=(0,)):
-    """Runs cmd; returns (wall seconds, CPU seconds of the children, stdout)."""
+    """Runs cmd; returns (wall seconds, CPU seconds of the children, stdout). The peak resident
+    memory of its process tree (sampled every 50 ms) is left in LAST_PEAK."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    p = subprocess.run(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    p = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    peak, done = [0], threading.Event()
+
+    def sample():
+        while not done.wait(0.05):
+            peak[0] = max(peak[0], tree_rss(p.pid))
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    stdout, _ = p.communicate()
     wall = time.perf_counter() - t0
+    done.set()
+    sampler.join()
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    out = p.stdout.decode(errors="replace")
+    # A command shorter than one sample still counts its own peak.
+    LAST_PEAK[0] = max(peak[0], (after.ru_maxrss if after.ru_maxrss > before.ru_maxrss else 0) * 1024)
+    out = stdout.decode(errors="replace")
     if p.returncode not in ok:
         raise SystemExit(f"{' '.join(map(str, cmd))} in {cwd} exited with {p.returncode}:\n{out[-3000:]}")
     return wall, cpu, out
@@ -144,7 +187,7 @@ class Ours(Tool):
             y.append(f"  {s}: {{kind: command, inputs: [{prev}], params: {{{src}cmd: \"{item_line(s, '{in}', '{out}')}\"}}}}")
             prev = s
         y.append("  train: {kind: command, inputs: [embed], params: {per: table, "
-                 "cmd: \"cat {in}/* | wc -c > {out}/model.txt; echo lr=${lr} >> {out}/model.txt\"}}")
+                 "cmd: \"find {in} -type f | sort | xargs cat | wc -c > {out}/model.txt; echo lr=${lr} >> {out}/model.txt\"}}")
         y.append("  eval: {kind: command, inputs: [train], params: {per: table, "
                  "cmd: \"cat {in}/model.txt > {out}/metrics.txt\"}}")
         (d / "pipeline" / "default.yaml").write_text("\n".join(y) + "\n")
@@ -247,7 +290,8 @@ class Dvc(Tool):
                     f'{item_line(s, chr(34) + "$f" + chr(34), chr(34) + "../" + s + "/$f" + chr(34))}; done')
             stages[s] = {"cmd": loop, "deps": [prev], "outs": [s]}
             prev = s
-        stages["train"] = {"cmd": "rm -rf train && mkdir train && cat embed/* | wc -c > train/model.txt && "
+        # find | xargs: above about 100k files, `embed/*` is longer than a command line may be.
+        stages["train"] = {"cmd": "rm -rf train && mkdir train && find embed -type f | sort | xargs cat | wc -c > train/model.txt && "
                                   "grep '^lr:' params.yaml | sed 's/: /=/' >> train/model.txt",
                            "deps": ["embed"], "params": ["lr"], "outs": ["train"]}
         stages["eval"] = {"cmd": "rm -rf eval && mkdir eval && cat train/model.txt > eval/metrics.txt",
@@ -271,24 +315,30 @@ class Dvc(Tool):
 
 
 def measure(tool, repeat, cold_runs, log):
-    r = {"tool": tool.name}
-    walls, cpus = [], []
+    r = {"tool": tool.name, "peak": {}}
+    walls, cpus, peaks = [], [], []
     for k in range(cold_runs):
         tool.clean()
         wall, cpu, ran, _ = tool.run()
-        log(f"{tool.name}: cold run {k + 1}/{cold_runs}: {wall:.2f} s wall, {cpu:.2f} s CPU")
+        peaks.append(LAST_PEAK[0])
+        log(f"{tool.name}: cold run {k + 1}/{cold_runs}: {wall:.2f} s wall, {cpu:.2f} s CPU, "
+            f"peak {LAST_PEAK[0] / 2**20:.0f} MiB")
         walls.append(wall)
         cpus.append(cpu)
     r["cold"], r["cold_cpu"] = stats(walls), stats(cpus)
+    r["peak"]["cold"] = max(peaks)
 
     def series(label, before_each, run):
-        xs, extra = [], []
+        xs, extra, pk = [], [], 0
         for k in range(repeat):
             before_each(k)
             t, e = run()
+            pk = max(pk, LAST_PEAK[0])
             xs.append(t)
             extra.append(e)
-        log(f"{tool.name}: {label}: median {stats(xs)['median']:.3f} s ({', '.join(f'{x:.3f}' for x in xs)})")
+        r["peak"][label] = pk
+        log(f"{tool.name}: {label}: median {stats(xs)['median']:.3f} s ({', '.join(f'{x:.3f}' for x in xs)}), "
+            f"peak {pk / 2**20:.0f} MiB")
         return stats(xs), extra
 
     def rerun():

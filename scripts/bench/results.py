@@ -201,6 +201,12 @@ lines += ["## Commands", "",
           "python3 scripts/bench/orchestration.py BIN WORKDIR N pipeline,dvc,snakemake OUT.json",
           "scripts/bench-media.sh                 # BENCH_N clips (default 120)",
           "scripts/bench/e2e.sh N OUT.json", "```", ""]
+# The scale section (scripts/bench/scale.py, `make bench-scale`) is measured apart; kept as is.
+old = md_path.read_text() if md_path.exists() else ""
+if "<!-- scale -->" in old and "<!-- /scale -->" in old:
+    block = old[old.index("<!-- scale -->"):old.index("<!-- /scale -->") + len("<!-- /scale -->")]
+    at = lines.index("## Targets") if "## Targets" in lines else len(lines)
+    lines[at:at] = [block, ""]
 md_path.write_text("\n".join(lines))
 
 try:

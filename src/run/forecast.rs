@@ -119,13 +119,15 @@ fn source_table(env: &Env, p: Option<&Planned>) -> Option<Arc<RecordBatch>> {
     if !s.inputs.is_empty() || !matches!(stage.decl().mode(&s.params), StageMode::Table) {
         return None;
     }
+    let reads = super::items::StoreShards::new(&env.store);
     let ctx = stages::RunCtx {
         params: &s.params,
         root: &env.plan.root,
         inputs: Vec::new(),
         input_names: &[],
         files: &key.files,
-        shards: &super::items::StoreShards::new(&env.store),
+        shards: &reads,
+        blobs: &reads,
         progress: &stages::NoProgress,
     };
     stage.run(&ctx).ok().map(|o| Arc::new(o.table))

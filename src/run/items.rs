@@ -13,6 +13,7 @@ use rayon::prelude::*;
 use stages::{ItemError, RunCtx, Stage};
 
 use super::panic_text;
+use super::parts::{Part, PartRef};
 use crate::db::Db;
 use crate::keys::{short, StageKey};
 use crate::report::Reporter;
@@ -27,8 +28,11 @@ pub(super) struct ItemRun<'a> {
     pub key: &'a StageKey,
     pub id_column: &'a str,
     pub reads: &'a [&'a str],
-    /// Where a sharded stage's items go, each an object of its own.
-    pub shard_store: Option<&'a Store>,
+    /// Where parts of the stage's table go, and a sharded stage's items, each an object.
+    pub store: &'a Store,
+    pub sharded: bool,
+    /// The column of an item's rows that names blobs ([`stages::Kind::blob_column`]).
+    pub blob_column: Option<&'a str>,
     /// The columns each item's rows must have.
     pub writes: &'a [&'a str],
     /// The stage run's progress (also the stage's own, inside a batch).
@@ -113,11 +117,35 @@ pub(super) fn item_hashes(
         .collect())
 }
 
+/// What a per-item stage run made of its table: the table itself where it is one part, else
+/// its parts (see [`super::parts`]).
+pub(super) enum Body {
+    Whole(RecordBatch),
+    Parts {
+        parts: Vec<PartRef>,
+        schema: Arc<Schema>,
+    },
+}
+
+impl Body {
+    pub fn rows(&self) -> usize {
+        match self {
+            Body::Whole(t) => t.num_rows(),
+            Body::Parts { parts, .. } => parts.iter().map(|p| p.1 as usize).sum(),
+        }
+    }
+}
+
+/// A per-item stage run: its table, its failed items, and how many items it computed and
+/// reused.
+pub(super) type ItemsDone = (Body, Vec<ItemError>, usize, usize);
+
 pub(super) fn run_items(
     job: &ItemRun,
     db: &mut Db,
     shard: Option<Shard>,
-) -> Result<(RecordBatch, Vec<ItemError>, usize, usize)> {
+    recheck: bool,
+) -> Result<ItemsDone> {
     let (ctx, key, id_column) = (job.ctx, job.key, job.id_column);
     let t = ctx
         .inputs
@@ -130,84 +158,163 @@ pub(super) fn run_items(
         .ok_or_else(|| anyhow!("input has no string column `{id_column}`"))?;
     let hashes = item_hashes(&ctx.inputs, id_column, job.reads)?;
     let n = t.num_rows();
-    let mut slots: Vec<Option<Result<RecordBatch, ItemError>>> = vec![None; n];
-    let mut missing = Vec::new();
-    for (r, h) in hashes.iter().enumerate() {
-        let cached = match (db.get_item(&key.stage_id, h)?, job.shard_store) {
-            (Some(bytes), None) => checked_item(&bytes),
-            // A shard whose object was deleted (gc, verify --fix) is computed again.
-            (Some(bytes), Some(store)) => parse_shard_ref(&bytes)
-                .filter(|(obj, _, _)| store.object_path(obj).exists())
-                .map(|(obj, rows, size)| index_row(&obj, rows, size))
-                .transpose()?,
-            (None, _) => None,
-        };
-        match cached {
-            Some(b) => slots[r] = Some(Ok(b)),
-            None => missing.push(r),
+    let parts = super::parts::plan(&key.stage_id, ids, &hashes);
+    // Parts whose items are all cached as they were are reused without being read; a shard
+    // (a cluster task) and a stage marked for retry look at every item.
+    let mut stored: Vec<Option<PartRef>> = vec![None; parts.len()];
+    if shard.is_none() && !recheck && parts.len() > 1 {
+        for (p, slot) in parts.iter().zip(stored.iter_mut()) {
+            *slot = db
+                .get_part(&key.stage_id, &p.ident)?
+                .filter(|(o, _, _)| job.store.object_path(o).exists());
         }
     }
-    // A shard computes its own rows and reports only on them.
+    let mut open = Vec::new();
+    for (p, slot) in parts.iter().zip(&stored) {
+        if slot.is_none() {
+            open.extend(p.rows.clone());
+        }
+    }
     if let Some(sh) = shard {
-        missing.retain(|&r| sh.owns(r));
+        open.retain(|&r| sh.owns(r));
+    }
+    let mut missing = Vec::new();
+    for &r in &open {
+        let cached = db.get_item(&key.stage_id, &hashes[r])?;
+        if cached.is_none_or(|b| item_row(job, &b, recheck).is_none()) {
+            missing.push(r);
+        }
     }
     let total = shard.map_or(n, |sh| (0..n).filter(|&r| sh.owns(r)).count());
     let reused = total - missing.len();
     job.rep.stage_start(job.name, &key.key, Some(total));
     let computed = compute_rows(job, db, ids, (&hashes, &missing), (reused, total));
-    if shard.is_some() {
-        let computed_ok = computed.iter().filter(|(_, r)| r.is_ok()).count();
-        let errors = computed.into_iter().filter_map(|(_, r)| r.err()).collect();
-        let empty = RecordBatch::new_empty(t.schema());
-        return Ok((empty, errors, computed_ok, reused));
-    }
     let computed_ok = computed.iter().filter(|(_, r)| r.is_ok()).count();
-    for (r, res) in computed {
-        slots[r] = Some(res);
+    let mut failed: HashMap<usize, ItemError> = computed
+        .into_iter()
+        .filter_map(|(r, res)| res.err().map(|e| (r, e)))
+        .collect();
+    if shard.is_some() {
+        // A shard computes its own rows and reports only on them; the stage's job gathers.
+        let body = Body::Whole(RecordBatch::new_empty(t.schema()));
+        return Ok((body, failed.into_values().collect(), computed_ok, reused));
     }
-    let mut parts = Vec::new();
-    let mut errors = Vec::new();
-    for (r, slot) in slots.into_iter().enumerate() {
-        match slot.expect("every row filled") {
-            Ok(b) => parts.push(with_id(ids.value(r), id_column, &b)?),
-            Err(e) => errors.push(e),
+    let body = assemble(job, db, (ids, &hashes), (&parts, stored), &failed)?;
+    let mut errors: Vec<(usize, ItemError)> = failed.drain().collect();
+    errors.sort_by_key(|(r, _)| *r);
+    let errors = errors.into_iter().map(|(_, e)| e).collect();
+    Ok((body, errors, computed_ok, reused))
+}
+
+/// The stage's table from its parts: the reused ones as they are, the others assembled from
+/// the item cache (the failed items left out), written and, where whole, recorded for reuse.
+fn assemble(
+    job: &ItemRun,
+    db: &Db,
+    (ids, hashes): (&StringArray, &[String]),
+    (parts, mut stored): (&[Part], Vec<Option<PartRef>>),
+    failed: &HashMap<usize, ItemError>,
+) -> Result<Body> {
+    let mut schema = None;
+    for (p, slot) in parts.iter().zip(stored.iter_mut()) {
+        if slot.is_some() {
+            continue;
         }
+        let mut rows = Vec::new();
+        for r in p.rows.clone().filter(|r| !failed.contains_key(r)) {
+            let b = db
+                .get_item(&job.key.stage_id, &hashes[r])?
+                .and_then(|b| item_row(job, &b, false))
+                .ok_or_else(|| {
+                    anyhow!("item {} left the cache while its stage ran", ids.value(r))
+                })?;
+            rows.push(with_id(ids.value(r), job.id_column, &b)?);
+        }
+        let Some(first) = rows.first() else { continue };
+        let table = arrow::compute::concat_batches(&first.schema(), &rows)
+            .context("items returned different schemas")?;
+        drop(rows);
+        if parts.len() == 1 {
+            return Ok(Body::Whole(table));
+        }
+        schema = Some(table.schema());
+        let mut meta = job.item_meta.to_vec();
+        meta.push(("pipeline.part".to_string(), p.ident.clone()));
+        let (obj, size) = job.store.put_table(&table, &meta)?;
+        let r = (obj, table.num_rows() as u64, size);
+        if !p.rows.clone().any(|r| failed.contains_key(&r)) {
+            db.put_part(&job.key.stage_id, &p.ident, (&r.0, r.1, r.2))?;
+        }
+        *slot = Some(r);
     }
-    let table = match parts.first() {
-        Some(first) => {
-            let schema = first.schema();
-            arrow::compute::concat_batches(&schema, &parts)
-                .context("items returned different schemas")?
+    let parts: Vec<PartRef> = stored.into_iter().flatten().collect();
+    let schema = match (schema, parts.first()) {
+        (Some(s), _) => s,
+        (None, Some(p)) => job.store.get_table(&p.0)?.schema(),
+        (None, None) => {
+            return Ok(Body::Whole(RecordBatch::new_empty(Arc::new(Schema::new(
+                vec![Field::new(job.id_column, DataType::Utf8, false)],
+            )))))
         }
-        None => RecordBatch::new_empty(Arc::new(Schema::new(vec![Field::new(
-            id_column,
-            DataType::Utf8,
-            false,
-        )]))),
     };
-    Ok((table, errors, computed_ok, reused))
+    Ok(Body::Parts { parts, schema })
+}
+
+/// A cached item's rows (without the id column), or None where it must be computed again: its
+/// bytes are damaged, its object is gone (gc, verify --fix), or (looking closely, for a stage
+/// marked for retry) a blob it names is gone.
+fn item_row(job: &ItemRun, bytes: &[u8], close: bool) -> Option<RecordBatch> {
+    if job.sharded {
+        let (obj, rows, size) = parse_shard_ref(bytes)?;
+        if !job.store.object_path(&obj).exists() {
+            return None;
+        }
+        return index_row(&obj, rows, size).ok();
+    }
+    let b = checked_item(bytes)?;
+    if close {
+        if let Some(c) = job.blob_column {
+            let names = b
+                .column_by_name(c)
+                .and_then(|c| c.as_any().downcast_ref::<StringArray>())?;
+            if names
+                .iter()
+                .flatten()
+                .any(|h| !job.store.blob_path(h).exists())
+            {
+                return None;
+            }
+        }
+    }
+    Some(b)
 }
 
 /// Caches one computed item: small items as an IPC blob in the index, sharded ones as an object
 /// of their own (id column included, so the file stands alone) with a reference in the index.
-/// Returns what the stage's table gets for the item.
+/// The blobs a non-sharded item names are recorded as the stage's, so that `gc` keeps them.
 fn store_item(
     job: &ItemRun,
     writer: &Mutex<&mut Db>,
     (item, id): (&str, &str),
     b: RecordBatch,
-) -> Result<RecordBatch> {
+) -> Result<()> {
     let (key, id_column) = (job.key, job.id_column);
-    match job.shard_store {
-        None => {
+    match job.sharded {
+        false => {
             let bytes = sealed_item(&encode_ipc(&b)?);
-            writer
-                .lock()
-                .unwrap()
-                .put_item(&key.stage_id, item, &bytes)?;
-            Ok(b)
+            let db = writer.lock().unwrap();
+            if let Some(names) = job
+                .blob_column
+                .and_then(|c| b.column_by_name(c))
+                .and_then(|c| c.as_any().downcast_ref::<StringArray>())
+            {
+                db.put_blob_refs(&key.stage_id, names.iter().flatten())?;
+            }
+            db.put_item(&key.stage_id, item, &bytes)?;
+            Ok(())
         }
-        Some(store) => {
+        true => {
+            let store = job.store;
             let full = with_id(id, id_column, &b)?;
             drop(b);
             let mut meta = job.item_meta.to_vec();
@@ -219,7 +326,7 @@ fn store_item(
                 item,
                 format!("shard:{obj}:{rows}:{size}").as_bytes(),
             )?;
-            index_row(&obj, rows, size)
+            Ok(())
         }
     }
 }
@@ -275,14 +382,15 @@ fn index_row(obj: &str, rows: usize, size: u64) -> Result<RecordBatch> {
 }
 
 /// Computes the given rows on the thread pool (in batches where the stage batches), caching
-/// each finished item at once and reporting progress from `reused` of `n`.
+/// each finished item at once (and letting go of its rows) and reporting progress from
+/// `reused` of `n`.
 fn compute_rows(
     job: &ItemRun,
     db: &mut Db,
     ids: &StringArray,
     (hashes, missing): (&[String], &[usize]),
     (reused, n): (usize, usize),
-) -> Vec<(usize, Result<RecordBatch, ItemError>)> {
+) -> Vec<(usize, Result<(), ItemError>)> {
     let (stage, ctx, rep, name) = (job.stage, job.ctx, job.rep, job.name);
     job.progress.done.store(reused, Ordering::Relaxed);
     job.progress.total.store(n, Ordering::Relaxed);
@@ -318,10 +426,8 @@ fn compute_rows(
             std::thread::sleep(d);
         }
         let res = match res {
-            Ok(b) => match store_item(job, &writer, (&hashes[r], &id), b) {
-                Ok(b) => Ok(b),
-                Err(e) => Err(ItemError::new(&id, "", format!("{STORE_FAILED}: {e:#}"))),
-            },
+            Ok(b) => store_item(job, &writer, (&hashes[r], &id), b)
+                .map_err(|e| ItemError::new(&id, "", format!("{STORE_FAILED}: {e:#}"))),
             Err(e) => {
                 rep.item_error(name, &e);
                 Err(e)
@@ -397,6 +503,7 @@ impl std::str::FromStr for Shard {
 pub(super) struct StoreShards<'a> {
     pub store: &'a Store,
     pub faults: Mutex<Vec<String>>,
+    scratch: std::path::PathBuf,
 }
 
 impl<'a> StoreShards<'a> {
@@ -404,6 +511,7 @@ impl<'a> StoreShards<'a> {
         StoreShards {
             store,
             faults: Mutex::new(Vec::new()),
+            scratch: store.root.join("tmp"),
         }
     }
 
@@ -431,6 +539,59 @@ impl stages::ShardReader for StoreShards<'_> {
             }
             format!("{e:#}").into()
         })
+    }
+}
+
+/// Blobs for the stages that write files (`command`), checked by size on the way out: a blob
+/// that is gone or has another size is a fault of the cache, remembered like a bad object.
+impl stages::Blobs for StoreShards<'_> {
+    fn scratch(&self) -> &std::path::Path {
+        &self.scratch
+    }
+
+    fn adopt(&self, path: &std::path::Path) -> Result<(String, u64), stages::StageError> {
+        self.store
+            .adopt_blob(path)
+            .map_err(|e| format!("{STORE_FAILED}: {e:#}").into())
+    }
+
+    fn open(&self, hash: &str, size: u64) -> Result<std::path::PathBuf, stages::StageError> {
+        if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(format!("`{hash}` does not name a blob").into());
+        }
+        let path = self.store.blob_path(hash);
+        let why = match std::fs::metadata(&path) {
+            Ok(m) if m.len() == size => return Ok(path),
+            Ok(m) => {
+                // Set aside, so that the next run finds it missing and computes it again.
+                let aside = self.store.root.join("corrupt").join(format!("{hash}.bin"));
+                let _ = std::fs::create_dir_all(self.store.root.join("corrupt"));
+                let _ = std::fs::rename(&path, &aside);
+                format!(
+                    "blob {} has {} bytes, not {size}; it was moved to {} and the next run \
+                     recomputes it",
+                    short(hash),
+                    m.len(),
+                    aside.display()
+                )
+            }
+            Err(e) => format!(
+                "blob {} could not be read ({}): {e}; the next run recomputes it",
+                short(hash),
+                path.display()
+            ),
+        };
+        self.faults.lock().unwrap().push(hash.to_string());
+        Err(why.into())
+    }
+
+    fn damaged(&self, hash: &str) {
+        if hash.len() == 64 {
+            let aside = self.store.root.join("corrupt").join(format!("{hash}.bin"));
+            let _ = std::fs::create_dir_all(self.store.root.join("corrupt"));
+            let _ = std::fs::rename(self.store.blob_path(hash), aside);
+            self.faults.lock().unwrap().push(hash.to_string());
+        }
     }
 }
 

@@ -10,6 +10,7 @@ pub mod forecast;
 pub mod gpus;
 mod holds;
 mod items;
+pub mod parts;
 pub mod provenance;
 mod reports;
 mod scheduler;

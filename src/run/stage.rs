@@ -12,7 +12,7 @@ use arrow::array::RecordBatch;
 use serde_json::json;
 use stages::{ItemError, Mode as StageMode, Params, RunCtx, Stage};
 
-use super::items::{run_items, ItemRun, Shard, StoreShards};
+use super::items::{run_items, Body, ItemRun, Shard, StoreShards};
 use super::{machine_cpus, Env, Job, Outcome, StageRun, Tables, EXIT_FAILED, EXIT_OK};
 use crate::db::{now, Artifact, Db};
 use crate::keys::{self, short, StageKey};
@@ -256,6 +256,7 @@ pub fn execute(job: &Job, stage: &dyn Stage, rep: &Reporter, tables: &Tables) ->
         input_names: &job.inputs,
         files: &key.files,
         shards: &shards,
+        blobs: &shards,
         progress: &progress,
     };
     let mode = stage.decl().mode(&params);
@@ -267,7 +268,7 @@ pub fn execute(job: &Job, stage: &dyn Stage, rep: &Reporter, tables: &Tables) ->
             job.kind
         );
     }
-    let (table, errors, computed, reused) = match mode {
+    let (body, errors, computed, reused) = match mode {
         StageMode::Table => {
             rep.stage_start(&job.name, &key.key, None);
             let out = stage.run(&ctx);
@@ -291,7 +292,7 @@ pub fn execute(job: &Job, stage: &dyn Stage, rep: &Reporter, tables: &Tables) ->
                     rep.item_error(&job.name, e);
                 }
             }
-            (out.table, out.errors, 0, 0)
+            (Body::Whole(out.table), out.errors, 0, 0)
         }
         StageMode::PerItem { id_column, reads } | StageMode::Sharded { id_column, reads } => {
             let run = ItemRun {
@@ -302,31 +303,46 @@ pub fn execute(job: &Job, stage: &dyn Stage, rep: &Reporter, tables: &Tables) ->
                 key,
                 id_column,
                 reads,
-                shard_store: matches!(mode, StageMode::Sharded { .. }).then_some(&store),
+                store: &store,
+                sharded: matches!(mode, StageMode::Sharded { .. }),
+                blob_column: stage.decl().blob_column(&params),
                 writes,
                 progress: &progress,
                 item_meta: &super::provenance::of_items(job, stage),
             };
-            run_items(&run, &mut db, shard)?
+            let recheck = db.retry_reason(&key.key)?.is_some();
+            run_items(&run, &mut db, shard, recheck)?
         }
     };
     let outcome = if shard.is_some() {
         // The items are in the index; the job that gathers them records the artifact.
         Outcome::Shard
     } else {
-        if !errors.is_empty() && table.num_rows() == 0 {
+        if !errors.is_empty() && body.rows() == 0 {
             // Nothing to record: what reads it would run on an empty table.
             mark_inputs(&db, job, &shards, &ctx.inputs)?;
             return Err(all_failed(job, &errors));
         }
         let meta = super::provenance::of_stage(job, stage);
-        record_artifact(&store, &mut db, job, (&table, &errors), &meta)?;
+        if let (Body::Whole(t), Some(c)) = (&body, stage.decl().blob_column(&params)) {
+            // A whole-table stage's blobs are kept as long as its artifact.
+            if let Some(names) = t
+                .column_by_name(c)
+                .and_then(|c| c.as_any().downcast_ref::<arrow::array::StringArray>())
+            {
+                db.put_blob_refs(&key.key, names.iter().flatten())?;
+            }
+        }
+        record_artifact(&store, &mut db, job, (&body, &errors), &meta)?;
         mark_faults(&db, job, &shards, &errors, &ctx.inputs)?;
         update_state(&db, &job.pipeline_id, &job.name, key)?;
-        tables
-            .lock()
-            .unwrap()
-            .insert(key.key.clone(), Arc::new(table));
+        // A table in parts stays on disk: whoever reads it next loads it.
+        if let Body::Whole(table) = body {
+            tables
+                .lock()
+                .unwrap()
+                .insert(key.key.clone(), Arc::new(table));
+        }
         Outcome::Ran
     };
     drop(lock);
@@ -381,7 +397,8 @@ fn mark_faults(
     mark_inputs(db, job, shards, inputs)
 }
 
-/// Marks each sharded input whose item object could not be read to compute the item again.
+/// Marks each input that names an object or blob that could not be read (in any of its string
+/// columns: a sharded stage's `object`, a `command` stage's `data_hash`) to compute it again.
 fn mark_inputs(
     db: &Db,
     job: &Job,
@@ -393,16 +410,18 @@ fn mark_inputs(
         return Ok(());
     }
     for (k, t) in job.input_keys.iter().zip(inputs) {
-        let Some(objs) = t
-            .column_by_name("object")
-            .and_then(|c| c.as_any().downcast_ref::<arrow::array::StringArray>())
-        else {
-            continue;
-        };
-        if objs.iter().flatten().any(|o| faults.iter().any(|f| f == o)) {
+        let names = t
+            .columns()
+            .iter()
+            .filter_map(|c| c.as_any().downcast_ref::<arrow::array::StringArray>());
+        let mut hit = false;
+        for c in names {
+            hit |= c.iter().flatten().any(|o| faults.iter().any(|f| f == o));
+        }
+        if hit {
             db.mark_retry(
                 k,
-                "an item object was corrupt or missing: computing it again",
+                "an item object or blob was corrupt or missing: computing it again",
             )?;
         }
     }
@@ -484,19 +503,33 @@ impl stages::Progress for Progress<'_> {
     }
 }
 
-/// Stores the table as an object, then records it in the index: the artifact exists only once
-/// its object is durably in place.
+/// Stores the table as an object (a table in parts: the table of its parts), then records it
+/// in the index: the artifact exists only once its object is durably in place.
 fn record_artifact(
     store: &Store,
     db: &mut Db,
     job: &Job,
-    (table, errors): (&RecordBatch, &[ItemError]),
+    (body, errors): (&Body, &[ItemError]),
     meta: &[(String, String)],
 ) -> Result<()> {
     let (key, s) = (&job.key, job);
-    let (object, bytes) = store.put_table(table, meta)?;
-    let schema = table
-        .schema()
+    let (object, bytes, schema) = match body {
+        Body::Whole(table) => {
+            let (o, b) = store.put_table(table, meta)?;
+            (o, b, table.schema())
+        }
+        Body::Parts { parts, schema } => {
+            let mut meta = meta.to_vec();
+            meta.push((crate::store::PARTS_KEY.to_string(), parts.len().to_string()));
+            let (o, b) = store.put_table(&super::parts::manifest(parts)?, &meta)?;
+            (
+                o,
+                b + parts.iter().map(|p| p.2).sum::<u64>(),
+                schema.clone(),
+            )
+        }
+    };
+    let schema = schema
         .fields()
         .iter()
         .map(|f| format!("{}: {}", f.name(), f.data_type()))
@@ -509,7 +542,7 @@ fn record_artifact(
             kind: s.kind.clone(),
             stage_id: key.stage_id.clone(),
             object,
-            rows: table.num_rows() as i64,
+            rows: body.rows() as i64,
             bytes: bytes as i64,
             schema,
             failed_items: errors.len() as i64,

@@ -125,6 +125,24 @@ pub trait ShardReader: Sync {
     fn read(&self, object: &str) -> Result<Arc<RecordBatch>, StageError>;
 }
 
+/// Files the cache owns, each named by the BLAKE3 of its bytes and never written again: a
+/// `command` stage's outputs. A stage hands the engine a finished file instead of its bytes,
+/// so an item's output is moved, not copied, and a later stage reads it in place.
+pub trait Blobs: Sync {
+    /// A folder on the cache's file system for a stage's scratch files, so that adopting one
+    /// is a rename.
+    fn scratch(&self) -> &Path;
+    /// Moves a finished file into the cache (read-only from then on); returns its BLAKE3 and
+    /// size. The file is gone from `path` afterwards.
+    fn adopt(&self, path: &Path) -> Result<(String, u64), StageError>;
+    /// The cached file with this hash, once it is there with this size: a path to read, never
+    /// to write.
+    fn open(&self, hash: &str, size: u64) -> Result<PathBuf, StageError>;
+    /// A blob that was written to after it was handed out: it is set aside, so that the next
+    /// run computes it again.
+    fn damaged(&self, hash: &str);
+}
+
 /// Content hashes of the external files a stage declared, as the engine computed them.
 /// `None` means the file was missing or unreadable.
 pub type FileHashes = BTreeMap<PathBuf, Option<FileInfo>>;
@@ -215,6 +233,7 @@ pub struct RunCtx<'a> {
     pub input_names: &'a [String],
     pub files: &'a FileHashes,
     pub shards: &'a dyn ShardReader,
+    pub blobs: &'a dyn Blobs,
     pub progress: &'a dyn Progress,
 }
 
@@ -248,6 +267,11 @@ pub trait Kind: Send + Sync {
     /// never enters another's key.
     fn params_for(&self, _given: &BTreeMap<String, serde_json::Value>) -> Vec<&'static ParamSpec> {
         self.params().iter().collect()
+    }
+    /// The column of its output whose values name [`Blobs`] (files in the cache), if any: the
+    /// engine keeps those files as long as the rows that name them.
+    fn blob_column(&self, _params: &Params) -> Option<&'static str> {
+        None
     }
     /// Minimum and maximum number of input tables.
     fn arity(&self) -> (usize, usize);

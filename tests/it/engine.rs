@@ -512,13 +512,8 @@ stages:
         strs(&t, "clip_id"),
         [Some("all.txt".into()), Some("count.txt".into())]
     );
-    let data = t
-        .column_by_name("data")
-        .unwrap()
-        .as_any()
-        .downcast_ref::<arrow::array::BinaryArray>()
-        .unwrap();
-    let all = String::from_utf8_lossy(data.value(0)).to_string();
+    let data = command_outputs(&p, "total");
+    let all = data[0].clone();
     assert_eq!(all.lines().count(), n, "{all}");
     // Every line is "<clip id> <duration>", the duration ffprobe read from the real clip.
     for line in all.lines() {
@@ -528,7 +523,7 @@ stages:
         let d: f64 = dur.trim().parse().unwrap();
         assert!((0.9..=2.2).contains(&d), "{line}");
     }
-    assert_eq!(String::from_utf8_lossy(data.value(1)).trim(), n.to_string());
+    assert_eq!(data[1].trim(), n.to_string());
 
     assert_eq!(names(&p.run_json(&[]).2["ran"]), Vec::<String>::new());
 
@@ -573,18 +568,7 @@ stages:
     assert!(failed[0].2.contains("exited with"), "{failed:?}");
     assert!(failed[0].2.contains("Invalid data"), "{failed:?}");
     assert_eq!(stage_done(&events, "tagged")["computed"], 0);
-    assert_eq!(
-        String::from_utf8_lossy(
-            p.table("total")
-                .column(1)
-                .as_any()
-                .downcast_ref::<arrow::array::BinaryArray>()
-                .unwrap()
-                .value(1)
-        )
-        .trim(),
-        (n - 1).to_string()
-    );
+    assert_eq!(command_outputs(&p, "total")[1].trim(), (n - 1).to_string());
 }
 
 /// Every study ships a `table_main` stage in a pipeline that parses: its paper's main model over
@@ -887,4 +871,188 @@ fn wiring_errors_are_exit_2_at_plan_time_with_the_kinds_that_fit() {
             );
         }
     }
+}
+
+/// A project of `n` small text clips in a CSV manifest, for the engine's own behaviour at
+/// more clips than media tests can afford.
+fn text_clips(n: usize, yaml: &str) -> Project {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    std::fs::create_dir_all(root.join("pipeline")).unwrap();
+    std::fs::create_dir_all(root.join("raw")).unwrap();
+    std::fs::write(root.join("pipeline/default.yaml"), yaml).unwrap();
+    let mut csv = String::from("id,path,text,label,split\n");
+    for i in 0..n {
+        std::fs::write(root.join(format!("raw/c{i:03}.txt")), format!("clip {i}\n")).unwrap();
+        csv.push_str(&format!("c{i:03},raw/c{i:03}.txt,,0,train\n"));
+    }
+    std::fs::write(root.join("clips.csv"), csv).unwrap();
+    Project { tmp }
+}
+
+const PARTS_YAML: &str = "\
+stages:
+  ingest: {kind: ingest, params: {layout: csv, root: clips.csv}}
+  first: {kind: command, inputs: [ingest], params: {from: media, cmd: \"cat {in} > {out}; echo first >> {out}\"}}
+  second: {kind: command, inputs: [first], params: {cmd: \"cat {in} > {out}; echo second >> {out}\"}}
+  total: {kind: command, inputs: [second], params: {per: table, cmd: \"cat {in}/* > {out}/all.txt\"}}
+";
+
+/// The part objects of a stage's table in parts (empty for a table in one object).
+fn parts_of(p: &Project, stage: &str) -> Vec<String> {
+    let out = p.run(&["show", stage, "--json"]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let f = std::fs::File::open(v["artifact"].as_str().unwrap()).unwrap();
+    let b = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f).unwrap();
+    let parted = b
+        .metadata()
+        .file_metadata()
+        .key_value_metadata()
+        .is_some_and(|kv| kv.iter().any(|k| k.key == "pipeline.parts"));
+    if !parted {
+        return Vec::new();
+    }
+    let t = b.build().unwrap().next().unwrap().unwrap();
+    strs(&t, "part").into_iter().flatten().collect()
+}
+
+/// A per-clip stage's table is stored in parts: after one clip changes, one part is written
+/// again and the others are the same objects; readers see the whole table in input order;
+/// `gc` keeps the parts and the files the commands wrote.
+#[test]
+fn a_changed_clip_rewrites_one_part_of_each_per_clip_table() {
+    let n = 60;
+    let p = text_clips(n, PARTS_YAML);
+    let run = |args: &[&str]| {
+        let mut a = vec!["run", "--json"];
+        a.extend_from_slice(args);
+        let out = p
+            .cmd(&a)
+            .env("PIPELINE_TEST_PART_ROWS", "8")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        json_lines(&out.stdout)
+    };
+    run(&[]);
+    let before: Vec<Vec<String>> = ["first", "second"]
+        .iter()
+        .map(|s| parts_of(&p, s))
+        .collect();
+    assert!(before.iter().all(|v| v.len() >= 3), "{before:?}");
+    let ids: Vec<String> = (0..n).map(|i| format!("c{i:03}")).collect();
+    assert_eq!(
+        strs(&p.table("second"), "clip_id")
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>(),
+        ids
+    );
+    let out = command_outputs(&p, "second");
+    assert_eq!(out[7], "clip 7\nfirst\nsecond\n");
+
+    std::fs::write(p.root().join("raw/c033.txt"), "clip 33, again\n").unwrap();
+    let events = run(&[]);
+    for (s, old) in ["first", "second"].iter().zip(&before) {
+        let d = stage_done(&events, s);
+        assert_eq!(
+            (d["computed"].as_u64(), d["reused"].as_u64()),
+            (Some(1), Some(n as u64 - 1)),
+            "{d}"
+        );
+        let now = parts_of(&p, s);
+        assert_eq!(now.len(), old.len(), "{s}");
+        let new = now.iter().filter(|o| !old.contains(o)).count();
+        assert_eq!(new, 1, "{s}: {old:?} -> {now:?}");
+    }
+    assert_eq!(
+        command_outputs(&p, "second")[33],
+        "clip 33, again\nfirst\nsecond\n"
+    );
+    let all = &command_outputs(&p, "total")[0];
+    assert_eq!(all.lines().count(), 3 * n, "{all}");
+    assert!(all.contains("clip 33, again"), "{all}");
+
+    // gc keeps what the pipeline uses: the next run reuses everything.
+    let out = p.run(&["gc"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(ran(&run(&[])).is_empty());
+    assert_eq!(
+        command_outputs(&p, "second")[33],
+        "clip 33, again\nfirst\nsecond\n"
+    );
+}
+
+/// A command's inputs are the cache's own files, read-only: a per-clip command or a per-table
+/// one that writes to its input fails and names it, the file is set aside, and the next run
+/// computes it again instead of using what the command wrote.
+#[test]
+fn a_command_that_writes_to_its_input_fails_and_the_cache_heals() {
+    let yaml = "\
+stages:
+  ingest: {kind: ingest, params: {layout: csv, root: clips.csv}}
+  first: {kind: command, inputs: [ingest], params: {from: media, cmd: \"cat {in} > {out}\"}}
+  vandal: {kind: command, inputs: [first], params: {per: table, cmd: \"set -e; echo x >> {in}/c002; ls {in} > {out}/list\"}}
+  polite: {kind: command, inputs: [first], params: {per: table, cmd: \"cat {in}/c002 > {out}/c002\"}}
+";
+    let p = text_clips(4, yaml);
+    // Outside root, the file's permissions stop the write itself.
+    let root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .unwrap()
+        .stdout
+        == b"0\n";
+    let (code, _, s) = p.run_json(&["first"]);
+    assert_eq!(code, 0, "{s}");
+    let out = p.run(&["run", "vandal"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let said = if root {
+        "wrote to its input"
+    } else {
+        "Permission denied"
+    };
+    assert!(err.contains(said) && err.contains("c002"), "{err}");
+    // The file the command wrote to is not used: `first` computes that clip again.
+    let (code, events, s) = p.run_json(&["polite"]);
+    assert_eq!(code, 0, "{s}");
+    let d = stage_done(&events, "first");
+    assert_eq!(d["computed"].as_u64(), Some(root as u64), "{d}");
+    assert_eq!(command_outputs(&p, "polite"), ["clip 2\n"]);
+
+    // The same for a per-clip command.
+    let yaml = "\
+stages:
+  ingest: {kind: ingest, params: {layout: csv, root: clips.csv}}
+  first: {kind: command, inputs: [ingest], params: {from: media, cmd: \"cat {in} > {out}\"}}
+  second: {kind: command, inputs: [first], params: {cmd: \"cat {in} > {out}; test {id} != c001 || echo x >> {in}\"}}
+";
+    std::fs::write(p.root().join("pipeline/default.yaml"), yaml).unwrap();
+    let (code, _, s) = p.run_json(&[]);
+    assert_eq!(code, 3, "{s}");
+    let failed = p.failed_items("second");
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0].0, "c001");
+    let said = if root {
+        "wrote to its input"
+    } else {
+        "Permission denied"
+    };
+    assert!(failed[0].2.contains(said), "{failed:?}");
+    let (code, events, s) = p.run_json(&["first"]);
+    assert_eq!(code, 0, "{s}");
+    assert_eq!(
+        stage_done(&events, "first")["computed"].as_u64(),
+        Some(root as u64)
+    );
+    assert_eq!(command_outputs(&p, "first")[1], "clip 1\n");
 }

@@ -6,22 +6,30 @@
 //!
 //! The command runs under `sh -c` in the project root, with these placeholders replaced by
 //! shell-quoted paths:
-//! - `{in}`: per item, the item's input file (a clip's media for `from: media`, else the bytes
-//!   the previous `command` stage kept for the clip); per table, a folder holding one such file
-//!   per input row, named by its id. `{in1}`, `{in2}`, ... are the further inputs' folders.
+//! - `{in}`: per item, the item's input file (a clip's media for `from: media`, else the file
+//!   the previous `command` stage wrote for the clip, in the cache); per table, a folder
+//!   holding one such file per input row, named by its id. `{in1}`, `{in2}`, ... are the
+//!   further inputs' folders.
 //! - `{out}`: per item, the file to write; per table, a folder to fill. Each file in it becomes
 //!   a row whose id is its path inside the folder.
 //! - `{id}`: per item, the clip id.
 //!
-//! Every stage of this kind outputs the id column, `data` (the bytes), `data_hash` (BLAKE3)
-//! and `bytes`, so commands chain.
+//! What a command writes is moved into the cache as it is (a blob named by its BLAKE3), not
+//! copied, and a later command reads it in place: per item `{in}` is the cached file itself,
+//! per table `{in}` is a folder of hard links to the cached files (copies where the folder is
+//! on another file system). Inputs are read-only: a command that writes to one fails, the file
+//! is set aside and computed again by the next run. Media files are linked symbolically.
+//!
+//! Every stage of this kind outputs the id column, `data_hash` (the BLAKE3 of the file, which
+//! names it in the cache) and `bytes`, so commands chain; `pipeline show STAGE --path` lists
+//! the files.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command as Proc, Stdio};
-use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, BinaryArray};
+use arrow::array::{Array, ArrayRef, UInt64Array};
 use arrow::record_batch::RecordBatch;
+use rayon::prelude::*;
 
 use crate::params::{ParamSpec, ParamType};
 use crate::table::{batch, str_col, strings, u64s};
@@ -70,7 +78,7 @@ impl Kind for Command {
         "command"
     }
     fn version(&self) -> u32 {
-        1
+        2
     }
     fn about(&self) -> &'static str {
         "a shell command per clip or per table (sh -c, {in}/{out}/{id}); keeps the bytes it writes"
@@ -82,7 +90,10 @@ impl Kind for Command {
         (1, 8)
     }
     fn produces(&self, params: &crate::Params) -> Option<Vec<&'static str>> {
-        Some(vec![id_column_static(params), "data", "data_hash", "bytes"])
+        Some(vec![id_column_static(params), "data_hash", "bytes"])
+    }
+    fn blob_column(&self, _params: &crate::Params) -> Option<&'static str> {
+        Some("data_hash")
     }
     fn mode(&self, params: &crate::Params) -> Mode {
         if params.str("per").unwrap_or("item") == "table" {
@@ -136,22 +147,21 @@ impl Stage for Command {
             .params
             .str("cmd")
             .map_err(|e| fail("cmd", e.to_string()))?;
-        let dir = tempfile::Builder::new()
-            .prefix("pipeline-cmd-")
-            .tempdir()
-            .map_err(|e| fail("", format!("temp folder: {e}")))?;
-        let input = match ctx.params.str("from").unwrap_or("data") {
+        let dir = scratch(ctx).map_err(|e| fail("", e.to_string()))?;
+        let (input, stamp) = match ctx.params.str("from").unwrap_or("data") {
             "media" => {
                 let paths =
                     str_col(t, "media_path").map_err(|e| fail("media_path", e.to_string()))?;
-                resolve(ctx.root, paths.value(row))
+                (resolve(ctx.root, paths.value(row)), None)
             }
             _ => {
-                let data = binary_col(t).map_err(|e| fail("data", e))?;
-                let p = dir.path().join("in");
-                std::fs::write(&p, data.value(row))
-                    .map_err(|e| fail("", format!("{}: {e}", p.display())))?;
-                p
+                let (hash, size) = blob_of(t, row).map_err(|e| fail("data_hash", e))?;
+                let p = ctx
+                    .blobs
+                    .open(hash, size)
+                    .map_err(|e| fail("data_hash", e.to_string()))?;
+                let stamp = Stamp::of(&p).map_err(|e| fail("", e.to_string()))?;
+                (p, Some((hash, stamp)))
             }
         };
         let out = dir.path().join("out");
@@ -160,24 +170,31 @@ impl Stage for Command {
             &[("in", input.as_path()), ("out", out.as_path())],
             Some(&id),
         );
-        run_shell(&line, ctx.root).map_err(|e| fail("cmd", e))?;
-        let bytes =
-            std::fs::read(&out).map_err(|e| fail("cmd", format!("wrote no {{out}} file: {e}")))?;
-        data_rows(None, vec![bytes]).map_err(|e| fail("", e.to_string()))
+        let ran = run_shell(&line, ctx.root);
+        if let Some((hash, stamp)) = stamp {
+            if !stamp.same(&input) {
+                ctx.blobs.damaged(hash);
+                return Err(fail("cmd", wrote_input(&input)));
+            }
+        }
+        ran.map_err(|e| fail("cmd", e))?;
+        if !out.is_file() {
+            return Err(fail("cmd", "wrote no {out} file".into()));
+        }
+        let blob = ctx.blobs.adopt(&out).map_err(|e| fail("", e.to_string()))?;
+        data_rows(None, vec![blob]).map_err(|e| fail("", e.to_string()))
     }
 
     fn run(&self, ctx: &RunCtx) -> Result<Output, StageError> {
         let cmd = ctx.params.str("cmd")?;
         let id_col = ctx.params.str("id_column")?;
         let from = ctx.params.str("from")?;
-        let dir = tempfile::Builder::new()
-            .prefix("pipeline-cmd-")
-            .tempdir()
-            .map_err(|e| StageError::Other(format!("temp folder: {e}")))?;
+        let dir = scratch(ctx)?;
         let mut places: Vec<(String, PathBuf)> = Vec::new();
+        let mut linked = Vec::new();
         for (k, t) in ctx.inputs.iter().enumerate() {
             let folder = dir.path().join(format!("in{k}"));
-            materialise(t, &folder, id_col, from, ctx.root)?;
+            linked.extend(materialise(ctx, t, &folder, id_col, from)?);
             let name = if k == 0 {
                 "in".to_string()
             } else {
@@ -193,22 +210,88 @@ impl Stage for Command {
             .map(|(n, p)| (n.as_str(), p.as_path()))
             .collect();
         let line = substitute(cmd, &subs, None);
-        run_shell(&line, ctx.root).map_err(|e| StageError::param("cmd", e))?;
+        let ran = run_shell(&line, ctx.root);
+        let written: Vec<&Linked> = linked
+            .par_iter()
+            .filter(|l| !l.stamp.same(&l.path))
+            .collect();
+        if let Some(first) = written.first() {
+            for l in &written {
+                ctx.blobs.damaged(&l.hash);
+            }
+            return Err(StageError::param(
+                "cmd",
+                format!(
+                    "{} ({} input file(s) written)",
+                    wrote_input(&first.path),
+                    written.len()
+                ),
+            ));
+        }
+        ran.map_err(|e| StageError::param("cmd", e))?;
         let mut files = Vec::new();
         collect_files(&out, &out, &mut files)?;
         files.sort();
-        let mut ids = Vec::new();
-        let mut blobs = Vec::new();
-        for (rel, path) in files {
-            blobs.push(std::fs::read(&path).map_err(|e| StageError::io(&path, e))?);
-            ids.push(rel);
-        }
+        let blobs = files
+            .par_iter()
+            .map(|(_, path)| ctx.blobs.adopt(path))
+            .collect::<Result<Vec<_>, _>>()?;
+        let ids = files.into_iter().map(|(rel, _)| rel).collect();
         let table = data_rows(Some((id_col, ids)), blobs)?;
         Ok(Output {
             table,
             errors: Vec::new(),
         })
     }
+}
+
+/// A temp folder on the cache's file system, so that what a command writes moves in by rename.
+fn scratch(ctx: &RunCtx) -> Result<tempfile::TempDir, StageError> {
+    let at = ctx.blobs.scratch();
+    tempfile::Builder::new()
+        .prefix("pipeline-cmd-")
+        .tempdir_in(at)
+        .map_err(|e| StageError::io(at, e))
+}
+
+fn wrote_input(path: &Path) -> String {
+    format!(
+        "the command wrote to its input {}: inputs are read-only files of the cache (write to \
+         {{out}}); the file was set aside and is computed again by the next run",
+        path.display()
+    )
+}
+
+/// What a file looked like when a command got it: a write changes its size or mtime.
+#[derive(Clone, Copy)]
+struct Stamp {
+    len: u64,
+    mtime: Option<std::time::SystemTime>,
+}
+
+impl Stamp {
+    fn of(path: &Path) -> Result<Stamp, StageError> {
+        let m = std::fs::metadata(path).map_err(|e| StageError::io(path, e))?;
+        Ok(Stamp {
+            len: m.len(),
+            mtime: m.modified().ok(),
+        })
+    }
+    /// Whether the file is as it was; one the command removed or replaced is (the cached file
+    /// behind it is untouched).
+    fn same(&self, path: &Path) -> bool {
+        match std::fs::symlink_metadata(path) {
+            Ok(m) => m.len() == self.len && m.modified().ok() == self.mtime,
+            Err(_) => true,
+        }
+    }
+}
+
+/// A cached file put in a per-table command's input folder.
+struct Linked {
+    hash: String,
+    path: PathBuf,
+    stamp: Stamp,
 }
 
 /// The engine wants a `'static` id column name; the common ones need no allocation and any
@@ -230,22 +313,28 @@ fn id_column_static(params: &crate::Params) -> &'static str {
     }
 }
 
-fn binary_col(t: &RecordBatch) -> Result<&BinaryArray, String> {
-    t.column_by_name("data")
-        .ok_or("input has no `data` column: it is not a command stage's output (use `from: media` after ingest)")?
-        .as_any()
-        .downcast_ref::<BinaryArray>()
-        .ok_or_else(|| "input column `data` is not binary".to_string())
+/// The blob (hash, size) a previous command stage wrote for a row.
+fn blob_of(t: &RecordBatch, row: usize) -> Result<(&str, u64), String> {
+    let hashes = str_col(t, "data_hash").map_err(|_| {
+        "input has no `data_hash` column: it is not a command stage's output (use `from: media` after ingest)".to_string()
+    })?;
+    let sizes = t
+        .column_by_name("bytes")
+        .and_then(|c| c.as_any().downcast_ref::<UInt64Array>())
+        .ok_or("input has no u64 column `bytes`")?;
+    Ok((hashes.value(row), sizes.value(row)))
 }
 
-/// Writes one file per row of `t` into `folder`, named by the row's id.
+/// Puts one file per row of `t` into `folder`, named by the row's id: a symbolic link to the
+/// clip's media, or a hard link to (else a copy of) the cached file a command wrote. Returns
+/// the cached files, to check after the command that none was written to.
 fn materialise(
+    ctx: &RunCtx,
     t: &RecordBatch,
     folder: &Path,
     id_col: &str,
     from: &str,
-    root: &Path,
-) -> Result<(), StageError> {
+) -> Result<Vec<Linked>, StageError> {
     std::fs::create_dir(folder).map_err(|e| StageError::io(folder, e))?;
     let ids = str_col(t, id_col).ok();
     let name = |r: usize| -> Result<PathBuf, StageError> {
@@ -263,7 +352,7 @@ fn materialise(
             )));
         }
         let p = folder.join(rel);
-        if let Some(parent) = p.parent() {
+        if let Some(parent) = p.parent().filter(|p| *p != folder) {
             std::fs::create_dir_all(parent).map_err(|e| StageError::io(parent, e))?;
         }
         Ok(p)
@@ -271,18 +360,29 @@ fn materialise(
     if from == "media" {
         let paths = str_col(t, "media_path")?;
         for r in 0..t.num_rows() {
-            let target = resolve(root, paths.value(r));
+            let target = resolve(ctx.root, paths.value(r));
             let p = name(r)?;
             std::os::unix::fs::symlink(&target, &p).map_err(|e| StageError::io(&p, e))?;
         }
-        return Ok(());
+        return Ok(Vec::new());
     }
-    let data = binary_col(t).map_err(StageError::Input)?;
-    for r in 0..t.num_rows() {
-        let p = name(r)?;
-        std::fs::write(&p, data.value(r)).map_err(|e| StageError::io(&p, e))?;
-    }
-    Ok(())
+    (0..t.num_rows())
+        .into_par_iter()
+        .map(|r| {
+            let (hash, size) = blob_of(t, r).map_err(StageError::Input)?;
+            let src = ctx.blobs.open(hash, size)?;
+            let p = name(r)?;
+            if std::fs::hard_link(&src, &p).is_err() {
+                // Another file system: a copy, which a write cannot reach the cache through.
+                std::fs::copy(&src, &p).map_err(|e| StageError::io(&p, e))?;
+            }
+            Ok(Linked {
+                hash: hash.to_string(),
+                stamp: Stamp::of(&p)?,
+                path: p,
+            })
+        })
+        .collect()
 }
 
 fn collect_files(
@@ -304,23 +404,17 @@ fn collect_files(
     Ok(())
 }
 
-/// The output table: an optional id column (per item the engine adds it), `data`,
-/// `data_hash`, `bytes`.
+/// The output table: an optional id column (per item the engine adds it), `data_hash` (the
+/// blob) and `bytes`.
 fn data_rows(
     ids: Option<(&str, Vec<String>)>,
-    blobs: Vec<Vec<u8>>,
+    blobs: Vec<(String, u64)>,
 ) -> Result<RecordBatch, StageError> {
-    let hashes: Vec<String> = blobs
-        .iter()
-        .map(|b| blake3::hash(b).to_hex().to_string())
-        .collect();
-    let sizes: Vec<u64> = blobs.iter().map(|b| b.len() as u64).collect();
-    let data: ArrayRef = Arc::new(BinaryArray::from_iter_values(blobs.iter()));
+    let (hashes, sizes): (Vec<String>, Vec<u64>) = blobs.into_iter().unzip();
     let mut cols: Vec<(&str, ArrayRef)> = Vec::new();
     if let Some((name, ids)) = &ids {
         cols.push((name, strings(ids)));
     }
-    cols.push(("data", data));
     cols.push(("data_hash", strings(&hashes)));
     cols.push(("bytes", u64s(sizes)));
     batch(cols)

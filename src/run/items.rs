@@ -51,12 +51,9 @@ pub(super) fn item_hashes(
 ) -> Result<Vec<String>> {
     let t = &inputs[0];
     let opts = FormatOptions::default().with_null("\u{0}null");
-    let mut fmts = Vec::new();
     for c in reads {
-        let col = t
-            .column_by_name(c)
+        t.column_by_name(c)
             .ok_or_else(|| anyhow!("input has no column `{c}` that this stage reads"))?;
-        fmts.push((c, ArrayFormatter::try_new(col.as_ref(), &opts)?));
     }
     // Per further input: its rows' text by id, or the whole table's text.
     let mut others: Vec<Result<HashMap<String, String>, String>> = Vec::new();
@@ -91,31 +88,50 @@ pub(super) fn item_hashes(
     let ids = t
         .column_by_name(id_column)
         .and_then(|c| c.as_any().downcast_ref::<StringArray>());
-    Ok((0..t.num_rows())
-        .map(|r| {
-            let mut h = blake3::Hasher::new();
-            for (c, f) in &fmts {
-                h.update(c.as_bytes());
-                h.update(&[0]);
-                h.update(f.value(r).to_string().as_bytes());
-                h.update(&[0]);
-            }
-            for (k, o) in others.iter().enumerate() {
-                h.update(format!("\u{0}input{}\u{0}", k + 1).as_bytes());
-                match o {
-                    Ok(m) => {
-                        let row = ids.and_then(|i| m.get(i.value(r)));
-                        h.update(row.map_or("\u{0}absent", |s| s.as_str()).as_bytes());
+    // Rows in chunks on the thread pool: a dataset is hundreds of thousands of rows.
+    let starts: Vec<usize> = (0..t.num_rows()).step_by(HASH_CHUNK).collect();
+    let chunks = starts
+        .par_iter()
+        .map(|&start| -> Result<Vec<String>> {
+            let fmts = reads
+                .iter()
+                .map(|c| {
+                    let col = t.column_by_name(c).expect("checked above");
+                    Ok((c, ArrayFormatter::try_new(col.as_ref(), &opts)?))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let end = (start + HASH_CHUNK).min(t.num_rows());
+            Ok((start..end)
+                .map(|r| {
+                    let mut h = blake3::Hasher::new();
+                    for (c, f) in &fmts {
+                        h.update(c.as_bytes());
+                        h.update(&[0]);
+                        h.update(f.value(r).to_string().as_bytes());
+                        h.update(&[0]);
                     }
-                    Err(all) => {
-                        h.update(all.as_bytes());
+                    for (k, o) in others.iter().enumerate() {
+                        h.update(format!("\u{0}input{}\u{0}", k + 1).as_bytes());
+                        match o {
+                            Ok(m) => {
+                                let row = ids.and_then(|i| m.get(i.value(r)));
+                                h.update(row.map_or("\u{0}absent", |s| s.as_str()).as_bytes());
+                            }
+                            Err(all) => {
+                                h.update(all.as_bytes());
+                            }
+                        }
                     }
-                }
-            }
-            h.finalize().to_hex().to_string()
+                    h.finalize().to_hex().to_string()
+                })
+                .collect())
         })
-        .collect())
+        .collect::<Result<Vec<_>>>()?;
+    Ok(chunks.into_iter().flatten().collect())
 }
+
+/// Rows per task when hashing items.
+const HASH_CHUNK: usize = 8192;
 
 /// What a per-item stage run made of its table: the table itself where it is one part, else
 /// its parts (see [`super::parts`]).

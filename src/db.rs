@@ -83,6 +83,9 @@ pub fn now() -> f64 {
         .unwrap_or(0.0)
 }
 
+/// What the stat cache knows of a file: (size, mtime in ns, inode, BLAKE3).
+pub type StatRow = (u64, i64, u64, String);
+
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS artifacts(
   key TEXT PRIMARY KEY, stage TEXT NOT NULL, kind TEXT NOT NULL, stage_id TEXT NOT NULL,
@@ -523,7 +526,7 @@ impl Db {
         Ok(())
     }
 
-    pub fn stat_lookup(&self, path: &str) -> Result<Option<(u64, i64, u64, String)>> {
+    pub fn stat_lookup(&self, path: &str) -> Result<Option<StatRow>> {
         Ok(self
             .conn
             .prepare_cached("SELECT size, mtime_ns, ino, hash FROM stat_cache WHERE path = ?1")?
@@ -540,10 +543,7 @@ impl Db {
 
     /// [`Db::stat_lookup`] for many paths at once: above a few hundred, one pass over the
     /// whole stat cache in one read transaction costs less than a query per path.
-    pub fn stat_lookup_many(
-        &self,
-        paths: &[String],
-    ) -> Result<Vec<Option<(u64, i64, u64, String)>>> {
+    pub fn stat_lookup_many(&self, paths: &[String]) -> Result<Vec<Option<StatRow>>> {
         if paths.len() < 512 {
             return paths.iter().map(|p| self.stat_lookup(p)).collect();
         }

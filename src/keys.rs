@@ -190,7 +190,8 @@ pub fn compute(
                 json!([rel, info.as_ref().map(|i| i.hash.as_str())])
             })
             .collect();
-        let files_digest = digest("files", &J::Array(file_list.clone()));
+        let file_list = J::Array(file_list);
+        let files_digest = digest("files", &file_list);
         let params = J::Object(params_map.into_iter().collect());
         let identity = json!({
             "kind": s.kind,

@@ -208,3 +208,60 @@ stages:
     );
     assert!(p.failed_items("flaky").is_empty());
 }
+
+const BLOBS: &str = "\
+stages:
+  ingest: {kind: ingest, params: {root: data}}
+  size: {kind: command, inputs: [ingest], params: {from: media, cmd: \"wc -c < {in} > {out}\"}}
+  tagged: {kind: command, inputs: [size], params: {cmd: \"printf '%s ' {id} > {out}; cat {in} >> {out}\"}}
+";
+
+/// The file a `command` stage wrote for row `r`.
+fn blob_path(p: &Project, stage: &str, r: usize) -> std::path::PathBuf {
+    let h = strs(&p.table(stage), "data_hash")[r].clone().unwrap();
+    p.root()
+        .join("cache/objects")
+        .join(&h[..2])
+        .join(format!("{h}.bin"))
+}
+
+/// A `command` stage's file that vanished or changed size is never handed to the next command:
+/// the reading clip fails naming it, and the next run computes the file again and then the
+/// clip, matching a clean cache; `verify` finds such a file and `--fix` heals it the same way.
+#[test]
+fn a_lost_or_damaged_command_output_is_named_and_computed_again() {
+    let clean = Project::with_pipeline(4, BLOBS);
+    assert_eq!(clean.run_json(&[]).0, 0);
+    let want = command_outputs(&clean, "tagged");
+
+    let p = Project::with_pipeline(4, BLOBS);
+    assert_eq!(p.run_json(&["size"]).0, 0);
+    std::fs::remove_file(blob_path(&p, "size", 1)).unwrap();
+    let (code, _, s) = p.run_json(&[]);
+    assert_eq!(code, 3, "{s}");
+    let failed = p.failed_items("tagged");
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert!(failed[0].2.contains("could not be read"), "{failed:?}");
+    let (code, events, s) = p.run_json(&[]);
+    assert_eq!(code, 0, "{s}");
+    assert_eq!(stage_done(&events, "size")["computed"].as_u64(), Some(1));
+    assert_eq!(stage_done(&events, "tagged")["computed"].as_u64(), Some(1));
+    assert_eq!(command_outputs(&p, "tagged"), want);
+
+    // Found by `verify`, healed by `--fix` and the next run.
+    let f = blob_path(&p, "size", 2);
+    let mut perms = std::fs::metadata(&f).unwrap().permissions();
+    assert!(perms.readonly(), "the cache's files are read-only");
+    #[allow(clippy::permissions_set_readonly_false)]
+    perms.set_readonly(false);
+    std::fs::set_permissions(&f, perms).unwrap();
+    std::fs::write(&f, "999\n").unwrap();
+    let out = p.run(&["verify"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("corrupt"), "{text}");
+    assert!(p.run(&["verify", "--fix"]).status.success());
+    assert!(p.run(&["verify"]).status.success());
+    assert_eq!(p.run_json(&[]).0, 0);
+    assert_eq!(command_outputs(&p, "tagged"), want);
+}

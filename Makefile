@@ -162,7 +162,7 @@ bench-peers: build demo-data models
 	scripts/bench-peers.sh
 
 # The orchestration workload at 2281, 22810 and 228100 clips (cold, no-op, status, one input,
-# one param, peak memory), beside DVC where it fits; about an hour on 2 cores and 20 GB of disk
+# one param, peak memory), beside DVC where it fits; about 90 minutes on 2 cores and 20 GB of disk
 # in BENCH_SCALE_DIR. Writes the scale section of bench/RESULTS.md and bench/scale.png.
 bench-scale: build
 	scripts/bench-scale.sh

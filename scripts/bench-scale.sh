@@ -5,7 +5,7 @@
 # process tree; this project and DVC side by side, DVC where its cold run fits in 20 minutes
 # (not at 228100 clips). Writes the scale section of bench/RESULTS.md and bench/scale.png.
 #
-# Long: about an hour on 2 cores, most of it the 228100-clip cold run (about 1M files: inputs,
+# Long: about 90 minutes on 2 cores, most of it the 228100-clip cold run (about 1M files: inputs,
 # and what four per-clip stages write) and DVC at 22810 clips. It needs about 20 GB of free
 # disk in BENCH_SCALE_DIR (default: a new folder in $TMPDIR). BENCH_SCALE_SIZES picks sizes.
 set -euo pipefail
@@ -24,6 +24,8 @@ if [ ! -f "$venv/.ok" ] || [ "$(cat "$venv/.ok")" != "$want" ]; then
 fi
 export BENCH_PEERS_VENV=$venv
 work=${BENCH_SCALE_DIR:-$(mktemp -d "${TMPDIR:-/tmp}/bench-scale.XXXXXX")}
+BENCH_GIT=$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src stages || echo "+changes")
+export BENCH_GIT
 mkdir -p "$work"
 
 for n in $sizes; do

@@ -373,6 +373,8 @@ def main():
     results = {"n": n, "repeat": repeat, "tools": {}}
     if Path(out_json).exists():
         results = json.load(open(out_json))
+    if os.environ.get("BENCH_GIT"):
+        results["git"] = os.environ["BENCH_GIT"]
     for t in tools:
         if t == "pipeline":
             tool, c = Ours(binary, work, raw, n, 0.1), cold

@@ -43,7 +43,8 @@ def peak(n, tool, w):
 
 
 def mib(b):
-    return "—" if b is None else f"{b / 2**20:.0f} MiB"
+    # A command shorter than the 50 ms sampling period is not sampled.
+    return "—" if b is None else ("under 50 ms, not sampled" if b == 0 else f"{b / 2**20:.0f} MiB")
 
 
 git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
@@ -56,8 +57,11 @@ lines = [BEGIN, "## Scale: 2281 to 228100 clips", "",
          "every 50 ms. DVC runs where its cold run fits in 20 minutes.", ""]
 for n in sizes:
     tools = runs[n]["tools"]
-    lines += [f"### {n} clips", "", "| workload | pipeline | peak | DVC | peak | DVC / pipeline |",
-              "|---|---|---|---|---|---|"]
+    lines += [f"### {n} clips", ""]
+    if runs[n].get("git"):
+        lines += [f"Engine at git {runs[n]['git']}." + (f" {runs[n]['source'][0].upper()}{runs[n]['source'][1:]}."
+                                                         if runs[n].get("source") else ""), ""]
+    lines += ["| workload | pipeline | peak | DVC | peak | DVC / pipeline |", "|---|---|---|---|---|---|"]
     for w, label in WORKLOADS:
         ours, dvc = med(n, "pipeline", w), med(n, "dvc", w)
         ratio = f"{dvc / ours:.1f}x" if ours and dvc else "—"
@@ -66,11 +70,16 @@ for n in sizes:
     p = tools.get("pipeline", {})
     if p.get("input_items"):
         per = ", ".join(f"{k} {'—' if v is None else v}" for k, v in p["input_items"].items())
-        lines += ["", f"After one input changed, items recomputed per per-clip stage: {per}; after the param "
-                      f"change: {', '.join(p.get('param_ran', []))}."]
-    if "dvc" not in tools:
-        lines += ["", f"DVC not run at {n} clips: its cold run grows linearly (225.7 s at 22810 clips in "
-                      "`make bench-peers`), so it would take about 38 minutes here."]
+        after = f"; after the param change: {', '.join(p['param_ran'])}" if p.get("param_ran") else ""
+        lines += ["", f"After one input changed, items recomputed per per-clip stage: {per}{after}."]
+    known = [(m, med(m, "dvc", "cold")) for m in sizes if m < n and med(m, "dvc", "cold")]
+    if "dvc" not in tools and known:
+        m, c = known[-1]
+        lines += ["", f"DVC not run at {n} clips: its cold run grows linearly ({c:.1f} s at {m} clips above), "
+                      f"so it would take about {c * n / m / 60:.0f} minutes here."]
+    notes = out / f"notes-{n}.md"
+    if notes.exists():
+        lines += ["", notes.read_text().strip()]
     lines.append("")
 
 # Growth and aims.

@@ -15,14 +15,10 @@ mkdir -p "$out"
 BIN=$PWD/target/release/pipeline
 parts=${BENCH_PARTS:-orch orch-big media e2e}
 
-# DVC, Snakemake and matplotlib in a venv of their own, pinned so figures stay comparable.
+# shellcheck source=scripts/lib/venv.sh
+. scripts/lib/venv.sh
 venv=$PWD/.venv-peers
-want="dvc==3.67.1 snakemake==9.27.1 matplotlib==3.10.7"
-if [ ! -f "$venv/.ok" ] || [ "$(cat "$venv/.ok")" != "$want" ]; then
-  rm -rf "$venv"; python3 -m venv "$venv"
-  "$venv/bin/pip" install -q $want
-  echo "$want" > "$venv/.ok"
-fi
+pinned_venv "$venv" "$PEERS_PINS" "the benchmarks' peers"
 export BENCH_PEERS_VENV=$venv
 work=$(mktemp -d "${TMPDIR:-/tmp}/bench-peers.XXXXXX"); trap 'rm -rf "$work"' EXIT
 

@@ -15,13 +15,10 @@ mkdir -p "$out"
 BIN=$PWD/target/release/pipeline
 sizes=${BENCH_SCALE_SIZES:-2281 22810 228100}
 
+# shellcheck source=scripts/lib/venv.sh
+. scripts/lib/venv.sh
 venv=$PWD/.venv-peers
-want="dvc==3.67.1 snakemake==9.27.1 matplotlib==3.10.7"
-if [ ! -f "$venv/.ok" ] || [ "$(cat "$venv/.ok")" != "$want" ]; then
-  rm -rf "$venv"; python3 -m venv "$venv"
-  "$venv/bin/pip" install -q $want
-  echo "$want" > "$venv/.ok"
-fi
+pinned_venv "$venv" "$PEERS_PINS" "the benchmarks' peers"
 export BENCH_PEERS_VENV=$venv
 work=${BENCH_SCALE_DIR:-$(mktemp -d "${TMPDIR:-/tmp}/bench-scale.XXXXXX")}
 BENCH_GIT=$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src stages || echo "+changes")

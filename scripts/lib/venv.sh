@@ -18,3 +18,6 @@ pinned_venv() {
   done
   echo "$want" > "$dir/.ok"
 }
+
+# The benchmarks' peers (DVC, Snakemake) and matplotlib, pinned so figures stay comparable.
+PEERS_PINS="dvc==3.67.1 snakemake==9.27.1 matplotlib==3.10.7"

@@ -329,30 +329,46 @@ pub fn f64s(t: &arrow::record_batch::RecordBatch, name: &str) -> Vec<Option<f64>
         .collect()
 }
 
-/// A Parquet file of the cache, as a reader outside it sees it; a table in parts (its metadata
-/// says `pipeline.parts`) is read part by part, from the objects beside it.
+/// A Parquet file of the cache, as a reader outside it sees it; a table in parts is read part
+/// by part, from the objects beside it.
 pub fn read_parquet(path: &Path) -> arrow::record_batch::RecordBatch {
+    let Some(parts) = part_objects(path) else {
+        return read_one_parquet(path);
+    };
+    let objects = path.parent().unwrap().parent().unwrap();
+    let parts: Vec<_> = parts
+        .iter()
+        .map(|h| read_parquet(&objects.join(&h[..2]).join(format!("{h}.parquet"))))
+        .collect();
+    arrow::compute::concat_batches(&parts[0].schema(), &parts).unwrap()
+}
+
+/// The part objects a table in parts lists (its metadata says `pipeline.parts`), or None for a
+/// table in one file.
+pub fn part_objects(path: &Path) -> Option<Vec<String>> {
     let f = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let b = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f).unwrap();
-    let parts = b
+    let parted = b
         .metadata()
         .file_metadata()
         .key_value_metadata()
         .is_some_and(|kv| kv.iter().any(|k| k.key == "pipeline.parts"));
-    let batches: Vec<_> = b.build().unwrap().map(|b| b.unwrap()).collect();
-    let t = arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap();
-    if !parts {
-        return t;
-    }
-    let objects = path.parent().unwrap().parent().unwrap();
-    let parts: Vec<_> = strs(&t, "part")
-        .into_iter()
-        .map(|h| {
-            let h = h.unwrap();
-            read_parquet(&objects.join(&h[..2]).join(format!("{h}.parquet")))
-        })
-        .collect();
-    arrow::compute::concat_batches(&parts[0].schema(), &parts).unwrap()
+    parted.then(|| {
+        strs(&read_one_parquet(path), "part")
+            .into_iter()
+            .flatten()
+            .collect()
+    })
+}
+
+fn read_one_parquet(path: &Path) -> arrow::record_batch::RecordBatch {
+    let f = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let r = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)
+        .unwrap()
+        .build()
+        .unwrap();
+    let batches: Vec<_> = r.map(|b| b.unwrap()).collect();
+    arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap()
 }
 
 /// The bytes a `command` stage wrote for each row, in row order (its `data_hash` names a file

@@ -902,18 +902,7 @@ stages:
 fn parts_of(p: &Project, stage: &str) -> Vec<String> {
     let out = p.run(&["show", stage, "--json"]);
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let f = std::fs::File::open(v["artifact"].as_str().unwrap()).unwrap();
-    let b = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f).unwrap();
-    let parted = b
-        .metadata()
-        .file_metadata()
-        .key_value_metadata()
-        .is_some_and(|kv| kv.iter().any(|k| k.key == "pipeline.parts"));
-    if !parted {
-        return Vec::new();
-    }
-    let t = b.build().unwrap().next().unwrap().unwrap();
-    strs(&t, "part").into_iter().flatten().collect()
+    part_objects(Path::new(v["artifact"].as_str().unwrap())).unwrap_or_default()
 }
 
 /// A per-clip stage's table is stored in parts: after one clip changes, one part is written
